@@ -1,0 +1,457 @@
+//! Matching: which of the candidate miners should run a job, best first.
+//!
+//! A pure function over candidates that the caller yields **best score first** (the registry
+//! keeps miners sorted by score per model). That order lets the scan stop as soon as the
+//! answer is settled, so a match over 100,000 miners usually looks at a few dozen of them.
+//!
+//! Load balancing: miners whose score is within `tie_epsilon` of the best are equally good;
+//! among them the least-loaded come first (load counts the slots this hub reserved for
+//! matches whose outcome has not arrived), and remaining ties are broken at random. Concurrent
+//! matches therefore spread over equally good miners instead of all naming the same one.
+//!
+//! Failover: cooled-down miners (see [`crate::domain::scoring::cooldown_until`]) are left out,
+//! unless fewer than `panic_threshold` of the eligible candidates seen are healthy; then the
+//! hub "panics" as Envoy does and ranks all of them, so failures can never empty the pool.
+
+use crate::domain::miner::{Address, Miner, MinerStatus};
+use crate::domain::scoring::{passes_thresholds, Score, Thresholds};
+use rand::Rng;
+
+/// What the client asks for.
+#[derive(Debug, Clone)]
+pub struct MatchCriteria<'a> {
+    pub model: &'a str,
+    pub job_type: &'a str,
+    /// MiB.
+    pub min_gpu_memory: u64,
+    /// Upper bound on `estimated_time`, ms.
+    pub max_latency: Option<f64>,
+    pub limit: usize,
+    /// Addresses the client does not want.
+    pub exclude: &'a [Address],
+}
+
+/// The hub's matching policy, from configuration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MatchPolicy {
+    /// A status older than this (ms) means the miner is offline.
+    pub heartbeat_timeout_ms: u64,
+    pub thresholds: Thresholds,
+    /// Scores closer than this to the best are treated as equal for load balancing.
+    pub tie_epsilon: f64,
+    /// See the module doc.
+    pub panic_threshold: f64,
+    /// Most healthy candidates examined before the scan stops (at least `limit`).
+    pub scan_cap: usize,
+}
+
+/// One miner as the matcher sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a, K> {
+    /// Opaque handle for the caller (the registry's slot).
+    pub key: K,
+    pub miner: &'a Miner,
+    pub score: &'a Score,
+    pub status: Option<MinerStatus>,
+    /// Slots reserved by matches still waiting for their outcome.
+    pub reserved: u32,
+    /// Unix ms until which the miner is cooled down (0 = not).
+    pub cooldown_until: u64,
+}
+
+/// A chosen miner.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pick<K> {
+    pub key: K,
+    pub address: Address,
+    pub score: f64,
+    /// Milliseconds: observed latency stretched by current load.
+    pub estimated_time: f64,
+    /// Reported load plus reservations.
+    pub load: u32,
+    pub cooled_down: bool,
+}
+
+/// The outcome of a match.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selection<K> {
+    pub picks: Vec<Pick<K>>,
+    /// True when cooled-down miners were included because too few healthy ones were left.
+    pub panic: bool,
+}
+
+/// Observed latency stretched by how full the miner is: a miner at half its concurrency
+/// limit is expected to take 1.5 times its average.
+pub fn estimated_time(avg_latency_ms: f64, load: u32, max_concurrent: u32) -> f64 {
+    avg_latency_ms * (1.0 + f64::from(load) / f64::from(max_concurrent.max(1)))
+}
+
+/// Whether the miner's last heartbeat is recent enough.
+pub fn is_fresh(status: &MinerStatus, now: u64, heartbeat_timeout_ms: u64) -> bool {
+    now.saturating_sub(status.reported_at) <= heartbeat_timeout_ms
+}
+
+fn eligible<K: Copy>(
+    c: &Candidate<'_, K>,
+    crit: &MatchCriteria<'_>,
+    policy: &MatchPolicy,
+    now: u64,
+) -> Option<Pick<K>> {
+    let status = c.status?;
+    if !status.available || !is_fresh(&status, now, policy.heartbeat_timeout_ms) {
+        return None;
+    }
+    let caps = &c.miner.capabilities;
+    let load = status.current_load.saturating_add(c.reserved);
+    if load >= caps.max_concurrent_jobs
+        || caps.gpu_memory < crit.min_gpu_memory
+        || !c.miner.serves_job_type(crit.job_type)
+        || !c.miner.serves_model(crit.model)
+        || !passes_thresholds(&c.score.factors, &policy.thresholds)
+        || crit.exclude.contains(&c.miner.address)
+    {
+        return None;
+    }
+    let est = estimated_time(
+        c.score.factors.avg_latency_ms,
+        load,
+        caps.max_concurrent_jobs,
+    );
+    if crit.max_latency.is_some_and(|m| est > m) {
+        return None;
+    }
+    Some(Pick {
+        key: c.key,
+        address: c.miner.address,
+        score: c.score.value,
+        estimated_time: est,
+        load,
+        cooled_down: c.cooldown_until > now,
+    })
+}
+
+/// Chooses up to `crit.limit` miners from `candidates` (best score first), see the module doc.
+pub fn select<'a, K: Copy + 'a>(
+    candidates: impl IntoIterator<Item = Candidate<'a, K>>,
+    crit: &MatchCriteria<'_>,
+    policy: &MatchPolicy,
+    now: u64,
+    rng: &mut impl Rng,
+) -> Selection<K> {
+    let limit = crit.limit;
+    if limit == 0 {
+        return Selection {
+            picks: Vec::new(),
+            panic: false,
+        };
+    }
+    let cap = policy.scan_cap.max(limit);
+    let mut healthy: Vec<(Pick<K>, u32)> = Vec::with_capacity(limit.min(64));
+    let mut cooled: Vec<(Pick<K>, u32)> = Vec::new();
+    let mut best: Option<f64> = None;
+    for c in candidates {
+        if healthy.len() >= limit {
+            if let Some(b) = best {
+                if c.score.value < b - policy.tie_epsilon || healthy.len() >= cap {
+                    break;
+                }
+            }
+        }
+        let Some(pick) = eligible(&c, crit, policy, now) else {
+            continue;
+        };
+        let max_conc = c.miner.capabilities.max_concurrent_jobs;
+        if pick.cooled_down {
+            // Bound the memory a mass cooldown can make one match use.
+            if cooled.len() < cap {
+                cooled.push((pick, max_conc));
+            }
+        } else {
+            best = Some(best.map_or(pick.score, |b: f64| b.max(pick.score)));
+            healthy.push((pick, max_conc));
+        }
+    }
+
+    let total = healthy.len() + cooled.len();
+    let panic =
+        !cooled.is_empty() && (healthy.len() as f64) < policy.panic_threshold * total as f64;
+    let mut pool = healthy;
+    if panic {
+        pool.extend(cooled);
+    }
+    pool.sort_by(|a, b| b.0.score.total_cmp(&a.0.score));
+
+    // Equally good miners: least loaded first, the rest of the tie broken at random.
+    if let Some(top) = pool.first().map(|p| p.0.score) {
+        let band = pool
+            .iter()
+            .take_while(|p| p.0.score >= top - policy.tie_epsilon)
+            .count();
+        let lf = |p: &(Pick<K>, u32)| f64::from(p.0.load) / f64::from(p.1.max(1));
+        let mut keyed: Vec<(f64, u32, (Pick<K>, u32))> = pool
+            .drain(..band)
+            .map(|p| (lf(&p), rng.random::<u32>(), p))
+            .collect();
+        keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let rest = std::mem::take(&mut pool);
+        pool = keyed.into_iter().map(|k| k.2).chain(rest).collect();
+    }
+    pool.truncate(limit);
+    Selection {
+        picks: pool.into_iter().map(|p| p.0).collect(),
+        panic,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::miner::{Capabilities, Endpoint};
+    use crate::domain::scoring::{Factors, Score};
+    use proptest::prelude::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn miner(i: u8, mem: u64, conc: u32) -> Miner {
+        let mut a = [0u8; 20];
+        a[19] = i;
+        Miner {
+            address: Address::from_bytes(a),
+            endpoint: Endpoint::try_from(format!("http://m{i}.example.com")).unwrap(),
+            capabilities: Capabilities {
+                models: vec!["llama3.2".into()],
+                gpu_memory: mem,
+                max_concurrent_jobs: conc,
+                job_types: vec!["inference".into()],
+            },
+            stake: 0,
+            token_hash: String::new(),
+            registered_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn score(v: f64, lat: f64) -> Score {
+        Score {
+            value: v,
+            factors: Factors {
+                success_rate: 0.99,
+                latency: 0.9,
+                availability: 0.99,
+                reputation: 0.5,
+                avg_latency_ms: lat,
+            },
+        }
+    }
+
+    fn status(load: u32) -> Option<MinerStatus> {
+        Some(MinerStatus {
+            available: true,
+            current_load: load,
+            gpu_utilization: 0.5,
+            temperature: None,
+            reported_at: NOW - 1000,
+        })
+    }
+
+    fn policy() -> MatchPolicy {
+        MatchPolicy {
+            heartbeat_timeout_ms: 30_000,
+            thresholds: Thresholds::default(),
+            tie_epsilon: 0.001,
+            panic_threshold: 0.5,
+            scan_cap: 64,
+        }
+    }
+
+    fn crit(limit: usize) -> MatchCriteria<'static> {
+        MatchCriteria {
+            model: "llama3.2",
+            job_type: "inference",
+            min_gpu_memory: 8192,
+            max_latency: Some(5000.0),
+            limit,
+            exclude: &[],
+        }
+    }
+
+    struct World {
+        miners: Vec<Miner>,
+        scores: Vec<Score>,
+        statuses: Vec<Option<MinerStatus>>,
+        reserved: Vec<u32>,
+        cooldown: Vec<u64>,
+    }
+
+    impl World {
+        fn candidates(&self) -> Vec<Candidate<'_, usize>> {
+            let mut v: Vec<_> = (0..self.miners.len())
+                .map(|i| Candidate {
+                    key: i,
+                    miner: &self.miners[i],
+                    score: &self.scores[i],
+                    status: self.statuses[i],
+                    reserved: self.reserved[i],
+                    cooldown_until: self.cooldown[i],
+                })
+                .collect();
+            v.sort_by(|a, b| b.score.value.total_cmp(&a.score.value));
+            v
+        }
+    }
+
+    fn world(n: u8) -> World {
+        World {
+            miners: (0..n).map(|i| miner(i, 16384, 4)).collect(),
+            scores: (0..n)
+                .map(|i| score(0.5 + f64::from(i) / 1000.0, 1000.0))
+                .collect(),
+            statuses: (0..n).map(|_| status(0)).collect(),
+            reserved: vec![0; n as usize],
+            cooldown: vec![0; n as usize],
+        }
+    }
+
+    fn pick_keys(w: &World, c: &MatchCriteria<'_>) -> Selection<usize> {
+        select(
+            w.candidates(),
+            c,
+            &policy(),
+            NOW,
+            &mut StdRng::seed_from_u64(7),
+        )
+    }
+
+    #[test]
+    fn ranks_by_score_and_applies_every_filter() {
+        let mut w = world(8);
+        w.miners[7].capabilities.gpu_memory = 4096; // too little memory
+        w.statuses[6].as_mut().unwrap().available = false; // not available
+        w.statuses[5].as_mut().unwrap().reported_at = NOW - 31_000; // stale
+        w.statuses[4] = status(4); // full
+        w.scores[3].factors.success_rate = 0.5; // below threshold
+        w.scores[2].factors.avg_latency_ms = 4000.0;
+        w.statuses[2] = status(3); // estimated 7000 ms > max_latency
+        let sel = pick_keys(&w, &crit(5));
+        let keys: Vec<_> = sel.picks.iter().map(|p| p.key).collect();
+        assert_eq!(keys, vec![1, 0]);
+        assert!(!sel.panic);
+        assert!((sel.picks[0].estimated_time - 1000.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn exclude_and_job_type_and_model() {
+        let w = world(3);
+        let ex = [w.miners[2].address];
+        let c = MatchCriteria {
+            exclude: &ex,
+            ..crit(5)
+        };
+        assert_eq!(pick_keys(&w, &c).picks.len(), 2);
+        let c = MatchCriteria {
+            job_type: "training",
+            ..crit(5)
+        };
+        assert!(pick_keys(&w, &c).picks.is_empty());
+        let c = MatchCriteria {
+            model: "mistral",
+            ..crit(5)
+        };
+        assert!(pick_keys(&w, &c).picks.is_empty());
+    }
+
+    #[test]
+    fn reservations_count_as_load_and_spread_ties() {
+        let mut w = world(3);
+        for s in &mut w.scores {
+            s.value = 0.9;
+        }
+        w.reserved[0] = 1;
+        w.reserved[1] = 1;
+        let sel = pick_keys(&w, &crit(1));
+        assert_eq!(sel.picks[0].key, 2, "least loaded of equals first");
+        w.reserved = vec![4, 0, 0];
+        let sel = pick_keys(&w, &crit(5));
+        assert!(
+            sel.picks.iter().all(|p| p.key != 0),
+            "full after reservations"
+        );
+    }
+
+    #[test]
+    fn random_tie_break_spreads_first_pick() {
+        let mut w = world(10);
+        for s in &mut w.scores {
+            s.value = 0.9;
+        }
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let sel = select(w.candidates(), &crit(1), &policy(), NOW, &mut rng);
+            seen.insert(sel.picks[0].key);
+        }
+        assert!(seen.len() >= 8, "only {} distinct first picks", seen.len());
+    }
+
+    #[test]
+    fn cooled_miners_are_skipped_until_panic() {
+        let mut w = world(4);
+        w.cooldown[3] = NOW + 1000;
+        let sel = pick_keys(&w, &crit(5));
+        assert!(sel.picks.iter().all(|p| p.key != 3));
+        assert!(!sel.panic);
+        // Three of four cooled: 25% healthy < 50% panic threshold -> all ranked.
+        w.cooldown = vec![0, NOW + 1000, NOW + 1000, NOW + 1000];
+        let sel = pick_keys(&w, &crit(5));
+        assert!(sel.panic);
+        assert_eq!(sel.picks.len(), 4);
+        assert_eq!(sel.picks[0].key, 3);
+        // All cooled: still never empty.
+        w.cooldown = vec![NOW + 1000; 4];
+        assert_eq!(pick_keys(&w, &crit(5)).picks.len(), 4);
+    }
+
+    proptest! {
+        #[test]
+        fn result_is_bounded_filtered_and_ordered(
+            scores in proptest::collection::vec(0.0f64..1.0, 1..80),
+            loads in proptest::collection::vec(0u32..6, 80),
+            avail in proptest::collection::vec(any::<bool>(), 80),
+            limit in 0usize..20,
+            seed in any::<u64>(),
+        ) {
+            let n = scores.len();
+            let mut w = world(n as u8);
+            for i in 0..n {
+                w.scores[i].value = scores[i];
+                w.statuses[i] = status(loads[i]);
+                w.statuses[i].as_mut().unwrap().available = avail[i];
+            }
+            let p = policy();
+            let sel = select(w.candidates(), &crit(limit), &p, NOW, &mut StdRng::seed_from_u64(seed));
+            prop_assert!(sel.picks.len() <= limit);
+            let eligible = (0..n).filter(|&i| avail[i] && loads[i] < 4).count();
+            prop_assert_eq!(sel.picks.len(), eligible.min(limit));
+            let mut seen = std::collections::HashSet::new();
+            for pk in &sel.picks {
+                prop_assert!(seen.insert(pk.key), "duplicate pick");
+                prop_assert!(avail[pk.key] && loads[pk.key] < 4);
+            }
+            // Outside the tie band at the top, order is by score.
+            if let Some(top) = sel.picks.first().map(|p| p.score) {
+                let rest: Vec<f64> = sel.picks.iter().map(|p| p.score)
+                    .filter(|s| *s < top - p.tie_epsilon).collect();
+                prop_assert!(rest.windows(2).all(|w| w[0] >= w[1]));
+                // No eligible miner outside the answer beats one inside it by more than a tie.
+                let worst = sel.picks.iter().map(|p| p.score).fold(f64::INFINITY, f64::min);
+                for i in 0..n {
+                    if avail[i] && loads[i] < 4 && !seen.contains(&i) {
+                        prop_assert!(scores[i] <= worst + p.tie_epsilon + 1e-12 || sel.picks.len() < limit);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! The miner's identity, what it can run and what it reports about itself.
+//!
+//! Every type here validates on construction, so code past the HTTP layer never sees an
+//! address that is not 20 bytes or a URL that is not http(s).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Longest accepted endpoint URL: longer ones are abuse, not configuration.
+pub const MAX_ENDPOINT_LEN: usize = 2048;
+/// Longest accepted model or job-type name.
+pub const MAX_NAME_LEN: usize = 128;
+/// Most models (and job types) one miner may declare; bounds the index per miner.
+pub const MAX_MODELS: usize = 256;
+/// The largest GPU memory we believe (MiB): 16 TiB is far beyond any single host today.
+pub const MAX_GPU_MEMORY_MIB: u64 = 16 * 1024 * 1024;
+/// The largest concurrency a miner may declare.
+pub const MAX_CONCURRENT_JOBS: u32 = 100_000;
+/// Job type a miner serves when it declares none: the network is for inference.
+pub const DEFAULT_JOB_TYPE: &str = "inference";
+
+/// A validation failure: which field, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct Invalid {
+    /// Dotted path of the offending field, as the client sent it.
+    pub field: String,
+    /// What is wrong, in words a client developer can act on.
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// An Ethereum-style address: the miner's identity.
+///
+/// Stored as its 20 bytes so that comparison is case-insensitive by construction and the
+/// index keys are small and fast to compare; rendered as lowercase `0x` + 40 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Address([u8; 20]);
+
+impl Address {
+    pub const fn from_bytes(bytes: [u8; 20]) -> Self {
+        Self(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 20] {
+        &self.0
+    }
+}
+
+impl FromStr for Address {
+    type Err = Invalid;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            Invalid::new(
+                "address",
+                "must be 0x followed by 40 hexadecimal digits (an Ethereum-style address)",
+            )
+        };
+        let hex_part = s
+            .strip_prefix("0x")
+            .or_else(|| s.strip_prefix("0X"))
+            .ok_or_else(bad)?;
+        if hex_part.len() != 40 {
+            return Err(bad());
+        }
+        let mut bytes = [0u8; 20];
+        hex::decode_to_slice(hex_part, &mut bytes).map_err(|_| bad())?;
+        Ok(Self(bytes))
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0u8; 40];
+        // Cannot fail: the buffer is exactly twice the input length.
+        hex::encode_to_slice(self.0, &mut buf).map_err(|_| fmt::Error)?;
+        f.write_str("0x")?;
+        // hex output is ASCII.
+        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl fmt::Debug for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Address {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Address {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse()
+            .map_err(|e: Invalid| serde::de::Error::custom(e.message))
+    }
+}
+
+/// Where clients reach the miner: an absolute http or https URL with a host.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Endpoint(String);
+
+impl Endpoint {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Endpoint {
+    type Error = Invalid;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        let bad = |m: &str| Invalid::new("endpoint", m);
+        if s.len() > MAX_ENDPOINT_LEN {
+            return Err(bad("is longer than 2048 characters"));
+        }
+        let url = url::Url::parse(&s).map_err(|e| bad(&format!("is not a valid URL ({e})")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad("must use the http or https scheme"));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(bad("must name a host"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad("must not carry credentials"));
+        }
+        Ok(Self(s))
+    }
+}
+
+impl From<Endpoint> for String {
+    fn from(e: Endpoint) -> Self {
+        e.0
+    }
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a miner can run. `gpu_memory` is MiB, as in the seed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    pub models: Vec<String>,
+    pub gpu_memory: u64,
+    pub max_concurrent_jobs: u32,
+    /// Job types the miner accepts; the seed only knows "inference", which is the default.
+    #[serde(default = "default_job_types")]
+    pub job_types: Vec<String>,
+}
+
+fn default_job_types() -> Vec<String> {
+    vec![DEFAULT_JOB_TYPE.to_string()]
+}
+
+/// Checks a model or job-type name: non-empty, bounded, printable, no surrounding spaces.
+pub fn validate_name(field: &str, name: &str) -> Result<(), Invalid> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(Invalid::new(field, "must be 1 to 128 characters long"));
+    }
+    if name.trim() != name || name.chars().any(char::is_control) {
+        return Err(Invalid::new(
+            field,
+            "must not contain control characters or surrounding whitespace",
+        ));
+    }
+    Ok(())
+}
+
+impl Capabilities {
+    /// Validates and normalises (sorts, de-duplicates) the lists.
+    pub fn validated(mut self) -> Result<Self, Invalid> {
+        if self.models.is_empty() {
+            return Err(Invalid::new(
+                "capabilities.models",
+                "must list at least one model",
+            ));
+        }
+        if self.models.len() > MAX_MODELS {
+            return Err(Invalid::new(
+                "capabilities.models",
+                "must list at most 256 models",
+            ));
+        }
+        for m in &self.models {
+            validate_name("capabilities.models", m)?;
+        }
+        if self.job_types.is_empty() || self.job_types.len() > MAX_MODELS {
+            return Err(Invalid::new(
+                "capabilities.job_types",
+                "must list 1 to 256 job types",
+            ));
+        }
+        for j in &self.job_types {
+            validate_name("capabilities.job_types", j)?;
+        }
+        if self.gpu_memory == 0 || self.gpu_memory > MAX_GPU_MEMORY_MIB {
+            return Err(Invalid::new(
+                "capabilities.gpu_memory",
+                "must be between 1 and 16777216 MiB",
+            ));
+        }
+        if self.max_concurrent_jobs == 0 || self.max_concurrent_jobs > MAX_CONCURRENT_JOBS {
+            return Err(Invalid::new(
+                "capabilities.max_concurrent_jobs",
+                "must be between 1 and 100000",
+            ));
+        }
+        self.models.sort();
+        self.models.dedup();
+        self.job_types.sort();
+        self.job_types.dedup();
+        Ok(self)
+    }
+}
+
+/// A registered miner: what it declared, and the hash of its secret token.
+///
+/// The token itself is never stored: only its SHA-256, which is enough to check a presented
+/// token and useless to anyone who reads the database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Miner {
+    pub address: Address,
+    pub endpoint: Endpoint,
+    pub capabilities: Capabilities,
+    pub stake: u64,
+    /// SHA-256 of the miner's bearer token, hex-encoded.
+    pub token_hash: String,
+    /// Unix milliseconds of the first registration.
+    pub registered_at: u64,
+    /// Unix milliseconds of the latest (re-)registration.
+    pub updated_at: u64,
+}
+
+impl Miner {
+    pub fn serves_model(&self, model: &str) -> bool {
+        self.capabilities
+            .models
+            .binary_search_by(|m| m.as_str().cmp(model))
+            .is_ok()
+    }
+
+    pub fn serves_job_type(&self, job_type: &str) -> bool {
+        self.capabilities
+            .job_types
+            .binary_search_by(|m| m.as_str().cmp(job_type))
+            .is_ok()
+    }
+}
+
+/// Live status a miner reports; also its heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MinerStatus {
+    pub available: bool,
+    pub current_load: u32,
+    /// Fraction of the GPU in use, 0..=1.
+    pub gpu_utilization: f64,
+    /// Degrees Celsius, when the miner reports it.
+    pub temperature: Option<f64>,
+    /// Unix milliseconds at which the hub received it.
+    pub reported_at: u64,
+}
+
+impl MinerStatus {
+    /// Validates what a client sent; `reported_at` is the hub's clock, not the client's.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if !self.gpu_utilization.is_finite() || !(0.0..=1.0).contains(&self.gpu_utilization) {
+            return Err(Invalid::new(
+                "gpu_utilization",
+                "must be a number between 0 and 1",
+            ));
+        }
+        if let Some(t) = self.temperature {
+            if !t.is_finite() || !(-60.0..=200.0).contains(&t) {
+                return Err(Invalid::new(
+                    "temperature",
+                    "must be between -60 and 200 degrees Celsius",
+                ));
+            }
+        }
+        if self.current_load > MAX_CONCURRENT_JOBS {
+            return Err(Invalid::new("current_load", "must be at most 100000"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_is_case_insensitive_and_renders_lowercase() {
+        let a: Address = "0xABCDEF0123456789abcdef0123456789ABCDEF01"
+            .parse()
+            .unwrap();
+        let b: Address = "0xabcdef0123456789abcdef0123456789abcdef01"
+            .parse()
+            .unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.to_string(), "0xabcdef0123456789abcdef0123456789abcdef01");
+    }
+
+    #[test]
+    fn address_rejects_bad_forms() {
+        for s in [
+            "",
+            "0x",
+            "abcdef0123456789abcdef0123456789abcdef01",
+            "0xabcdef0123456789abcdef0123456789abcdef0",
+            "0xabcdef0123456789abcdef0123456789abcdef012",
+            "0xgbcdef0123456789abcdef0123456789abcdef01",
+        ] {
+            assert!(s.parse::<Address>().is_err(), "{s} accepted");
+        }
+    }
+
+    #[test]
+    fn endpoint_rules() {
+        assert!(Endpoint::try_from("http://miner.example.com:8080".to_string()).is_ok());
+        assert!(Endpoint::try_from("https://10.0.0.1/x".to_string()).is_ok());
+        assert!(Endpoint::try_from("ftp://miner".to_string()).is_err());
+        assert!(Endpoint::try_from("not a url".to_string()).is_err());
+        assert!(Endpoint::try_from("http://u:p@host".to_string()).is_err());
+        assert!(Endpoint::try_from(format!("http://h/{}", "a".repeat(3000))).is_err());
+    }
+
+    #[test]
+    fn capabilities_validate_and_normalise() {
+        let c = Capabilities {
+            models: vec!["b".into(), "a".into(), "b".into()],
+            gpu_memory: 16384,
+            max_concurrent_jobs: 4,
+            job_types: default_job_types(),
+        }
+        .validated()
+        .unwrap();
+        assert_eq!(c.models, vec!["a", "b"]);
+        let mut bad = c.clone();
+        bad.gpu_memory = 0;
+        assert_eq!(
+            bad.validated().unwrap_err().field,
+            "capabilities.gpu_memory"
+        );
+        let mut bad = c.clone();
+        bad.models = vec![" x".into()];
+        assert!(bad.validated().is_err());
+        let mut bad = c;
+        bad.max_concurrent_jobs = 0;
+        assert!(bad.validated().is_err());
+    }
+
+    #[test]
+    fn status_bounds() {
+        let mut s = MinerStatus {
+            available: true,
+            current_load: 1,
+            gpu_utilization: 0.5,
+            temperature: Some(60.0),
+            reported_at: 0,
+        };
+        assert!(s.validate().is_ok());
+        s.gpu_utilization = 1.5;
+        assert_eq!(s.validate().unwrap_err().field, "gpu_utilization");
+        s.gpu_utilization = f64::NAN;
+        assert!(s.validate().is_err());
+        s.gpu_utilization = 0.1;
+        s.temperature = Some(1e9);
+        assert!(s.validate().is_err());
+    }
+}

@@ -1,0 +1,100 @@
+//! Extractors that turn requests into domain values or a clear 4xx [`ApiError`].
+
+use super::error::ApiError;
+use crate::domain::Address;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+/// A JSON body. Unlike `axum::Json` it does not insist on a Content-Type (curl's `-d` sends
+/// a form type), and its errors name the offending field.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the request body is larger than the configured limit (server.max_body_bytes)",
+                )
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_body", r.body_text())
+            }
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses JSON, naming the field at fault.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        use serde_json::error::Category;
+        match inner.classify() {
+            Category::Syntax | Category::Eof | Category::Io => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the body is not valid JSON: {inner}"),
+            ),
+            Category::Data => {
+                let field = if path == "." { None } else { Some(path) };
+                ApiError {
+                    status: StatusCode::BAD_REQUEST,
+                    code: "invalid_field",
+                    message: match &field {
+                        Some(f) => format!("{f}: {inner}"),
+                        None => inner.to_string(),
+                    },
+                    field,
+                }
+            }
+        }
+    })
+}
+
+/// The bearer token, if the request carries one.
+pub struct Bearer(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Bearer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, rest) = v.trim().split_once(' ')?;
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then(|| rest.trim().to_string())
+            })
+            .filter(|t| !t.is_empty());
+        Ok(Self(token))
+    }
+}
+
+/// The `{address}` path segment, parsed.
+pub struct AddressPath(pub Address);
+
+impl<S: Send + Sync> FromRequestParts<S> for AddressPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| {
+                    ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", e.body_text())
+                })?;
+        raw.parse().map(AddressPath).map_err(ApiError::invalid)
+    }
+}

@@ -1,0 +1,438 @@
+//! The application service: the registry, the two stores, scoring and matching wired
+//! together. HTTP handlers call these methods and nothing else.
+//!
+//! Write order for every change to a miner: check against the index, commit to the durable
+//! store, then apply to the index. Changes to one miner are serialised by a striped lock so
+//! the index applies them in commit order; changes to different miners run concurrently and
+//! share group commits.
+
+mod matching;
+mod tasks;
+
+pub use matching::{MatchOutcome, MatchRequest, OutcomeReport, OutcomeResult};
+
+use crate::config::Config;
+use crate::domain::matching::MatchPolicy;
+use crate::domain::scoring::{self, Availability, FailoverParams, MinerStats, ScoringParams};
+use crate::domain::{Address, Capabilities, Endpoint, Invalid, Miner, MinerStatus};
+use crate::metrics::Metrics;
+use crate::registry::{MinerView, Registry};
+use crate::store::{ClaimError, DurableStore, HotStore, StoreError};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+const LOCK_STRIPES: usize = 256;
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Why a request to the hub failed, by meaning; the HTTP layer maps each to a status once.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("this miner is registered: changing it needs `Authorization: Bearer <token>` with the token its registration returned")]
+    Unauthorized,
+    #[error("the bearer token does not belong to miner {0}")]
+    Forbidden(Address),
+    #[error("miner {0} is not registered")]
+    MinerNotFound(Address),
+    #[error(transparent)]
+    Claim(ClaimError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<ClaimError> for HubError {
+    fn from(e: ClaimError) -> Self {
+        match e {
+            ClaimError::Store(s) => Self::Store(s),
+            other => Self::Claim(other),
+        }
+    }
+}
+
+/// A registration as the client sent it, already parsed into domain types.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub address: Address,
+    pub endpoint: Endpoint,
+    pub capabilities: Capabilities,
+    pub stake: u64,
+}
+
+/// The result of a registration.
+#[derive(Debug, Clone)]
+pub struct Registered {
+    /// True for a new miner (201), false for a re-registration (200).
+    pub created: bool,
+    /// The secret token, only for a new miner: it is shown once and stored only as a hash.
+    pub token: Option<String>,
+    pub view: MinerView,
+}
+
+/// Health of one storage backend.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackendHealth {
+    pub role: &'static str,
+    pub backend: &'static str,
+    pub healthy: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The hub.
+pub struct Hub {
+    config: Config,
+    params: ScoringParams,
+    failover: FailoverParams,
+    policy: MatchPolicy,
+    registry: Registry,
+    durable: Arc<dyn DurableStore>,
+    hot: Arc<dyn HotStore>,
+    reservations: matching::Reservations,
+    metrics: Arc<Metrics>,
+    locks: Vec<tokio::sync::Mutex<()>>,
+    started: Instant,
+    matches_served: AtomicU64,
+    last_score_update: AtomicU64,
+}
+
+/// SHA-256 of a token, hex: what is stored instead of the token.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn tokens_equal(a: &str, b: &str) -> bool {
+    // Constant time in the content, so response timing does not reveal a hash prefix.
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("ph_{}", hex::encode(bytes))
+}
+
+impl Hub {
+    /// Builds the hub and loads every miner from the durable store into the index.
+    pub async fn open(
+        config: Config,
+        durable: Arc<dyn DurableStore>,
+        hot: Arc<dyn HotStore>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
+        let params = config.scoring_params();
+        let failover = config.failover;
+        let policy = MatchPolicy {
+            heartbeat_timeout_ms: config.matching.heartbeat_timeout.saturating_mul(1000),
+            thresholds: config.thresholds,
+            tie_epsilon: config.matching.tie_epsilon * config.scoring.max_score,
+            panic_threshold: failover.panic_threshold,
+            scan_cap: config.matching.scan_cap,
+        };
+        let hub = Self {
+            params,
+            failover,
+            policy,
+            registry: Registry::new(),
+            durable,
+            hot,
+            reservations: matching::Reservations::default(),
+            metrics,
+            locks: (0..LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            started: Instant::now(),
+            matches_served: AtomicU64::new(0),
+            last_score_update: AtomicU64::new(0),
+            config,
+        };
+        let now = now_ms();
+        let stored = hub.durable.load_all().await?;
+        let n = stored.len();
+        for s in stored {
+            let score = scoring::score(&s.stats, &s.availability, s.miner.stake, now, &hub.params);
+            let cooldown = scoring::cooldown_until(&s.stats, &hub.failover);
+            hub.registry
+                .upsert(s.miner, s.stats, s.availability, score, cooldown);
+        }
+        hub.metrics.miners_total.set(n as i64);
+        tracing::info!(
+            miners = n,
+            durable = hub.durable.backend(),
+            hot = hub.hot.backend(),
+            "index loaded"
+        );
+        Ok(hub)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    fn lock_for(&self, a: &Address) -> &tokio::sync::Mutex<()> {
+        let b = a.as_bytes();
+        &self.locks[(usize::from(b[18]) << 8 | usize::from(b[19])) % LOCK_STRIPES]
+    }
+
+    fn store_error(&self, e: StoreError) -> HubError {
+        if matches!(
+            e,
+            StoreError::Unavailable { .. } | StoreError::Corrupt { .. }
+        ) {
+            self.metrics
+                .store_errors_total
+                .with_label_values(&[self.durable.backend()])
+                .inc();
+            tracing::warn!(error = %e, "storage operation failed");
+        }
+        HubError::Store(e)
+    }
+
+    fn authorize(&self, miner: &Miner, token: Option<&str>) -> Result<(), HubError> {
+        let token = token.ok_or(HubError::Unauthorized)?;
+        if tokens_equal(&hash_token(token), &miner.token_hash) {
+            Ok(())
+        } else {
+            Err(HubError::Forbidden(miner.address))
+        }
+    }
+
+    fn score_now(
+        &self,
+        stats: &MinerStats,
+        avail: &Availability,
+        stake: u64,
+        now: u64,
+    ) -> (scoring::Score, u64) {
+        (
+            scoring::score(stats, avail, stake, now, &self.params),
+            scoring::cooldown_until(stats, &self.failover),
+        )
+    }
+
+    /// Registers a new miner (returning its token) or re-registers one (needs its token).
+    pub async fn register(
+        &self,
+        reg: Registration,
+        token: Option<&str>,
+    ) -> Result<Registered, HubError> {
+        let _guard = self.lock_for(&reg.address).lock().await;
+        let now = now_ms();
+        if let Some(view) = self.registry.get(&reg.address) {
+            self.authorize(&view.miner, token)?;
+            let miner = Miner {
+                address: reg.address,
+                endpoint: reg.endpoint,
+                capabilities: reg.capabilities,
+                stake: reg.stake,
+                token_hash: view.miner.token_hash.clone(),
+                registered_at: view.miner.registered_at,
+                updated_at: now,
+            };
+            self.durable
+                .update_miner(&miner)
+                .await
+                .map_err(|e| self.store_error(e))?;
+            let (score, cooldown) =
+                self.score_now(&view.stats, &view.availability, miner.stake, now);
+            self.registry
+                .upsert(miner, view.stats, view.availability, score, cooldown);
+            tracing::info!(address = %reg.address, "miner re-registered");
+            let view = self
+                .registry
+                .get(&reg.address)
+                .ok_or(HubError::MinerNotFound(reg.address))?;
+            return Ok(Registered {
+                created: false,
+                token: None,
+                view,
+            });
+        }
+        let token = new_token();
+        let miner = Miner {
+            address: reg.address,
+            endpoint: reg.endpoint,
+            capabilities: reg.capabilities,
+            stake: reg.stake,
+            token_hash: hash_token(&token),
+            registered_at: now,
+            updated_at: now,
+        };
+        match self.durable.insert_miner(&miner).await {
+            Ok(()) => {}
+            // Registered meanwhile through another hub sharing the store.
+            Err(StoreError::AlreadyExists) => return Err(HubError::Unauthorized),
+            Err(e) => return Err(self.store_error(e)),
+        }
+        let stats = MinerStats::default();
+        let avail = Availability::default();
+        let (score, cooldown) = self.score_now(&stats, &avail, miner.stake, now);
+        self.registry.upsert(miner, stats, avail, score, cooldown);
+        self.metrics.miners_total.set(self.registry.len() as i64);
+        tracing::info!(address = %reg.address, "miner registered");
+        let view = self
+            .registry
+            .get(&reg.address)
+            .ok_or(HubError::MinerNotFound(reg.address))?;
+        Ok(Registered {
+            created: true,
+            token: Some(token),
+            view,
+        })
+    }
+
+    /// Records a miner's live status (its heartbeat). Touches only the hot store and index.
+    pub async fn update_status(
+        &self,
+        address: &Address,
+        token: Option<&str>,
+        mut status: MinerStatus,
+    ) -> Result<MinerStatus, HubError> {
+        status.validate()?;
+        let (miner, live) = self
+            .registry
+            .live(address)
+            .ok_or(HubError::MinerNotFound(*address))?;
+        self.authorize(&miner, token)?;
+        status.reported_at = now_ms();
+        if let Err(e) = self.hot.put_status(address, &status).await {
+            return Err(self.store_error(e));
+        }
+        live.set_status(&status);
+        Ok(status)
+    }
+
+    /// Deregisters a miner (needs its token).
+    pub async fn deregister(&self, address: &Address, token: Option<&str>) -> Result<(), HubError> {
+        let _guard = self.lock_for(address).lock().await;
+        let view = self
+            .registry
+            .get(address)
+            .ok_or(HubError::MinerNotFound(*address))?;
+        self.authorize(&view.miner, token)?;
+        match self
+            .durable
+            .delete_miner(address, &view.miner.token_hash)
+            .await
+        {
+            Ok(()) | Err(StoreError::NotFound) => {}
+            Err(StoreError::TokenMismatch) => return Err(HubError::Forbidden(*address)),
+            Err(e) => return Err(self.store_error(e)),
+        }
+        self.registry.remove(address);
+        if let Err(e) = self.hot.remove_status(address).await {
+            tracing::warn!(address = %address, error = %e, "cannot remove live status");
+        }
+        self.metrics.miners_total.set(self.registry.len() as i64);
+        tracing::info!(address = %address, "miner deregistered");
+        Ok(())
+    }
+
+    /// One miner with its status as the hot store holds it.
+    pub async fn get(&self, address: &Address) -> Result<MinerView, HubError> {
+        let mut view = self
+            .registry
+            .get(address)
+            .ok_or(HubError::MinerNotFound(*address))?;
+        // The hot store is the source of truth for live status (it may be shared).
+        match self.hot.get_status(address).await {
+            Ok(s) => view.status = s,
+            Err(e) => {
+                tracing::warn!(error = %e, "hot store read failed; showing the index's status")
+            }
+        }
+        Ok(view)
+    }
+
+    /// Whether a miner is online (fresh status) at `now`.
+    pub fn is_online(&self, view: &MinerView, now: u64) -> bool {
+        view.status.is_some_and(|s| {
+            crate::domain::matching::is_fresh(&s, now, self.policy.heartbeat_timeout_ms)
+        })
+    }
+
+    /// Health of every backend.
+    pub async fn health(&self) -> Vec<BackendHealth> {
+        let d = self.durable.health().await;
+        let h = self.hot.health().await;
+        vec![
+            BackendHealth {
+                role: "durable",
+                backend: self.durable.backend(),
+                healthy: d.is_ok(),
+                error: d.err().map(|e| e.to_string()),
+            },
+            BackendHealth {
+                role: "hot",
+                backend: self.hot.backend(),
+                healthy: h.is_ok(),
+                error: h.err().map(|e| e.to_string()),
+            },
+        ]
+    }
+
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    pub fn matches_served(&self) -> u64 {
+        self.matches_served.load(Ordering::Relaxed)
+    }
+
+    /// Unix ms of the last periodic score update (0 = none yet).
+    pub fn last_score_update(&self) -> u64 {
+        self.last_score_update.load(Ordering::Relaxed)
+    }
+
+    pub fn reservations_in_flight(&self) -> usize {
+        self.reservations.len()
+    }
+
+    pub fn heartbeat_timeout_ms(&self) -> u64 {
+        self.policy.heartbeat_timeout_ms
+    }
+
+    /// Brings the registry-wide gauges up to date (called when `/metrics` is scraped).
+    pub fn refresh_gauges(&self) {
+        let c = self
+            .registry
+            .counts(now_ms(), self.policy.heartbeat_timeout_ms);
+        let m = &self.metrics;
+        m.miners_total.set(c.registered as i64);
+        m.miners_online.set(c.online as i64);
+        m.miners_available.set(c.available as i64);
+        m.miners_cooled_down.set(c.cooled_down as i64);
+        m.reservations_in_flight.set(self.reservations.len() as i64);
+        m.miner_score.reset();
+        for (a, s) in self.registry.scores() {
+            m.miner_score.with_label_values(&[&a.to_string()]).set(s);
+        }
+    }
+
+    /// Stops background work and flushes storage.
+    pub async fn close(&self) {
+        self.checkpoint().await;
+        self.durable.close().await;
+    }
+}

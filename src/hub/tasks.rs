@@ -1,0 +1,136 @@
+//! Background work: the periodic score update (which also samples availability and
+//! checkpoints it) and the reservation sweeper.
+
+use super::{now_ms, Hub};
+use crate::domain::matching::is_fresh;
+use crate::domain::scoring;
+use crate::registry::ScoringOutput;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Entries re-indexed per write-lock acquisition, so matches never wait long.
+const APPLY_CHUNK: usize = 4096;
+
+impl Hub {
+    /// Recomputes every score at `now`, sampling each miner's availability on the way.
+    /// Pure CPU work; returns the availability checkpoint to persist.
+    pub fn rescore_all(&self, now: u64) -> Vec<(crate::domain::Address, scoring::Availability)> {
+        let inputs = self.registry.scoring_inputs();
+        let hb = self.policy.heartbeat_timeout_ms;
+        let outputs: Vec<ScoringOutput> = inputs
+            .into_iter()
+            .map(|i| {
+                let online = i
+                    .status
+                    .is_some_and(|s| s.available && is_fresh(&s, now, hb));
+                let availability =
+                    i.availability
+                        .with_sample(online, now, self.params.decay_factor);
+                ScoringOutput {
+                    id: i.id,
+                    address: i.address,
+                    score: scoring::score(&i.stats, &availability, i.stake, now, &self.params),
+                    cooldown_until: scoring::cooldown_until(&i.stats, &self.failover),
+                    availability,
+                }
+            })
+            .collect();
+        for chunk in outputs.chunks(APPLY_CHUNK) {
+            self.registry.apply_scores(chunk);
+        }
+        self.last_score_update.store(now, Ordering::Relaxed);
+        self.metrics.score_updates_total.inc();
+        outputs
+            .into_iter()
+            .map(|o| (o.address, o.availability))
+            .collect()
+    }
+
+    /// Persists every miner's availability history.
+    pub(crate) async fn checkpoint(&self) {
+        let batch: Vec<_> = self
+            .registry
+            .scoring_inputs()
+            .into_iter()
+            .map(|i| (i.address, i.availability))
+            .collect();
+        if let Err(e) = self.durable.save_availability(batch).await {
+            let _ = self.store_error(e);
+        }
+    }
+
+    async fn score_tick(self: &Arc<Self>) {
+        let hub = self.clone();
+        let started = std::time::Instant::now();
+        let now = now_ms();
+        let batch = match tokio::task::spawn_blocking(move || hub.rescore_all(now)).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "score update failed");
+                return;
+            }
+        };
+        let n = batch.len();
+        if let Err(e) = self.durable.save_availability(batch).await {
+            let _ = self.store_error(e);
+        }
+        let retention = self.config.storage.outcome_retention_days;
+        if retention > 0 {
+            let before = now.saturating_sub(retention.saturating_mul(86_400_000));
+            match self.durable.prune_outcomes(before).await {
+                Ok(0) => {}
+                Ok(p) => tracing::info!(pruned = p, "outcome history pruned"),
+                Err(e) => {
+                    let _ = self.store_error(e);
+                }
+            }
+        }
+        tracing::debug!(
+            miners = n,
+            took_ms = started.elapsed().as_millis() as u64,
+            "scores updated"
+        );
+    }
+
+    /// Starts the background tasks; they stop when `shutdown` turns true.
+    pub fn spawn_tasks(self: &Arc<Self>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+        let interval = Duration::from_secs(self.config.scoring.update_interval);
+        let scorer = {
+            let hub = self.clone();
+            let mut stop = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => hub.score_tick().await,
+                        _ = stop.changed() => break,
+                    }
+                }
+            })
+        };
+        let sweeper = {
+            let hub = self.clone();
+            let mut stop = shutdown;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            let n = hub.reservations.expire(now_ms());
+                            if n > 0 {
+                                tracing::debug!(released = n, "reservations expired");
+                            }
+                        }
+                        _ = stop.changed() => break,
+                    }
+                }
+            })
+        };
+        vec![scorer, sweeper]
+    }
+}

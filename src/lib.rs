@@ -1,0 +1,25 @@
+//! poolhub: the pool hub of a decentralized GPU-inference network, in one binary.
+//!
+//! Miners register what they can run and report their live status; clients ask which miners
+//! should run a job; the hub scores every miner from its track record and answers from an
+//! in-memory index.
+//!
+//! Module map:
+//! * [`domain`]: plain types and pure logic (validation, scoring, matching). No I/O.
+//! * [`registry`]: the in-memory index that matching reads.
+//! * [`store`]: the durable and hot storage traits and their backends (redb, moka).
+//! * [`hub`]: the application service tying index, stores and scoring together.
+//! * [`http`]: the thin HTTP adapter (axum).
+//! * [`config`]: the one typed configuration.
+//! * [`metrics`], [`telemetry`]: Prometheus metrics and logging.
+//! * [`server`]: start-up, listeners, graceful shutdown; [`server::TestHub`] for tests.
+
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod registry;
+pub mod server;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,230 @@
+//! Prometheus metrics. The seed's five names are kept exactly; the rest follow Prometheus
+//! naming conventions (`_total` counters, `_seconds` durations).
+//!
+//! Gauges that describe the whole registry (miner counts, per-miner scores) are computed when
+//! `/metrics` is scraped rather than on every change, so the hot paths never pay for them and
+//! a deregistered miner's score series disappears at the next scrape.
+
+use prometheus::{
+    exponential_buckets, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric poolhub exports, registered in one registry.
+pub struct Metrics {
+    registry: Registry,
+    pub miners_total: IntGauge,
+    pub miners_online: IntGauge,
+    pub miners_available: IntGauge,
+    pub miners_cooled_down: IntGauge,
+    pub reservations_in_flight: IntGauge,
+    pub jobs_matched_total: IntCounter,
+    pub match_requests_total: IntCounterVec,
+    pub match_duration: Histogram,
+    pub miner_score: GaugeVec,
+    pub api_requests_total: IntCounterVec,
+    pub http_request_duration: HistogramVec,
+    pub job_outcomes_total: IntCounterVec,
+    pub store_commit_duration: Histogram,
+    pub store_commit_batch_size: Histogram,
+    pub store_errors_total: IntCounterVec,
+    pub score_updates_total: IntCounter,
+    pub build_info: IntGaugeVec,
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Metric definitions are constants; a failure here is a programming error caught by tests.
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("invalid metric definition: {e}"),
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let reg = |c: Box<dyn prometheus::core::Collector>| must(registry.register(c));
+        // 10 µs doubling to ~1.3 s: fine enough to see a match's real cost.
+        let fine = must(exponential_buckets(0.000_01, 2.0, 18));
+        let http = must(exponential_buckets(0.000_05, 2.0, 18));
+
+        let miners_total = must(IntGauge::new("poolhub_miners_total", "Registered miners."));
+        let miners_online = must(IntGauge::new(
+            "poolhub_miners_online",
+            "Miners whose last status is within the heartbeat timeout.",
+        ));
+        let miners_available = must(IntGauge::new(
+            "poolhub_miners_available",
+            "Online miners that report themselves available.",
+        ));
+        let miners_cooled_down = must(IntGauge::new(
+            "poolhub_miners_cooled_down",
+            "Miners in a failover cooldown after consecutive failures.",
+        ));
+        let reservations_in_flight = must(IntGauge::new(
+            "poolhub_reservations_in_flight",
+            "Slots reserved by matches whose outcome has not arrived and whose TTL has not passed.",
+        ));
+        let jobs_matched_total = must(IntCounter::new(
+            "poolhub_jobs_matched_total",
+            "Match requests answered with at least one miner.",
+        ));
+        let match_requests_total = must(IntCounterVec::new(
+            Opts::new(
+                "poolhub_match_requests_total",
+                "Match requests by result (matched, empty, panic).",
+            ),
+            &["result"],
+        ));
+        let match_duration = must(Histogram::with_opts(
+            HistogramOpts::new(
+                "poolhub_match_duration",
+                "Duration of the match operation (index walk and ranking), seconds.",
+            )
+            .buckets(fine.clone()),
+        ));
+        let miner_score = must(GaugeVec::new(
+            Opts::new(
+                "poolhub_miner_score",
+                "Current score of each registered miner.",
+            ),
+            &["address"],
+        ));
+        let api_requests_total = must(IntCounterVec::new(
+            Opts::new(
+                "poolhub_api_requests_total",
+                "API requests by method, matched route and status code.",
+            ),
+            &["method", "route", "status"],
+        ));
+        let http_request_duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "poolhub_http_request_duration_seconds",
+                "API request duration by matched route, seconds.",
+            )
+            .buckets(http),
+            &["route"],
+        ));
+        let job_outcomes_total = must(IntCounterVec::new(
+            Opts::new(
+                "poolhub_job_outcomes_total",
+                "Job outcomes accepted, by result (success, failure).",
+            ),
+            &["result"],
+        ));
+        let store_commit_duration = must(Histogram::with_opts(
+            HistogramOpts::new(
+                "poolhub_store_commit_duration_seconds",
+                "Duration of one durable commit (including fsync), seconds.",
+            )
+            .buckets(fine),
+        ));
+        let store_commit_batch_size = must(Histogram::with_opts(
+            HistogramOpts::new(
+                "poolhub_store_commit_batch_size",
+                "Writes carried by one durable commit (group commit).",
+            )
+            .buckets(must(exponential_buckets(1.0, 2.0, 13))),
+        ));
+        let store_errors_total = must(IntCounterVec::new(
+            Opts::new(
+                "poolhub_store_errors_total",
+                "Storage operations that failed, by backend.",
+            ),
+            &["backend"],
+        ));
+        let score_updates_total = must(IntCounter::new(
+            "poolhub_score_updates_total",
+            "Completed periodic recomputations of every miner's score.",
+        ));
+        let build_info = must(IntGaugeVec::new(
+            Opts::new("poolhub_build_info", "Always 1; labelled with the version."),
+            &["version"],
+        ));
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        reg(Box::new(miners_total.clone()));
+        reg(Box::new(miners_online.clone()));
+        reg(Box::new(miners_available.clone()));
+        reg(Box::new(miners_cooled_down.clone()));
+        reg(Box::new(reservations_in_flight.clone()));
+        reg(Box::new(jobs_matched_total.clone()));
+        reg(Box::new(match_requests_total.clone()));
+        reg(Box::new(match_duration.clone()));
+        reg(Box::new(miner_score.clone()));
+        reg(Box::new(api_requests_total.clone()));
+        reg(Box::new(http_request_duration.clone()));
+        reg(Box::new(job_outcomes_total.clone()));
+        reg(Box::new(store_commit_duration.clone()));
+        reg(Box::new(store_commit_batch_size.clone()));
+        reg(Box::new(store_errors_total.clone()));
+        reg(Box::new(score_updates_total.clone()));
+        reg(Box::new(build_info.clone()));
+
+        Self {
+            registry,
+            miners_total,
+            miners_online,
+            miners_available,
+            miners_cooled_down,
+            reservations_in_flight,
+            jobs_matched_total,
+            match_requests_total,
+            match_duration,
+            miner_score,
+            api_requests_total,
+            http_request_duration,
+            job_outcomes_total,
+            store_commit_duration,
+            store_commit_batch_size,
+            store_errors_total,
+            score_updates_total,
+            build_info,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::new();
+        let families = self.registry.gather();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_names_are_exported_with_help() {
+        let m = Metrics::new();
+        m.jobs_matched_total.inc();
+        m.match_duration.observe(0.0001);
+        m.miner_score.with_label_values(&["0xab"]).set(0.5);
+        m.api_requests_total
+            .with_label_values(&["GET", "/health", "200"])
+            .inc();
+        let text = m.encode();
+        for name in [
+            "poolhub_miners_total",
+            "poolhub_jobs_matched_total",
+            "poolhub_match_duration",
+            "poolhub_miner_score",
+            "poolhub_api_requests_total",
+        ] {
+            assert!(text.contains(&format!("# HELP {name} ")), "{name} missing");
+        }
+        assert!(text.contains("poolhub_match_duration_bucket{le=\"0.00001\"}"));
+    }
+}

@@ -1,0 +1,167 @@
+//! Storage behind two traits, chosen in configuration.
+//!
+//! * [`DurableStore`] holds what must survive a crash: miners (with token hashes), their
+//!   outcome statistics and history, and checkpoints of their availability. Every method that
+//!   changes data returns only after the change is durable (fsynced / committed).
+//! * [`HotStore`] holds what is live and may be lost: miner status (with the heartbeat timeout
+//!   as its time-to-live), and the match ledger — which miners a match offered and which of
+//!   them have reported an outcome.
+//!
+//! The rest of the program sees only these traits; `tests/conformance.rs` runs one suite
+//! against every implementation.
+//!
+//! # Contract
+//! * Conditional writes are atomic: `update_miner`/`delete_miner` check the stored token hash
+//!   and `insert_miner` checks absence in the same transaction as the write.
+//! * `record_outcome` reads the stored statistics, applies the outcome with the pure scoring
+//!   function and writes both in one transaction, so concurrent outcomes are never lost.
+//! * An error leaves the stored data unchanged.
+
+pub mod moka;
+pub mod redb;
+
+use crate::domain::scoring::{Availability, MinerStats};
+use crate::domain::{Address, Miner, MinerStatus};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// Errors by meaning; each backend maps its own errors into these.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("already exists")]
+    AlreadyExists,
+    #[error("token does not match")]
+    TokenMismatch,
+    #[error("{backend} is unavailable: {message}")]
+    Unavailable {
+        backend: &'static str,
+        message: String,
+    },
+    #[error("{backend} holds data it cannot read: {message}")]
+    Corrupt {
+        backend: &'static str,
+        message: String,
+    },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Everything durable about one miner, as loaded at start-up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredMiner {
+    pub miner: Miner,
+    pub stats: MinerStats,
+    pub availability: Availability,
+}
+
+/// One reported job outcome, kept as history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutcomeRecord {
+    pub match_id: String,
+    pub address: Address,
+    pub success: bool,
+    pub latency_ms: Option<f64>,
+    /// Unix ms at which the hub accepted it.
+    pub at: u64,
+    pub error: Option<String>,
+}
+
+/// The durable store. See the module doc for the contract.
+#[async_trait]
+pub trait DurableStore: Send + Sync + 'static {
+    /// Backend name for status and metrics ("redb", "postgres").
+    fn backend(&self) -> &'static str;
+    /// Every miner with its statistics, for building the index at start-up.
+    async fn load_all(&self) -> Result<Vec<StoredMiner>>;
+    /// Stores a new miner; `AlreadyExists` when the address is taken.
+    async fn insert_miner(&self, miner: &Miner) -> Result<()>;
+    /// Replaces a registration whose stored token hash equals `miner.token_hash`.
+    async fn update_miner(&self, miner: &Miner) -> Result<()>;
+    /// Removes a miner, its statistics and availability, if `token_hash` matches.
+    async fn delete_miner(&self, address: &Address, token_hash: &str) -> Result<()>;
+    /// Appends the outcome and updates the miner's statistics in one commit.
+    async fn record_outcome(
+        &self,
+        outcome: &OutcomeRecord,
+        decay_factor: f64,
+    ) -> Result<MinerStats>;
+    /// Checkpoints availability histories (written by the score updater).
+    async fn save_availability(&self, batch: Vec<(Address, Availability)>) -> Result<()>;
+    /// Deletes outcome history older than `before` (unix ms); returns how many.
+    async fn prune_outcomes(&self, before: u64) -> Result<u64>;
+    /// Number of outcome records kept as history.
+    async fn outcome_count(&self) -> Result<u64>;
+    /// Cheap liveness check.
+    async fn health(&self) -> Result<()>;
+    /// Finishes pending writes; later writes fail.
+    async fn close(&self);
+}
+
+/// A match the hub made: which miners it offered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatchTicket {
+    pub id: MatchId,
+    pub offered: Vec<Address>,
+    pub created_at: u64,
+}
+
+/// 128 random bits, rendered as 32 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MatchId(pub u128);
+
+impl std::fmt::Display for MatchId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl std::str::FromStr for MatchId {
+    type Err = ();
+    fn from_str(s: &str) -> std::result::Result<Self, ()> {
+        if s.len() != 32 {
+            return Err(());
+        }
+        u128::from_str_radix(s, 16).map(MatchId).map_err(|_| ())
+    }
+}
+
+/// Why an outcome cannot be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimError {
+    #[error("no such match (unknown, or older than the outcome window)")]
+    UnknownMatch,
+    #[error("this miner was not offered by that match")]
+    NotOffered,
+    #[error("an outcome for this match and miner was already reported")]
+    AlreadyReported,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The hot store. See the module doc.
+#[async_trait]
+pub trait HotStore: Send + Sync + 'static {
+    fn backend(&self) -> &'static str;
+    /// Stores a miner's live status; it expires after the heartbeat timeout.
+    async fn put_status(&self, address: &Address, status: &MinerStatus) -> Result<()>;
+    /// The live status, or `None` when the miner has not reported within the timeout.
+    async fn get_status(&self, address: &Address) -> Result<Option<MinerStatus>>;
+    async fn remove_status(&self, address: &Address) -> Result<()>;
+    /// Remembers a match for the outcome window.
+    async fn record_match(&self, ticket: MatchTicket) -> Result<()>;
+    /// Claims the right to report the outcome of `(match, address)`; each pair once.
+    async fn claim_outcome(
+        &self,
+        id: MatchId,
+        address: &Address,
+    ) -> std::result::Result<(), ClaimError>;
+    /// Gives back a claim whose outcome could not be stored, so the client may retry.
+    async fn unclaim_outcome(&self, id: MatchId, address: &Address) -> Result<()>;
+    async fn health(&self) -> Result<()>;
+}
+
+/// Told about every durable commit: how long it took, how many writes it carried, and
+/// whether it succeeded. Feeds the storage metrics without the store knowing Prometheus.
+pub type CommitObserver = std::sync::Arc<dyn Fn(std::time::Duration, usize, bool) + Send + Sync>;
