@@ -431,6 +431,16 @@ impl Config {
             "must be more than 0".into(),
         );
         check(
+            p.availability_weight.is_finite() && p.availability_weight > 0.0,
+            "priors.availability_weight",
+            "must be more than 0".into(),
+        );
+        check(
+            t.min_jobs.is_finite() && t.min_jobs >= 0.0,
+            "thresholds.min_jobs",
+            "must be 0 or more".into(),
+        );
+        check(
             p.stake_half.is_finite() && p.stake_half > 0.0,
             "priors.stake_half",
             "must be more than 0".into(),

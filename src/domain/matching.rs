@@ -242,6 +242,7 @@ mod tests {
                 availability: 0.99,
                 reputation: 0.5,
                 avg_latency_ms: lat,
+                jobs: 100.0,
             },
         }
     }
@@ -260,7 +261,7 @@ mod tests {
         MatchPolicy {
             heartbeat_timeout_ms: 30_000,
             thresholds: Thresholds::default(),
-            tie_epsilon: 0.001,
+            tie_epsilon: 0.0001,
             panic_threshold: 0.5,
             scan_cap: 64,
         }

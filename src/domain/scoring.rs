@@ -18,7 +18,7 @@ pub const DAY_MS: f64 = 86_400_000.0;
 
 /// The four weights; validated by the config to be non-negative and sum to 1.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Weights {
     pub success_rate: f64,
     pub latency: f64,
@@ -39,12 +39,16 @@ impl Default for Weights {
 
 /// Minimums a miner must meet to be matched at all.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Thresholds {
     pub min_success_rate: f64,
     /// Milliseconds. Also the latency at which `latency_score` reaches 0.
     pub max_latency: f64,
     pub min_availability: f64,
+    /// Decayed job outcomes a miner needs before the success-rate and latency thresholds
+    /// apply. Below it, one unlucky early job cannot lock a new miner out for days (it could
+    /// never earn the record that would let it back in); failover cooldowns still apply.
+    pub min_jobs: f64,
 }
 
 impl Default for Thresholds {
@@ -53,6 +57,7 @@ impl Default for Thresholds {
             min_success_rate: 0.8,
             max_latency: 5000.0,
             min_availability: 0.95,
+            min_jobs: 10.0,
         }
     }
 }
@@ -68,8 +73,11 @@ pub struct Priors {
     pub latency_ms: f64,
     /// Assumed availability before any sample.
     pub availability: f64,
-    /// How many observations the priors are worth.
+    /// How many job outcomes the success-rate and latency priors are worth.
     pub weight: f64,
+    /// How many availability samples the availability prior is worth (60 = one hour at the
+    /// default update_interval), so one missed sample does not sink a new miner.
+    pub availability_weight: f64,
     /// Stake at which the stake half of reputation reaches 0.5.
     pub stake_half: f64,
     /// Decayed successful jobs at which the track-record half of reputation reaches 0.5.
@@ -83,6 +91,7 @@ impl Default for Priors {
             latency_ms: 1000.0,
             availability: 1.0,
             weight: 5.0,
+            availability_weight: 60.0,
             stake_half: 10_000.0,
             experience_half: 100.0,
         }
@@ -207,7 +216,7 @@ impl Availability {
     }
 }
 
-/// The four factors, each in [0, 1], plus the average latency they came from.
+/// The four factors, each in [0, 1], plus what they came from.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Factors {
     pub success_rate: f64,
@@ -216,6 +225,8 @@ pub struct Factors {
     pub reputation: f64,
     /// Prior-smoothed average latency in ms.
     pub avg_latency_ms: f64,
+    /// Decayed number of job outcomes behind the success rate.
+    pub jobs: f64,
 }
 
 /// A score and the factors it was made of.
@@ -250,7 +261,9 @@ pub fn factors(
     let avg_latency_ms =
         (s.latency_sum_ms + w * p.priors.latency_ms) / (s.latency_count + w).max(f64::EPSILON);
     let latency = unit(1.0 - avg_latency_ms / p.thresholds.max_latency);
-    let availability = unit((avail.up * a_m + w * p.priors.availability) / (avail.total * a_m + w));
+    let aw = p.priors.availability_weight;
+    let availability =
+        unit((avail.up * a_m + aw * p.priors.availability) / (avail.total * a_m + aw));
     let stake = stake as f64;
     let stake_part = stake / (stake + p.priors.stake_half);
     let track = s.successes / (s.successes + s.failures + p.priors.experience_half);
@@ -262,6 +275,7 @@ pub fn factors(
         availability,
         reputation,
         avg_latency_ms: avg_latency_ms.max(0.0),
+        jobs: s.successes + s.failures,
     }
 }
 
@@ -291,11 +305,12 @@ pub fn score(
     score_of(factors(stats, avail, stake, now, p), p)
 }
 
-/// Whether a miner meets the configured minimums.
+/// Whether a miner meets the configured minimums. Success rate and latency are judged only
+/// once `min_jobs` outcomes of evidence exist; availability always.
 pub fn passes_thresholds(f: &Factors, t: &Thresholds) -> bool {
-    f.success_rate >= t.min_success_rate
-        && f.availability >= t.min_availability
-        && f.avg_latency_ms <= t.max_latency
+    let judged = f.jobs >= t.min_jobs;
+    f.availability >= t.min_availability
+        && (!judged || (f.success_rate >= t.min_success_rate && f.avg_latency_ms <= t.max_latency))
 }
 
 /// Failover policy: consecutive failures cool a miner down with an escalating backoff.
@@ -389,6 +404,27 @@ mod tests {
         assert!(!passes_thresholds(&b.factors, &p.thresholds));
         assert_eq!(bad.consecutive_failures, 20);
         assert_eq!(good.jobs_succeeded, 20);
+    }
+
+    #[test]
+    fn one_early_failure_does_not_lock_a_new_miner_out() {
+        let p = ScoringParams::default();
+        let av = Availability::default();
+        let s = MinerStats::default().with_outcome(outcome(false, 800.0, NOW), p.decay_factor);
+        let f = factors(&s, &av, 0, NOW, &p);
+        assert!(f.success_rate < p.thresholds.min_success_rate);
+        assert!(
+            passes_thresholds(&f, &p.thresholds),
+            "too little evidence to judge"
+        );
+        // One missed availability sample does not either.
+        let a = av.with_sample(false, NOW, p.decay_factor);
+        let f = factors(&MinerStats::default(), &a, 0, NOW, &p);
+        assert!(
+            passes_thresholds(&f, &p.thresholds),
+            "availability {}",
+            f.availability
+        );
     }
 
     #[test]

@@ -25,9 +25,12 @@ impl MokaHotStore {
     pub fn new(heartbeat_timeout: Duration, outcome_window: Duration, max_matches: u64) -> Self {
         Self {
             status: Cache::builder().time_to_live(heartbeat_timeout).build(),
+            // LRU, not moka's default TinyLFU: a full ledger must forget the oldest matches,
+            // never refuse to remember a new one.
             matches: Cache::builder()
                 .time_to_live(outcome_window)
                 .max_capacity(max_matches)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .build(),
         }
     }

@@ -140,6 +140,17 @@ impl RedbStore {
     }
 }
 
+impl Drop for RedbStore {
+    /// Stops the writer after it has committed everything queued, so the file's lock is
+    /// released when the store is gone (a reopen right after a drop must succeed).
+    fn drop(&mut self) {
+        self.tx.lock().take();
+        if let Some(h) = self.writer.lock().take() {
+            let _ = h.join();
+        }
+    }
+}
+
 fn init_schema(db: &Database) -> Result<()> {
     let txn = db.begin_write().map_err(unavailable)?;
     {

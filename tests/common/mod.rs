@@ -1,0 +1,169 @@
+//! Shared helpers for the black-box tests: a tiny HTTP client and miner fixtures.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+
+pub type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+/// A client bound to one hub.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    client: HttpClient,
+}
+
+/// A response: status, headers' content type, and the body parsed as JSON (or Null).
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub content_type: String,
+    pub text: String,
+    pub json: Value,
+}
+
+impl Api {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self::from_base(format!("http://{addr}"))
+    }
+
+    pub fn from_base(base: String) -> Self {
+        Self {
+            base,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        token: Option<&str>,
+    ) -> Resp {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        if body.is_some() {
+            b = b.header("content-type", "application/json");
+        }
+        let req = b
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .expect("request");
+        let res = self.client.request(req).await.expect("http request");
+        let status = res.status();
+        let content_type = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let bytes = res.into_body().collect().await.expect("body").to_bytes();
+        let text = String::from_utf8_lossy(&bytes).to_string();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Resp {
+            status,
+            content_type,
+            text,
+            json,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send(Method::GET, path, None, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value, token: Option<&str>) -> Resp {
+        self.send(
+            Method::POST,
+            path,
+            Some(body.to_string().into_bytes()),
+            token,
+        )
+        .await
+    }
+
+    pub async fn post_raw(&self, path: &str, body: &[u8]) -> Resp {
+        self.send(Method::POST, path, Some(body.to_vec()), None)
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> Resp {
+        self.send(Method::DELETE, path, None, token).await
+    }
+
+    /// Registers a miner and returns its token.
+    pub async fn register(
+        &self,
+        address: &str,
+        models: &[&str],
+        gpu_memory: u64,
+        max_jobs: u32,
+    ) -> String {
+        let r = self
+            .post(
+                "/api/v1/miners/register",
+                &registration(address, models, gpu_memory, max_jobs),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        r.json["token"].as_str().expect("token").to_string()
+    }
+
+    pub async fn heartbeat(&self, address: &str, token: &str, load: u32) -> Resp {
+        self.post(
+            &format!("/api/v1/miners/{address}/status"),
+            &json!({"available": true, "current_load": load, "gpu_utilization": 0.5, "temperature": 60}),
+            Some(token),
+        )
+        .await
+    }
+
+    pub async fn match_model(&self, model: &str, limit: usize) -> Resp {
+        self.post(
+            "/api/v1/match",
+            &json!({"job_type": "inference", "model": model, "limit": limit,
+                    "requirements": {"min_gpu_memory": 8192, "max_latency": 5000}}),
+            None,
+        )
+        .await
+    }
+
+    pub async fn outcome(
+        &self,
+        match_id: &str,
+        address: &str,
+        success: bool,
+        latency: f64,
+    ) -> Resp {
+        self.post(
+            "/api/v1/outcomes",
+            &json!({"match_id": match_id, "address": address, "success": success, "latency_ms": latency}),
+            None,
+        )
+        .await
+    }
+}
+
+pub fn registration(address: &str, models: &[&str], gpu_memory: u64, max_jobs: u32) -> Value {
+    json!({
+        "address": address,
+        "endpoint": format!("http://{}.example.com:8080", &address[2..10]),
+        "capabilities": {"models": models, "gpu_memory": gpu_memory, "max_concurrent_jobs": max_jobs},
+        "stake": 10000
+    })
+}
+
+/// A distinct valid address for index `i`.
+pub fn addr(i: u32) -> String {
+    format!("0x{:040x}", u128::from(i) + 0xa000)
+}
