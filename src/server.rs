@@ -30,11 +30,11 @@ pub enum StartError {
     },
 }
 
+/// The two configured stores.
+pub type Stores = (Arc<dyn DurableStore>, Arc<dyn HotStore>);
+
 /// Opens the configured durable and hot stores.
-pub fn open_stores(
-    cfg: &Config,
-    metrics: &Arc<Metrics>,
-) -> Result<(Arc<dyn DurableStore>, Arc<dyn HotStore>), StartError> {
+pub fn open_stores(cfg: &Config, metrics: &Arc<Metrics>) -> Result<Stores, StartError> {
     let observer: CommitObserver = {
         let m = metrics.clone();
         Arc::new(move |took: Duration, n: usize, ok: bool| {
