@@ -144,6 +144,18 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        // Labelled counters are exported at 0 for every known label value from the start: a
+        // series that is born at 1 has no earlier sample, so `increase()`/`rate()` (and the
+        // PoolhubStorageErrors alert) would miss the first event.
+        for r in ["matched", "empty", "panic"] {
+            let _ = match_requests_total.with_label_values(&[r]);
+        }
+        for r in ["success", "failure"] {
+            let _ = job_outcomes_total.with_label_values(&[r]);
+        }
+        for b in ["redb", "moka"] {
+            let _ = store_errors_total.with_label_values(&[b]);
+        }
 
         reg(Box::new(miners_total.clone()));
         reg(Box::new(miners_online.clone()));
@@ -226,5 +238,21 @@ mod tests {
             assert!(text.contains(&format!("# HELP {name} ")), "{name} missing");
         }
         assert!(text.contains("poolhub_match_duration_bucket{le=\"0.00001\"}"));
+    }
+
+    #[test]
+    fn labelled_counters_start_at_zero() {
+        let text = Metrics::new().encode();
+        for series in [
+            "poolhub_match_requests_total{result=\"matched\"} 0",
+            "poolhub_match_requests_total{result=\"empty\"} 0",
+            "poolhub_match_requests_total{result=\"panic\"} 0",
+            "poolhub_job_outcomes_total{result=\"success\"} 0",
+            "poolhub_job_outcomes_total{result=\"failure\"} 0",
+            "poolhub_store_errors_total{backend=\"redb\"} 0",
+            "poolhub_store_errors_total{backend=\"moka\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing");
+        }
     }
 }
