@@ -22,4 +22,5 @@ pub mod metrics;
 pub mod registry;
 pub mod server;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;

@@ -4,7 +4,7 @@ use clap::{Args, Parser, Subcommand};
 use poolhub::config::Config;
 use poolhub::server;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// poolhub: miner registry, scoring and real-time job matching for a GPU-inference pool.
@@ -25,6 +25,13 @@ enum Command {
     /// Validate the configuration (file and environment) as `serve` would, and print the
     /// effective configuration with secrets redacted. Exits 1 naming every bad key.
     CheckConfig(ConfigArg),
+    /// Copy the redb file of a stopped hub to DEST, consistently, and check the copy.
+    ///
+    /// Takes redb's lock on the file, so it fails (exit 1) while a hub has the file open:
+    /// copying a file the hub is writing can give a torn copy. Stop the hub first
+    /// (`systemctl stop poolhub`), back up, start it again. The copy is checked (integrity,
+    /// schema version, every miner record) before it appears at DEST.
+    Backup(BackupArgs),
 }
 
 #[derive(Args)]
@@ -56,6 +63,17 @@ struct ServeArgs {
     data: Option<PathBuf>,
 }
 
+#[derive(Args)]
+struct BackupArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The redb file to back up (overrides storage.path and POOLHUB_DB_PATH).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Where to write the copy. Must not exist yet.
+    dest: PathBuf,
+}
+
 fn load(arg: &ConfigArg) -> Result<Config, String> {
     Config::load(arg.config.as_deref(), |k| std::env::var(k).ok()).map_err(|e| e.to_string())
 }
@@ -65,6 +83,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig(arg) => check_config(&arg),
         Command::Serve(args) => serve(args),
+        Command::Backup(args) => backup(args),
     }
 }
 
@@ -149,6 +168,9 @@ async fn run(cfg: Config) -> Result<(), server::StartError> {
         heartbeat_timeout = cfg.matching.heartbeat_timeout,
         "starting poolhub"
     );
+    #[cfg(unix)]
+    ignore_sighup();
+    let signals = shutdown_signal();
     let hub = server::build_hub(cfg).await?;
     let api = server::bind(&host, port).await?;
     let metrics = server::bind(&host, metrics_port).await?;
@@ -164,7 +186,15 @@ async fn run(cfg: Config) -> Result<(), server::StartError> {
         let _ = out.flush();
     }
     tracing::info!(api = %api_addr, metrics = %metrics_addr, "listening");
-    server::serve(hub, api, metrics, shutdown_signal())
+    poolhub::systemd::notify_ready(&format!(
+        "serving API on {api_addr}, metrics on {metrics_addr}"
+    ));
+    let _watchdog = poolhub::systemd::spawn_watchdog();
+    let stop = async {
+        signals.await;
+        poolhub::systemd::notify_stopping();
+    };
+    server::serve(hub, api, metrics, stop)
         .await
         .map_err(|source| server::StartError::Bind {
             addr: api_addr.to_string(),
@@ -172,23 +202,158 @@ async fn run(cfg: Config) -> Result<(), server::StartError> {
         })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// SIGHUP would otherwise kill the process: configuration reload is not supported, so the hub
+/// says so and keeps running.
+#[cfg(unix)]
+fn ignore_sighup() {
+    use tokio::signal::unix::{signal, SignalKind};
+    if let Ok(mut hup) = signal(SignalKind::hangup()) {
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::warn!(
+                    "SIGHUP ignored: configuration reload is not supported; restart to apply changes"
+                );
             }
-            Err(_) => std::future::pending::<()>().await,
+        });
+    }
+}
+
+/// Installs the SIGTERM and SIGINT handlers now, so a signal that arrives while the hub is
+/// still starting stops it gracefully instead of killing it, and returns a future that
+/// completes on the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, Signal, SignalKind};
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        let recv = |s: Option<Signal>| async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        async move {
+            tokio::select! {
+                _ = recv(term) => {},
+                _ = recv(int) => {},
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn backup(args: BackupArgs) -> ExitCode {
+    let mut cfg = match load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("poolhub: {e}");
+            return ExitCode::FAILURE;
         }
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    if let Some(d) = args.data {
+        cfg.storage.path = d;
     }
+    if cfg.storage.durable != poolhub::config::DurableKind::Redb || cfg.storage.ephemeral {
+        eprintln!("poolhub: backup copies the redb file; this configuration keeps no redb file");
+        return ExitCode::FAILURE;
+    }
+    match backup_file(&cfg.storage.path, &args.dest) {
+        Ok((miners, outcomes)) => {
+            eprintln!(
+                "poolhub: backed up {} to {} ({miners} miners, {outcomes} outcomes; copy checked)",
+                cfg.storage.path.display(),
+                args.dest.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("poolhub: backup failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Copies the redb file `src` to `dest` while holding redb's lock on `src` (so no hub can write
+/// it meanwhile), checks the copy, and only then renames it into place. Returns the number of
+/// miners and outcomes in the copy.
+fn backup_file(src: &Path, dest: &Path) -> Result<(usize, u64), String> {
+    use std::io::Read;
+    if dest.exists() {
+        return Err(format!("{} already exists", dest.display()));
+    }
+    // Opening a file that is not a redb file would rewrite its header: refuse it first.
+    let mut magic = [0u8; 9];
+    std::fs::File::open(src)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .map_err(|e| format!("cannot read {}: {e}", src.display()))?;
+    if magic != *b"redb\x1a\x0a\xa9\x0d\x0a" {
+        return Err(format!("{} is not a redb file", src.display()));
+    }
+    let locked = redb::Database::open(src).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => format!(
+            "{} is in use, most likely by a running hub. A copy taken while the hub writes can \
+             be torn: stop the hub (systemctl stop poolhub), back up, then start it again",
+            src.display()
+        ),
+        e => format!("cannot open {}: {e}", src.display()),
+    })?;
+    let name = dest
+        .file_name()
+        .ok_or_else(|| format!("{} is not a file name", dest.display()))?;
+    let tmp = dest.with_file_name(format!(
+        ".{}.partial-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let copied = std::fs::copy(src, &tmp)
+        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+        .map_err(|e| format!("cannot copy to {}: {e}", tmp.display()));
+    drop(locked);
+    let checked = copied.and_then(|()| check_copy(&tmp));
+    let counts = match checked {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    if let Err(e) = std::fs::rename(&tmp, dest) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("cannot create {}: {e}", dest.display()));
+    }
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(counts)
+}
+
+/// Opens the copy the way the hub would: redb's integrity check, then the store (schema
+/// version) and every miner record.
+fn check_copy(path: &Path) -> Result<(usize, u64), String> {
+    use poolhub::store::DurableStore;
+    let bad = |e: &dyn std::fmt::Display| format!("the copy does not check out: {e}");
+    let mut db = redb::Database::open(path).map_err(|e| bad(&e))?;
+    db.check_integrity().map_err(|e| bad(&e))?;
+    drop(db);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| bad(&e))?;
+    rt.block_on(async {
+        let store = poolhub::store::redb::RedbStore::open(path, None).map_err(|e| bad(&e))?;
+        let miners = store.load_all().await.map_err(|e| bad(&e));
+        let outcomes = store.outcome_count().await.map_err(|e| bad(&e));
+        store.close().await;
+        Ok((miners?.len(), outcomes?))
+    })
 }
