@@ -68,7 +68,7 @@ C=$WORK/control
 check "conffiles is exactly /etc/poolhub/poolhub.toml" test "$(cat "$C/conffiles")" = /etc/poolhub/poolhub.toml
 check "postinst enables poolhub.service" grep -q 'deb-systemd-helper enable poolhub.service' "$C/postinst"
 check "postinst starts it only when systemd runs" \
-  sh -c "grep -q 'deb-systemd-invoke start.*poolhub.service' '$C/postinst' && grep -q '/run/systemd/system' '$C/postinst'"
+  sh -c "grep -q 'deb-systemd-invoke .*poolhub.service' '$C/postinst' && grep -q '_dh_action=start' '$C/postinst' && grep -q '/run/systemd/system' '$C/postinst'"
 check "prerm stops it" grep -q 'deb-systemd-invoke stop.*poolhub.service' "$C/prerm"
 check "postrm purges the enablement state" grep -q 'deb-systemd-helper purge.*poolhub.service' "$C/postrm"
 check "postrm deletes the data on purge" grep -q 'rm -rf /var/lib/private/poolhub /var/lib/poolhub' "$C/postrm"
@@ -145,26 +145,26 @@ mount -t proc proc "$M/proc" || exit 90
 mount -t tmpfs tmpfs "$M/run" || exit 90   # no /run/systemd/system: nothing is started
 mount -t tmpfs tmpfs "$M/tmp" || exit 90
 cp "$DEB" "$M/tmp/poolhub.deb"
-in() { chroot "$M" "$@"; }
+inroot() { chroot "$M" "$@"; }
 ok=0; bad=0
 c() { local w=$1; shift; if "$@" >/dev/null 2>&1; then echo "ok   $w"; ok=$((ok+1)); else echo "FAIL $w"; bad=$((bad+1)); fi; }
-c "dpkg -i installs the package" in dpkg -i /tmp/poolhub.deb
+c "dpkg -i installs the package" inroot dpkg -i /tmp/poolhub.deb
 c "dpkg reports it installed" sh -c "chroot '$M' dpkg-query -W -f='\${Status} \${Version}' poolhub | grep -qx 'install ok installed $VERSION-1'"
-c "/usr/bin/poolhub runs" in /usr/bin/poolhub --version
+c "/usr/bin/poolhub runs" inroot /usr/bin/poolhub --version
 c "the service is enabled (multi-user.target.wants)" \
   sh -c "readlink '$M/etc/systemd/system/multi-user.target.wants/poolhub.service' | grep -q 'systemd/system/poolhub.service$'"
 c "check-config accepts /etc/poolhub/poolhub.toml" \
-  in env POOLHUB_DB_PATH=/var/lib/poolhub/poolhub.redb /usr/bin/poolhub check-config --config /etc/poolhub/poolhub.toml
+  inroot env POOLHUB_DB_PATH=/var/lib/poolhub/poolhub.redb /usr/bin/poolhub check-config --config /etc/poolhub/poolhub.toml
 c "dpkg knows the conffile" sh -c "chroot '$M' dpkg-query -W -f='\${Conffiles}' poolhub | grep -q '/etc/poolhub/poolhub.toml'"
 echo '# local change' >>"$M/etc/poolhub/poolhub.toml"
-c "reinstall (upgrade path) succeeds" in dpkg -i /tmp/poolhub.deb
+c "reinstall (upgrade path) succeeds" inroot dpkg -i /tmp/poolhub.deb
 c "reinstall keeps the operator's config change" grep -q '^# local change' "$M/etc/poolhub/poolhub.toml"
 # What systemd's StateDirectory= with DynamicUser= would have created.
 mkdir -p "$M/var/lib/private/poolhub" && ln -s private/poolhub "$M/var/lib/poolhub" && echo x >"$M/var/lib/private/poolhub/poolhub.redb"
-c "dpkg -r removes the package" in dpkg -r poolhub
+c "dpkg -r removes the package" inroot dpkg -r poolhub
 c "remove keeps the data" test -f "$M/var/lib/private/poolhub/poolhub.redb"
 c "remove keeps the config" test -f "$M/etc/poolhub/poolhub.toml"
-c "dpkg --purge purges it" in dpkg --purge poolhub
+c "dpkg --purge purges it" inroot dpkg --purge poolhub
 c "purge deletes the binary, unit, config and enablement" sh -c "! test -e '$M/usr/bin/poolhub' && ! test -e '$M/usr/lib/systemd/system/poolhub.service' && ! test -e '$M/etc/poolhub' && ! test -L '$M/etc/systemd/system/multi-user.target.wants/poolhub.service'"
 c "purge deletes the data" sh -c "! test -e '$M/var/lib/private/poolhub' && ! test -L '$M/var/lib/poolhub'"
 echo "inner: $ok ok, $bad failed"
