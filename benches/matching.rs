@@ -1,1 +1,216 @@
-fn main() {}
+//! Matching cost over 1k / 10k / 100k registered miners.
+//!
+//! `registry_select`: the index walk and ranking alone (what a match costs in CPU).
+//! `hub_match`: the whole service call a handler makes: validation, selection, the match
+//! ledger insert (moka) and metrics; `reserve: false` so the run does not fill every miner.
+//! `status_update`: a heartbeat through the service (token check, index atomics, moka).
+//!
+//! Run: `cargo bench --bench matching`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use poolhub::config::Config;
+use poolhub::domain::matching::{MatchCriteria, MatchPolicy};
+use poolhub::domain::scoring::{self, Availability, MinerStats, OutcomeSample};
+use poolhub::domain::{Address, Capabilities, Endpoint, Miner, MinerStatus};
+use poolhub::hub::{hash_token, Hub, MatchRequest};
+use poolhub::metrics::Metrics;
+use poolhub::registry::Registry;
+use poolhub::store::moka::MokaHotStore;
+use poolhub::store::redb::RedbStore;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+use std::time::Duration;
+
+const MODELS: [&str; 5] = ["llama3.2", "mistral", "qwen2.5", "phi3", "gemma2"];
+
+fn now() -> u64 {
+    poolhub::hub::now_ms()
+}
+
+fn address(i: u32) -> Address {
+    let mut b = [0u8; 20];
+    b[16..].copy_from_slice(&i.to_be_bytes());
+    b[0] = 0xaa;
+    Address::from_bytes(b)
+}
+
+/// A miner with a plausible random record: most are good, some are new, some fail.
+fn fixture(i: u32, rng: &mut StdRng) -> (Miner, MinerStats, MinerStatus) {
+    let models = vec![
+        MODELS[(i % 5) as usize].to_string(),
+        MODELS[((i / 5) % 5) as usize].to_string(),
+        "llama3.2".to_string(),
+    ];
+    let miner = Miner {
+        address: address(i),
+        endpoint: Endpoint::try_from(format!("http://10.0.{}.{}:8080", i / 256 % 256, i % 256))
+            .unwrap(),
+        capabilities: Capabilities {
+            models,
+            gpu_memory: [8192, 16384, 24576, 81920][(i % 4) as usize],
+            max_concurrent_jobs: 4,
+            job_types: vec!["inference".into()],
+        }
+        .validated()
+        .unwrap(),
+        stake: rng.random_range(0..50_000),
+        token_hash: hash_token(&format!("token-{i}")),
+        registered_at: 0,
+        updated_at: 0,
+    };
+    let mut stats = MinerStats::default();
+    let jobs = rng.random_range(0..60);
+    let p_ok = rng.random_range(0.7..1.0);
+    let t0 = now() - 86_400_000;
+    for k in 0..jobs {
+        stats = stats.with_outcome(
+            OutcomeSample {
+                success: rng.random_bool(p_ok),
+                latency_ms: Some(rng.random_range(200.0..4000.0)),
+                at: t0 + k * 1000,
+            },
+            0.95,
+        );
+    }
+    let status = MinerStatus {
+        available: rng.random_bool(0.9),
+        current_load: rng.random_range(0..4),
+        gpu_utilization: 0.5,
+        temperature: Some(60.0),
+        reported_at: now(),
+    };
+    (miner, stats, status)
+}
+
+fn registry(n: u32) -> Registry {
+    let mut rng = StdRng::seed_from_u64(n.into());
+    let r = Registry::new();
+    let p = scoring::ScoringParams::default();
+    let t = now();
+    for i in 0..n {
+        let (m, st, status) = fixture(i, &mut rng);
+        let av = Availability::default();
+        let score = scoring::score(&st, &av, m.stake, t, &p);
+        let a = m.address;
+        r.upsert(m, st, av, score, 0);
+        if let Some((_, live)) = r.live(&a) {
+            live.set_status(&status);
+        }
+    }
+    r
+}
+
+fn bench_select(c: &mut Criterion) {
+    let mut g = c.benchmark_group("registry_select");
+    let policy = MatchPolicy {
+        heartbeat_timeout_ms: 3_600_000,
+        thresholds: Default::default(),
+        tie_epsilon: 0.01,
+        panic_threshold: 0.5,
+        scan_cap: 16,
+    };
+    for n in [1_000u32, 10_000, 100_000] {
+        let r = registry(n);
+        let mut rng = StdRng::seed_from_u64(1);
+        for (name, model) in [
+            ("all_serve_model", "llama3.2"),
+            ("fifth_serve_model", "phi3"),
+        ] {
+            g.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
+                b.iter(|| {
+                    let crit = MatchCriteria {
+                        model,
+                        job_type: "inference",
+                        min_gpu_memory: 8192,
+                        max_latency: Some(5000.0),
+                        limit: 5,
+                        exclude: &[],
+                    };
+                    let (chosen, _) = r.select(&crit, &policy, now(), &mut rng);
+                    assert!(!chosen.is_empty());
+                    chosen.len()
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+async fn hub(n: u32) -> Arc<Hub> {
+    let mut cfg = Config::default();
+    cfg.storage.ephemeral = true;
+    cfg.matching.heartbeat_timeout = 3600;
+    let metrics = Arc::new(Metrics::new());
+    let durable = Arc::new(RedbStore::in_memory(None).unwrap());
+    let hot = Arc::new(MokaHotStore::new(
+        Duration::from_secs(3600),
+        Duration::from_secs(3600),
+        1_000_000,
+    ));
+    let hub = Arc::new(Hub::open(cfg, durable, hot, metrics).await.unwrap());
+    let mut rng = StdRng::seed_from_u64(u64::from(n));
+    let p = scoring::ScoringParams::default();
+    for i in 0..n {
+        let (m, st, status) = fixture(i, &mut rng);
+        let av = Availability::default();
+        let score = scoring::score(&st, &av, m.stake, now(), &p);
+        let a = m.address;
+        hub.registry().upsert(m, st, av, score, 0);
+        hub.update_status(&a, Some(&format!("token-{i}")), status)
+            .await
+            .unwrap();
+    }
+    hub
+}
+
+fn bench_hub(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut g = c.benchmark_group("hub");
+    for n in [1_000u32, 10_000, 100_000] {
+        let hub = rt.block_on(hub(n));
+        g.bench_with_input(BenchmarkId::new("match", n), &n, |b, _| {
+            b.iter(|| {
+                let out = rt
+                    .block_on(hub.match_job(MatchRequest {
+                        model: "llama3.2".into(),
+                        job_type: Some("inference".into()),
+                        min_gpu_memory: Some(8192),
+                        max_latency: Some(5000.0),
+                        limit: None,
+                        exclude: Vec::new(),
+                        reserve: false,
+                    }))
+                    .unwrap();
+                out.miners.len()
+            })
+        });
+        let mut i = 0u32;
+        g.bench_with_input(BenchmarkId::new("status_update", n), &n, |b, _| {
+            b.iter(|| {
+                i = (i + 1) % n;
+                let token = format!("token-{i}");
+                let status = MinerStatus {
+                    available: true,
+                    current_load: 1,
+                    gpu_utilization: 0.4,
+                    temperature: Some(61.0),
+                    reported_at: 0,
+                };
+                rt.block_on(hub.update_status(&address(i), Some(&token), status))
+                    .unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1)).sample_size(50);
+    targets = bench_select, bench_hub
+}
+criterion_main!(benches);

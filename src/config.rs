@@ -175,7 +175,7 @@ impl Default for MatchingConfig {
             outcome_window: 3600,
             max_tracked_matches: 1_000_000,
             tie_epsilon: 0.01,
-            scan_cap: 64,
+            scan_cap: 16,
         }
     }
 }

@@ -1,0 +1,4 @@
+-- wrk script: POST /api/v1/match with the seed's body.
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"job_type":"inference","model":"llama3.2","requirements":{"min_gpu_memory":8192,"max_latency":5000}}'
