@@ -83,13 +83,18 @@ fn fixture(i: u32, rng: &mut StdRng) -> (Miner, MinerStats, MinerStatus) {
     (miner, stats, status)
 }
 
-fn registry(n: u32) -> Registry {
+/// `busy`: fraction of miners reporting themselves at their concurrency limit, so a match
+/// must walk past them (a saturated pool).
+fn registry(n: u32, busy: f64) -> Registry {
     let mut rng = StdRng::seed_from_u64(n.into());
-    let r = Registry::new();
+    let r = Registry::new(Default::default());
     let p = scoring::ScoringParams::default();
     let t = now();
     for i in 0..n {
-        let (m, st, status) = fixture(i, &mut rng);
+        let (m, st, mut status) = fixture(i, &mut rng);
+        if rng.random_bool(busy) {
+            status.current_load = m.capabilities.max_concurrent_jobs;
+        }
         let av = Availability::default();
         let score = scoring::score(&st, &av, m.stake, t, &p);
         let a = m.address;
@@ -105,7 +110,6 @@ fn bench_select(c: &mut Criterion) {
     let mut g = c.benchmark_group("registry_select");
     let policy = MatchPolicy {
         heartbeat_timeout_ms: 3_600_000,
-        thresholds: Default::default(),
         tie_epsilon: 0.01,
         panic_threshold: 0.5,
         scan_cap: 16,

@@ -4,13 +4,22 @@
 #   2. the packaged files work: extracted binary, config and unit (check-config with the unit's
 #      environment, a real start/stop, the unit's exposure score when systemd-analyze exists);
 #   3. as root: a real `dpkg -i`, reinstall and `dpkg --purge` in a throwaway copy of this
-#      system's root (an overlay on / in a private mount namespace; the host is not touched).
+#      system's root (an overlay on / in a private mount namespace; the host is not touched);
+#   4. with --boot, as root with systemd-nspawn (Debian package systemd-container): boots
+#      systemd in a container on such a throwaway root with the package installed, and checks
+#      the unit for real: readiness and status, the dynamic user, no capabilities, seccomp, the
+#      watchdog (a drop-in shortens WatchdogSec to 2 s), SIGHUP, stop/start, backup.
 # Prints one line per check and exits 1 if any failed.
 #
-#   packaging/test-deb.sh [path/to/poolhub.deb]
+#   packaging/test-deb.sh [--boot] [path/to/poolhub.deb]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+BOOT=0
+if [ "${1:-}" = "--boot" ]; then
+  BOOT=1
+  shift
+fi
 DEB=${1:-$(ls -t target/debian/poolhub_*.deb 2>/dev/null | head -n1 || true)}
 if [ -z "$DEB" ] || [ ! -f "$DEB" ]; then
   echo "test-deb: no .deb found; build one with packaging/build-deb.sh" >&2
@@ -183,6 +192,91 @@ INNER
     if [ "$rc" != 0 ] && [ "$n_bad" = 0 ]; then
       echo "FAIL install in a throwaway root (exit $rc):"
       sed 's/^/     /' "$WORK/install.log"
+      checks=$((checks + 1))
+      fails=$((fails + 1))
+    fi
+  fi
+fi
+
+# --- 4. boot systemd with the package installed (--boot) ---------------------------------
+if [ "$BOOT" != 1 ]; then
+  echo "skip booting the unit under systemd (pass --boot)"
+elif [ "$(id -u)" != 0 ] || ! command -v systemd-nspawn >/dev/null; then
+  echo "FAIL --boot needs root and systemd-nspawn (apt-get install systemd-container)"
+  checks=$((checks + 1))
+  fails=$((fails + 1))
+else
+  set +e
+  DEB="$DEB" unshare -m --propagation private bash -s >"$WORK/boot.log" 2>&1 <<'INNER'
+set -u
+T=$(mktemp -d)
+M=$T/root
+mount -t tmpfs tmpfs "$T" || exit 90
+mkdir -p "$T/upper" "$T/work" "$M"
+mount -t overlay overlay -o "lowerdir=/,upperdir=$T/upper,workdir=$T/work" "$M" || exit 90
+mount -t tmpfs tmpfs "$M/tmp" && mount -t tmpfs tmpfs "$M/run" || exit 90
+mount --bind /dev "$M/dev" && mount -t proc proc "$M/proc" || exit 90
+cp "$DEB" "$M/tmp/poolhub.deb"
+chroot "$M" dpkg -i /tmp/poolhub.deb >/dev/null || { echo "FAIL dpkg -i before boot"; exit 1; }
+umount "$M/proc" "$M/dev"
+mkdir -p "$M/etc/systemd/system/poolhub.service.d"
+printf '[Service]\nWatchdogSec=2s\n' >"$M/etc/systemd/system/poolhub.service.d/test.conf"
+cat >"$M/usr/local/sbin/poolhub-boot-check" <<'EOS'
+#!/bin/bash
+exec >/var/log/poolhub-boot-check.txt 2>&1
+c() { local w=$1; shift; if "$@" >/dev/null 2>&1; then echo "ok   boot: $w"; else echo "FAIL boot: $w"; fi; }
+prop() { systemctl show -p "$1" --value poolhub; }
+for _ in $(seq 1 100); do [ "$(prop ActiveState)" = active ] && break; sleep 0.1; done
+c "poolhub.service is active (running) after boot" test "$(prop SubState)" = running
+c "it reported ready with a status line" sh -c "systemctl show -p StatusText --value poolhub | grep -q '^serving API on 0.0.0.0:8000'"
+c "it is enabled" systemctl is-enabled poolhub
+pid=$(prop MainPID)
+c "it runs as the dynamic user poolhub, not root" sh -c "test \"\$(stat -c %U /proc/$pid)\" = poolhub"
+c "no capabilities, no new privileges, seccomp on" sh -c "grep -q '^CapEff:[[:space:]]*0000000000000000' /proc/$pid/status && grep -q '^NoNewPrivs:[[:space:]]*1' /proc/$pid/status && grep -q '^Seccomp:[[:space:]]*2' /proc/$pid/status"
+c "GET /health answers ok" sh -c "curl -sf -m 3 localhost:8000/health | grep -q '\"ok\"'"
+c "metrics answer on 9090" sh -c "curl -sf -m 3 localhost:9090/metrics | grep -q '^poolhub_miners_total'"
+c "register a miner" sh -c "curl -sf -m 3 -X POST localhost:8000/api/v1/miners/register -d '{\"address\":\"0x52908400098527886e0f7030069857d2e4169ee7\",\"endpoint\":\"http://m.example.com:8080\",\"capabilities\":{\"models\":[\"m\"],\"gpu_memory\":16384,\"max_concurrent_jobs\":4}}'"
+c "the data is in the state directory" sh -c "test -s /var/lib/private/poolhub/poolhub.redb && test \"\$(stat -c %U /var/lib/private/poolhub/poolhub.redb)\" = poolhub"
+sleep 6
+c "watchdog (2 s) kept it alive for 6 s: no restart" sh -c "test \"\$(systemctl show -p NRestarts --value poolhub)\" = 0 && test \"\$(systemctl show -p MainPID --value poolhub)\" = $pid"
+kill -HUP "$pid"; sleep 0.5
+c "SIGHUP leaves it running" sh -c "test \"\$(systemctl show -p MainPID --value poolhub)\" = $pid && systemctl is-active poolhub"
+c "backup refuses while it runs" sh -c "! poolhub backup --data /var/lib/poolhub/poolhub.redb /root/b0.redb && ! test -e /root/b0.redb"
+c "systemctl stop: clean exit 0" sh -c "systemctl stop poolhub && test \"\$(systemctl show -p Result --value poolhub)\" = success && test \"\$(systemctl show -p ExecMainStatus --value poolhub)\" = 0"
+c "backup of the stopped hub" poolhub backup --data /var/lib/poolhub/poolhub.redb /root/b1.redb
+c "systemctl start: the miner is still there" sh -c "systemctl start poolhub && curl -sf -m 3 localhost:8000/api/v1/miners/0x52908400098527886e0f7030069857d2e4169ee7"
+score=$(systemd-analyze security poolhub 2>/dev/null | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+c "exposure score ${score:-?} <= 2.0" awk -v s="$score" 'BEGIN { exit !(s != "" && s + 0 <= 2.0) }'
+journalctl -u poolhub --no-pager -n 30 | sed 's/^/     /'
+systemctl poweroff
+EOS
+chmod 755 "$M/usr/local/sbin/poolhub-boot-check"
+printf '[Unit]\nAfter=poolhub.service\n[Service]\nType=oneshot\nExecStart=/usr/local/sbin/poolhub-boot-check\n' \
+  >"$M/etc/systemd/system/poolhub-boot-check.service"
+ln -s /etc/systemd/system/poolhub-boot-check.service \
+  "$M/etc/systemd/system/multi-user.target.wants/poolhub-boot-check.service"
+timeout 180 systemd-nspawn -q -D "$M" --boot --private-network --register=no --keep-unit \
+  --machine="poolhub-test-$$" >"$T/console.log" 2>&1 </dev/null
+cat "$M/var/log/poolhub-boot-check.txt" 2>/dev/null || { echo "FAIL boot: no check log"; tail -n 40 "$T/console.log"; }
+rm -rf "/run/systemd/nspawn/locks" 2>/dev/null
+exit 0
+INNER
+  rc=$?
+  set -e
+  if [ "$rc" = 90 ]; then
+    echo "FAIL --boot: cannot mount an overlay here"
+    checks=$((checks + 1))
+    fails=$((fails + 1))
+  else
+    grep -E '^(ok|FAIL) |^     ' "$WORK/boot.log" | grep -Ev '^     ' || true
+    n_ok=$(grep -c '^ok ' "$WORK/boot.log" || true)
+    n_bad=$(grep -c '^FAIL ' "$WORK/boot.log" || true)
+    checks=$((checks + n_ok + n_bad))
+    fails=$((fails + n_bad))
+    if [ "$n_bad" != 0 ]; then sed 's/^/     /' "$WORK/boot.log" | tail -n 40; fi
+    if [ "$n_ok" = 0 ] && [ "$n_bad" = 0 ]; then
+      echo "FAIL boot: no result"
+      sed 's/^/     /' "$WORK/boot.log"
       checks=$((checks + 1))
       fails=$((fails + 1))
     fi

@@ -7,7 +7,7 @@
 //! read lock, and only registration, deletion and score changes take the write lock.
 
 use crate::domain::matching::{self, Candidate, MatchCriteria, MatchPolicy, Pick};
-use crate::domain::scoring::{Availability, MinerStats, Score};
+use crate::domain::scoring::{passes_thresholds, Availability, MinerStats, Score, Thresholds};
 use crate::domain::{Address, Miner, MinerStatus};
 use parking_lot::RwLock;
 use rand::Rng;
@@ -125,51 +125,66 @@ pub struct ScoringOutput {
 
 type ScoreKey = (Reverse<u64>, u32);
 
+/// Everything about a miner that is not needed on the match path.
 struct Slot {
     miner: Arc<Miner>,
     stats: MinerStats,
     availability: Availability,
     score: Score,
-    cooldown_until: u64,
-    live: Arc<Live>,
 }
 
-impl Slot {
-    fn key(&self, id: u32) -> ScoreKey {
-        // For non-negative floats the bit pattern orders like the value.
-        (Reverse(self.score.value.max(0.0).to_bits()), id)
-    }
+/// What the match walk reads of each miner, kept small and contiguous (one `Vec`, indexed by
+/// slot) so that walking past busy or offline miners costs one cache line here and one in
+/// `Live`, instead of chasing the full record.
+struct Hot {
+    miner: Arc<Miner>,
+    live: Arc<Live>,
+    score: f64,
+    avg_latency_ms: f64,
+    cooldown_until: u64,
+    gpu_memory: u64,
+    max_concurrent_jobs: u32,
+    qualified: bool,
+}
 
-    fn view(&self) -> MinerView {
-        MinerView {
-            miner: self.miner.clone(),
-            stats: self.stats,
-            availability: self.availability,
-            score: self.score,
-            cooldown_until: self.cooldown_until,
-            status: self.live.status(),
-            reserved: self.live.reserved(),
-        }
-    }
+fn key(score: f64, id: u32) -> ScoreKey {
+    // For non-negative floats the bit pattern orders like the value.
+    (Reverse(score.max(0.0).to_bits()), id)
 }
 
 #[derive(Default)]
 struct Inner {
     ids: BTreeMap<Address, u32>,
     slots: Vec<Option<Slot>>,
+    hot: Vec<Option<Hot>>,
     free: Vec<u32>,
     by_model: HashMap<String, BTreeSet<ScoreKey>>,
 }
 
 impl Inner {
+    fn view(&self, id: u32) -> Option<MinerView> {
+        let s = self.slots.get(id as usize)?.as_ref()?;
+        let h = self.hot.get(id as usize)?.as_ref()?;
+        Some(MinerView {
+            miner: s.miner.clone(),
+            stats: s.stats,
+            availability: s.availability,
+            score: s.score,
+            cooldown_until: h.cooldown_until,
+            status: h.live.status(),
+            reserved: h.live.reserved(),
+        })
+    }
+
     fn unindex(&mut self, id: u32) {
-        let Some(slot) = self.slots[id as usize].as_ref() else {
+        let Some(h) = self.hot[id as usize].as_ref() else {
             return;
         };
-        let key = slot.key(id);
-        for m in &slot.miner.capabilities.models {
+        let k = key(h.score, id);
+        let miner = h.miner.clone();
+        for m in &miner.capabilities.models {
             if let Some(set) = self.by_model.get_mut(m) {
-                set.remove(&key);
+                set.remove(&k);
                 if set.is_empty() {
                     self.by_model.remove(m);
                 }
@@ -178,25 +193,45 @@ impl Inner {
     }
 
     fn index(&mut self, id: u32) {
-        let Some(slot) = self.slots[id as usize].as_ref() else {
+        let Some(h) = self.hot[id as usize].as_ref() else {
             return;
         };
-        let key = slot.key(id);
-        for m in &slot.miner.capabilities.models {
-            self.by_model.entry(m.clone()).or_default().insert(key);
+        let k = key(h.score, id);
+        let miner = h.miner.clone();
+        for m in &miner.capabilities.models {
+            self.by_model.entry(m.clone()).or_default().insert(k);
         }
+    }
+
+    /// Sets a slot's score-dependent fields, keeping the model sets in order.
+    fn rescore(&mut self, id: u32, score: Score, cooldown_until: u64, thresholds: &Thresholds) {
+        self.unindex(id);
+        if let Some(s) = self.slots[id as usize].as_mut() {
+            s.score = score;
+        }
+        if let Some(h) = self.hot[id as usize].as_mut() {
+            h.score = score.value;
+            h.avg_latency_ms = score.factors.avg_latency_ms;
+            h.qualified = passes_thresholds(&score.factors, thresholds);
+            h.cooldown_until = cooldown_until;
+        }
+        self.index(id);
     }
 }
 
 /// The index. One per process; shared by reference.
-#[derive(Default)]
 pub struct Registry {
     inner: RwLock<Inner>,
+    /// Which miners qualify is decided when their score changes, not on every match.
+    thresholds: Thresholds,
 }
 
 impl Registry {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(thresholds: Thresholds) -> Self {
+        Self {
+            inner: RwLock::new(Inner::default()),
+            thresholds,
+        }
     }
 
     /// Registered miners.
@@ -223,9 +258,9 @@ impl Registry {
         let (id, live) = match existing {
             Some(id) => {
                 g.unindex(id);
-                let live = g.slots[id as usize]
+                let live = g.hot[id as usize]
                     .as_ref()
-                    .map(|s| s.live.clone())
+                    .map(|h| h.live.clone())
                     .unwrap_or_default();
                 (id, live)
             }
@@ -234,6 +269,7 @@ impl Registry {
                     Some(id) => id,
                     None => {
                         g.slots.push(None);
+                        g.hot.push(None);
                         (g.slots.len() - 1) as u32
                     }
                 };
@@ -241,13 +277,22 @@ impl Registry {
                 (id, Arc::new(Live::default()))
             }
         };
+        let miner = Arc::new(miner);
+        g.hot[id as usize] = Some(Hot {
+            miner: miner.clone(),
+            live,
+            score: score.value,
+            avg_latency_ms: score.factors.avg_latency_ms,
+            cooldown_until,
+            gpu_memory: miner.capabilities.gpu_memory,
+            max_concurrent_jobs: miner.capabilities.max_concurrent_jobs,
+            qualified: passes_thresholds(&score.factors, &self.thresholds),
+        });
         g.slots[id as usize] = Some(Slot {
-            miner: Arc::new(miner),
+            miner,
             stats,
             availability,
             score,
-            cooldown_until,
-            live,
         });
         g.index(id);
     }
@@ -260,6 +305,7 @@ impl Registry {
         };
         g.unindex(id);
         g.slots[id as usize] = None;
+        g.hot[id as usize] = None;
         g.free.push(id);
         true
     }
@@ -267,16 +313,16 @@ impl Registry {
     pub fn get(&self, address: &Address) -> Option<MinerView> {
         let g = self.inner.read();
         let id = *g.ids.get(address)?;
-        g.slots[id as usize].as_ref().map(Slot::view)
+        g.view(id)
     }
 
     /// The live part of an entry, for status updates and reservations.
     pub fn live(&self, address: &Address) -> Option<(Arc<Miner>, Arc<Live>)> {
         let g = self.inner.read();
         let id = *g.ids.get(address)?;
-        g.slots[id as usize]
+        g.hot[id as usize]
             .as_ref()
-            .map(|s| (s.miner.clone(), s.live.clone()))
+            .map(|h| (h.miner.clone(), h.live.clone()))
     }
 
     /// Replaces a miner's statistics and score unless they are older than what it holds
@@ -298,13 +344,10 @@ impl Registry {
         if slot.stats.jobs_total > stats.jobs_total {
             return false;
         }
-        g.unindex(id);
         if let Some(slot) = g.slots[id as usize].as_mut() {
             slot.stats = stats;
-            slot.score = score;
-            slot.cooldown_until = cooldown_until;
         }
-        g.index(id);
+        g.rescore(id, score, cooldown_until, &self.thresholds);
         true
     }
 
@@ -314,13 +357,15 @@ impl Registry {
         g.ids
             .iter()
             .filter_map(|(a, &id)| {
-                g.slots[id as usize].as_ref().map(|s| ScoringInput {
+                let s = g.slots[id as usize].as_ref()?;
+                let h = g.hot[id as usize].as_ref()?;
+                Some(ScoringInput {
                     id,
                     address: *a,
                     stake: s.miner.stake,
                     stats: s.stats,
                     availability: s.availability,
-                    status: s.live.status(),
+                    status: h.live.status(),
                 })
             })
             .collect()
@@ -338,13 +383,10 @@ impl Registry {
             if !same {
                 continue;
             }
-            g.unindex(o.id);
             if let Some(s) = g.slots[o.id as usize].as_mut() {
                 s.availability = o.availability;
-                s.score = o.score;
-                s.cooldown_until = o.cooldown_until;
             }
-            g.index(o.id);
+            g.rescore(o.id, o.score, o.cooldown_until, &self.thresholds);
         }
     }
 
@@ -374,14 +416,18 @@ impl Registry {
             .chain(set.range((top, 0)..(top, start)));
         let rest = set.range((Bound::Excluded((top, u32::MAX)), Bound::Unbounded));
         let candidates = top_group.chain(rest).filter_map(|&(_, id)| {
-            let s = g.slots[id as usize].as_ref()?;
+            let h = g.hot[id as usize].as_ref()?;
             Some(Candidate {
                 key: id,
-                miner: &s.miner,
-                score: &s.score,
-                status: s.live.status(),
-                reserved: s.live.reserved(),
-                cooldown_until: s.cooldown_until,
+                miner: &h.miner,
+                score: h.score,
+                avg_latency_ms: h.avg_latency_ms,
+                qualified: h.qualified,
+                gpu_memory: h.gpu_memory,
+                max_concurrent_jobs: h.max_concurrent_jobs,
+                status: h.live.status(),
+                reserved: h.live.reserved(),
+                cooldown_until: h.cooldown_until,
             })
         });
         let sel = matching::select(candidates, crit, policy, now, rng);
@@ -389,11 +435,11 @@ impl Registry {
             .picks
             .into_iter()
             .filter_map(|pick| {
-                let s = g.slots[pick.key as usize].as_ref()?;
+                let h = g.hot[pick.key as usize].as_ref()?;
                 Some(Chosen {
                     pick,
-                    miner: s.miner.clone(),
-                    live: s.live.clone(),
+                    miner: h.miner.clone(),
+                    live: h.live.clone(),
                 })
             })
             .collect();
@@ -413,7 +459,7 @@ impl Registry {
             None => g.ids.range(..),
         };
         range
-            .filter_map(|(_, &id)| g.slots[id as usize].as_ref().map(Slot::view))
+            .filter_map(|(_, &id)| g.view(id))
             .filter(|v| filter(v))
             .take(limit)
             .collect()
@@ -426,8 +472,8 @@ impl Registry {
             registered: g.ids.len(),
             ..Counts::default()
         };
-        for s in g.slots.iter().flatten() {
-            if let Some(st) = s.live.status() {
+        for h in g.hot.iter().flatten() {
+            if let Some(st) = h.live.status() {
                 if matching::is_fresh(&st, now, heartbeat_timeout_ms) {
                     c.online += 1;
                     if st.available {
@@ -435,7 +481,7 @@ impl Registry {
                     }
                 }
             }
-            if s.cooldown_until > now {
+            if h.cooldown_until > now {
                 c.cooled_down += 1;
             }
         }
@@ -447,7 +493,7 @@ impl Registry {
         let g = self.inner.read();
         g.ids
             .iter()
-            .filter_map(|(a, &id)| g.slots[id as usize].as_ref().map(|s| (*a, s.score.value)))
+            .filter_map(|(a, &id)| g.hot[id as usize].as_ref().map(|h| (*a, h.score)))
             .collect()
     }
 }

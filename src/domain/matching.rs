@@ -14,7 +14,6 @@
 //! hub "panics" as Envoy does and ranks all of them, so failures can never empty the pool.
 
 use crate::domain::miner::{Address, Miner, MinerStatus};
-use crate::domain::scoring::{passes_thresholds, Score, Thresholds};
 use rand::Rng;
 
 /// What the client asks for.
@@ -36,7 +35,6 @@ pub struct MatchCriteria<'a> {
 pub struct MatchPolicy {
     /// A status older than this (ms) means the miner is offline.
     pub heartbeat_timeout_ms: u64,
-    pub thresholds: Thresholds,
     /// Scores closer than this to the best are treated as equal for load balancing.
     pub tie_epsilon: f64,
     /// See the module doc.
@@ -46,12 +44,23 @@ pub struct MatchPolicy {
 }
 
 /// One miner as the matcher sees it.
+///
+/// The numbers are copied from the index's compact per-miner record; `miner` is only
+/// dereferenced for candidates that pass the cheap checks, so a walk past busy or offline
+/// miners touches as little memory as possible.
 #[derive(Debug, Clone, Copy)]
 pub struct Candidate<'a, K> {
     /// Opaque handle for the caller (the registry's slot).
     pub key: K,
     pub miner: &'a Miner,
-    pub score: &'a Score,
+    pub score: f64,
+    /// Prior-smoothed average latency, ms.
+    pub avg_latency_ms: f64,
+    /// Whether the miner meets the scoring thresholds
+    /// ([`crate::domain::scoring::passes_thresholds`]).
+    pub qualified: bool,
+    pub gpu_memory: u64,
+    pub max_concurrent_jobs: u32,
     pub status: Option<MinerStatus>,
     /// Slots reserved by matches still waiting for their outcome.
     pub reserved: u32,
@@ -97,33 +106,29 @@ fn eligible<K: Copy>(
     policy: &MatchPolicy,
     now: u64,
 ) -> Option<Pick<K>> {
+    // Cheapest and most often failing checks first; `c.miner` is read last.
     let status = c.status?;
     if !status.available || !is_fresh(&status, now, policy.heartbeat_timeout_ms) {
         return None;
     }
-    let caps = &c.miner.capabilities;
     let load = status.current_load.saturating_add(c.reserved);
-    if load >= caps.max_concurrent_jobs
-        || caps.gpu_memory < crit.min_gpu_memory
-        || !c.miner.serves_job_type(crit.job_type)
-        || !c.miner.serves_model(crit.model)
-        || !passes_thresholds(&c.score.factors, &policy.thresholds)
-        || crit.exclude.contains(&c.miner.address)
-    {
+    if load >= c.max_concurrent_jobs || c.gpu_memory < crit.min_gpu_memory || !c.qualified {
         return None;
     }
-    let est = estimated_time(
-        c.score.factors.avg_latency_ms,
-        load,
-        caps.max_concurrent_jobs,
-    );
+    let est = estimated_time(c.avg_latency_ms, load, c.max_concurrent_jobs);
     if crit.max_latency.is_some_and(|m| est > m) {
+        return None;
+    }
+    if !c.miner.serves_job_type(crit.job_type)
+        || !c.miner.serves_model(crit.model)
+        || crit.exclude.contains(&c.miner.address)
+    {
         return None;
     }
     Some(Pick {
         key: c.key,
         address: c.miner.address,
-        score: c.score.value,
+        score: c.score,
         estimated_time: est,
         load,
         cooled_down: c.cooldown_until > now,
@@ -152,7 +157,7 @@ pub fn select<'a, K: Copy + 'a>(
     for c in candidates {
         if healthy.len() >= limit {
             if let Some(b) = best {
-                if c.score.value < b - policy.tie_epsilon || healthy.len() >= cap {
+                if c.score < b - policy.tie_epsilon || healthy.len() >= cap {
                     break;
                 }
             }
@@ -160,7 +165,7 @@ pub fn select<'a, K: Copy + 'a>(
         let Some(pick) = eligible(&c, crit, policy, now) else {
             continue;
         };
-        let max_conc = c.miner.capabilities.max_concurrent_jobs;
+        let max_conc = c.max_concurrent_jobs;
         if pick.cooled_down {
             // Bound the memory a mass cooldown can make one match use.
             if cooled.len() < cap {
@@ -207,7 +212,7 @@ pub fn select<'a, K: Copy + 'a>(
 mod tests {
     use super::*;
     use crate::domain::miner::{Capabilities, Endpoint};
-    use crate::domain::scoring::{Factors, Score};
+    use crate::domain::scoring::{passes_thresholds, Factors, Score, Thresholds};
     use proptest::prelude::*;
     use rand::rngs::StdRng;
     use rand::SeedableRng;
@@ -260,7 +265,6 @@ mod tests {
     fn policy() -> MatchPolicy {
         MatchPolicy {
             heartbeat_timeout_ms: 30_000,
-            thresholds: Thresholds::default(),
             tie_epsilon: 0.0001,
             panic_threshold: 0.5,
             scan_cap: 64,
@@ -292,13 +296,17 @@ mod tests {
                 .map(|i| Candidate {
                     key: i,
                     miner: &self.miners[i],
-                    score: &self.scores[i],
+                    score: self.scores[i].value,
+                    avg_latency_ms: self.scores[i].factors.avg_latency_ms,
+                    qualified: passes_thresholds(&self.scores[i].factors, &Thresholds::default()),
+                    gpu_memory: self.miners[i].capabilities.gpu_memory,
+                    max_concurrent_jobs: self.miners[i].capabilities.max_concurrent_jobs,
                     status: self.statuses[i],
                     reserved: self.reserved[i],
                     cooldown_until: self.cooldown[i],
                 })
                 .collect();
-            v.sort_by(|a, b| b.score.value.total_cmp(&a.score.value));
+            v.sort_by(|a, b| b.score.total_cmp(&a.score));
             v
         }
     }

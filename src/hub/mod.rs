@@ -137,7 +137,6 @@ impl Hub {
         let failover = config.failover;
         let policy = MatchPolicy {
             heartbeat_timeout_ms: config.matching.heartbeat_timeout.saturating_mul(1000),
-            thresholds: config.thresholds,
             tie_epsilon: config.matching.tie_epsilon * config.scoring.max_score,
             panic_threshold: failover.panic_threshold,
             scan_cap: config.matching.scan_cap,
@@ -146,7 +145,7 @@ impl Hub {
             params,
             failover,
             policy,
-            registry: Registry::new(),
+            registry: Registry::new(config.thresholds),
             durable,
             hot,
             reservations: matching::Reservations::default(),
