@@ -101,6 +101,7 @@ fn registry(n: u32, busy: f64) -> Registry {
         r.upsert(m, st, av, score, 0);
         if let Some((_, live)) = r.live(&a) {
             live.set_status(&status);
+            r.note(&live);
         }
     }
     r
@@ -115,11 +116,13 @@ fn bench_select(c: &mut Criterion) {
         scan_cap: 16,
     };
     for n in [1_000u32, 10_000, 100_000] {
-        let r = registry(n);
+        let r = registry(n, 0.0);
+        let busy = registry(n, 0.9);
         let mut rng = StdRng::seed_from_u64(1);
-        for (name, model) in [
-            ("all_serve_model", "llama3.2"),
-            ("fifth_serve_model", "phi3"),
+        for (name, model, r) in [
+            ("all_serve_model", "llama3.2", &r),
+            ("fifth_serve_model", "phi3", &r),
+            ("90pct_busy", "llama3.2", &busy),
         ] {
             g.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
                 b.iter(|| {

@@ -5,11 +5,18 @@
 //! settled, so it costs a few dozen entry visits whatever the number of miners. Live status
 //! and reservations are atomics inside each entry: a heartbeat or a match takes only the
 //! read lock, and only registration, deletion and score changes take the write lock.
+//!
+//! The per-model sets hold only miners that can take a job (available, fresh, below their
+//! concurrency limit), so in a busy pool — where the best miners are the first to fill up —
+//! a match does not walk past thousands of full ones. Membership is kept lazily: a walk that
+//! meets a miner which can no longer take a job notes it, a heartbeat or a released
+//! reservation that gives a miner room again notes it, and the noted entries are moved in or
+//! out under a short write lock before the next match (or by the sweeper).
 
 use crate::domain::matching::{self, Candidate, MatchCriteria, MatchPolicy, Pick};
 use crate::domain::scoring::{passes_thresholds, Availability, MinerStats, Score, Thresholds};
 use crate::domain::{Address, Miner, MinerStatus};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use rand::Rng;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -23,6 +30,12 @@ use std::sync::Arc;
 /// which is harmless because every field is valid on its own.
 #[derive(Debug, Default)]
 pub struct Live {
+    /// The registry slot this belongs to.
+    id: u32,
+    /// The miner's concurrency limit (copied here so `has_room` needs nothing else).
+    max_concurrent: AtomicU32,
+    /// Whether the slot is in its models' match sets (changed only under the write lock).
+    listed: AtomicBool,
     available: AtomicBool,
     current_load: AtomicU32,
     gpu_utilization: AtomicU64,
@@ -34,6 +47,28 @@ pub struct Live {
 }
 
 impl Live {
+    fn new(id: u32) -> Self {
+        Self {
+            id,
+            ..Self::default()
+        }
+    }
+
+    /// Available with a free slot (freshness aside): what the match sets are made of.
+    pub fn has_room(&self) -> bool {
+        self.reported_at.load(Ordering::Acquire) != 0
+            && self.available.load(Ordering::Relaxed)
+            && self
+                .current_load
+                .load(Ordering::Relaxed)
+                .saturating_add(self.reserved())
+                < self.max_concurrent.load(Ordering::Relaxed)
+    }
+
+    fn listed(&self) -> bool {
+        self.listed.load(Ordering::Relaxed)
+    }
+
     pub fn status(&self) -> Option<MinerStatus> {
         let reported_at = self.reported_at.load(Ordering::Acquire);
         if reported_at == 0 {
@@ -176,10 +211,14 @@ impl Inner {
         })
     }
 
+    /// Takes the slot out of its models' match sets.
     fn unindex(&mut self, id: u32) {
         let Some(h) = self.hot[id as usize].as_ref() else {
             return;
         };
+        if !h.live.listed.swap(false, Ordering::Relaxed) {
+            return;
+        }
         let k = key(h.score, id);
         let miner = h.miner.clone();
         for m in &miner.capabilities.models {
@@ -192,14 +231,36 @@ impl Inner {
         }
     }
 
+    /// Puts the slot into its models' match sets if it can take a job.
     fn index(&mut self, id: u32) {
         let Some(h) = self.hot[id as usize].as_ref() else {
             return;
         };
+        if h.live.listed() || !h.live.has_room() {
+            return;
+        }
+        h.live.listed.store(true, Ordering::Relaxed);
         let k = key(h.score, id);
         let miner = h.miner.clone();
         for m in &miner.capabilities.models {
             self.by_model.entry(m.clone()).or_default().insert(k);
+        }
+    }
+
+    /// Moves a slot into or out of the match sets after its live state changed.
+    fn refresh(&mut self, id: u32, now: u64, heartbeat_timeout_ms: u64) {
+        let Some(h) = self.hot.get(id as usize).and_then(Option::as_ref) else {
+            return;
+        };
+        let fresh = h
+            .live
+            .status()
+            .is_some_and(|s| matching::is_fresh(&s, now, heartbeat_timeout_ms));
+        let want = fresh && h.live.has_room();
+        if want && !h.live.listed() {
+            self.index(id);
+        } else if !want && h.live.listed() {
+            self.unindex(id);
         }
     }
 
@@ -224,6 +285,9 @@ pub struct Registry {
     inner: RwLock<Inner>,
     /// Which miners qualify is decided when their score changes, not on every match.
     thresholds: Thresholds,
+    /// Slots whose membership in the match sets may be out of date.
+    noted: Mutex<Vec<u32>>,
+    any_noted: AtomicBool,
 }
 
 impl Registry {
@@ -231,6 +295,36 @@ impl Registry {
         Self {
             inner: RwLock::new(Inner::default()),
             thresholds,
+            noted: Mutex::new(Vec::new()),
+            any_noted: AtomicBool::new(false),
+        }
+    }
+
+    fn note_ids(&self, ids: impl IntoIterator<Item = u32>) {
+        let mut n = self.noted.lock();
+        n.extend(ids);
+        if !n.is_empty() {
+            self.any_noted.store(true, Ordering::Release);
+        }
+    }
+
+    /// Tells the index that a miner's live state changed (heartbeat, released reservation);
+    /// it is re-filed before the next match if it now belongs elsewhere.
+    pub fn note(&self, live: &Live) {
+        if live.has_room() != live.listed() {
+            self.note_ids([live.id]);
+        }
+    }
+
+    /// Re-files every noted slot (cheap when nothing is noted).
+    pub fn settle(&self, now: u64, heartbeat_timeout_ms: u64) {
+        if !self.any_noted.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let ids = std::mem::take(&mut *self.noted.lock());
+        let mut g = self.inner.write();
+        for id in ids {
+            g.refresh(id, now, heartbeat_timeout_ms);
         }
     }
 
@@ -260,8 +354,7 @@ impl Registry {
                 g.unindex(id);
                 let live = g.hot[id as usize]
                     .as_ref()
-                    .map(|h| h.live.clone())
-                    .unwrap_or_default();
+                    .map_or_else(|| Arc::new(Live::new(id)), |h| h.live.clone());
                 (id, live)
             }
             None => {
@@ -274,10 +367,12 @@ impl Registry {
                     }
                 };
                 g.ids.insert(address, id);
-                (id, Arc::new(Live::default()))
+                (id, Arc::new(Live::new(id)))
             }
         };
         let miner = Arc::new(miner);
+        live.max_concurrent
+            .store(miner.capabilities.max_concurrent_jobs, Ordering::Relaxed);
         g.hot[id as usize] = Some(Hot {
             miner: miner.clone(),
             live,
@@ -402,6 +497,8 @@ impl Registry {
         now: u64,
         rng: &mut impl Rng,
     ) -> (Vec<Chosen>, bool) {
+        let hb = policy.heartbeat_timeout_ms;
+        self.settle(now, hb);
         let g = self.inner.read();
         let Some(set) = g.by_model.get(crit.model) else {
             return (Vec::new(), false);
@@ -415,8 +512,19 @@ impl Registry {
             .take_while(|k| k.0 == top)
             .chain(set.range((top, 0)..(top, start)));
         let rest = set.range((Bound::Excluded((top, u32::MAX)), Bound::Unbounded));
+        let mut stale = Vec::new();
         let candidates = top_group.chain(rest).filter_map(|&(_, id)| {
             let h = g.hot[id as usize].as_ref()?;
+            let status = h.live.status();
+            let reserved = h.live.reserved();
+            let takes_jobs = status.is_some_and(|s| {
+                s.available
+                    && matching::is_fresh(&s, now, hb)
+                    && s.current_load.saturating_add(reserved) < h.max_concurrent_jobs
+            });
+            if !takes_jobs {
+                stale.push(id);
+            }
             Some(Candidate {
                 key: id,
                 miner: &h.miner,
@@ -425,8 +533,8 @@ impl Registry {
                 qualified: h.qualified,
                 gpu_memory: h.gpu_memory,
                 max_concurrent_jobs: h.max_concurrent_jobs,
-                status: h.live.status(),
-                reserved: h.live.reserved(),
+                status,
+                reserved,
                 cooldown_until: h.cooldown_until,
             })
         });
@@ -443,6 +551,10 @@ impl Registry {
                 })
             })
             .collect();
+        drop(g);
+        if !stale.is_empty() {
+            self.note_ids(stale);
+        }
         (chosen, sel.panic)
     }
 
@@ -505,4 +617,137 @@ pub struct Counts {
     pub online: usize,
     pub available: usize,
     pub cooled_down: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::miner::{Capabilities, Endpoint};
+    use crate::domain::scoring::{self, ScoringParams};
+    use proptest::prelude::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+    use std::collections::BTreeSet;
+
+    const NOW: u64 = 1_700_000_000_000;
+    const HB: u64 = 30_000;
+
+    fn address(i: u8) -> Address {
+        let mut b = [0u8; 20];
+        b[19] = i;
+        Address::from_bytes(b)
+    }
+
+    fn miner(i: u8) -> Miner {
+        Miner {
+            address: address(i),
+            endpoint: Endpoint::try_from(format!("http://m{i}.example.com")).unwrap(),
+            capabilities: Capabilities {
+                models: vec!["m".into()],
+                gpu_memory: 16384,
+                max_concurrent_jobs: 2,
+                job_types: vec!["inference".into()],
+            },
+            stake: u64::from(i) * 37 % 5 * 1000,
+            token_hash: String::new(),
+            registered_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Status {
+            i: u8,
+            available: bool,
+            load: u32,
+            age_ms: u64,
+        },
+        Reserve(u8),
+        Release(u8),
+        Remove(u8),
+        Match,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (
+                0u8..12,
+                any::<bool>(),
+                0u32..3,
+                prop_oneof![Just(0u64), Just(60_000u64)]
+            )
+                .prop_map(|(i, available, load, age_ms)| Op::Status {
+                    i,
+                    available,
+                    load,
+                    age_ms
+                }),
+            (0u8..12).prop_map(Op::Reserve),
+            (0u8..12).prop_map(Op::Release),
+            (0u8..12).prop_map(Op::Remove),
+            Just(Op::Match),
+        ]
+    }
+
+    fn policy() -> MatchPolicy {
+        MatchPolicy {
+            heartbeat_timeout_ms: HB,
+            tie_epsilon: 0.0,
+            panic_threshold: 0.5,
+            scan_cap: 1000,
+        }
+    }
+
+    proptest! {
+        /// The lazily maintained match sets never hide a miner that could take the job, and
+        /// never offer one that cannot: a match returns exactly the miners a brute-force
+        /// check of every registered miner finds eligible.
+        #[test]
+        fn match_sets_agree_with_brute_force(ops in proptest::collection::vec(op(), 1..80)) {
+            let p = ScoringParams::default();
+            let r = Registry::new(p.thresholds);
+            for i in 0..12u8 {
+                let m = miner(i);
+                let sc = scoring::score(&MinerStats::default(), &Availability::default(), m.stake, NOW, &p);
+                r.upsert(m, MinerStats::default(), Availability::default(), sc, 0);
+            }
+            let mut rng = StdRng::seed_from_u64(3);
+            for o in ops {
+                match o {
+                    Op::Status { i, available, load, age_ms } => {
+                        if let Some((_, live)) = r.live(&address(i)) {
+                            live.set_status(&MinerStatus {
+                                available, current_load: load, gpu_utilization: 0.1,
+                                temperature: None, reported_at: NOW - age_ms,
+                            });
+                            r.note(&live);
+                        }
+                    }
+                    Op::Reserve(i) => if let Some((_, live)) = r.live(&address(i)) { live.reserve() },
+                    Op::Release(i) => if let Some((_, live)) = r.live(&address(i)) {
+                        live.release();
+                        r.note(&live);
+                    },
+                    Op::Remove(i) => { r.remove(&address(i)); }
+                    Op::Match => {}
+                }
+                let crit = MatchCriteria {
+                    model: "m", job_type: "inference", min_gpu_memory: 0,
+                    max_latency: None, limit: 100, exclude: &[],
+                };
+                let (chosen, _) = r.select(&crit, &policy(), NOW, &mut rng);
+                let got: BTreeSet<Address> = chosen.iter().map(|c| c.pick.address).collect();
+                let want: BTreeSet<Address> = (0..12u8)
+                    .filter_map(|i| r.get(&address(i)))
+                    .filter(|v| v.status.is_some_and(|s| {
+                        s.available && matching::is_fresh(&s, NOW, HB)
+                            && s.current_load + v.reserved < v.miner.capabilities.max_concurrent_jobs
+                    }))
+                    .map(|v| v.miner.address)
+                    .collect();
+                prop_assert_eq!(got, want);
+            }
+        }
+    }
 }

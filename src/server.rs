@@ -37,12 +37,10 @@ pub type Stores = (Arc<dyn DurableStore>, Arc<dyn HotStore>);
 pub fn open_stores(cfg: &Config, metrics: &Arc<Metrics>) -> Result<Stores, StartError> {
     let observer: CommitObserver = {
         let m = metrics.clone();
-        Arc::new(move |took: Duration, n: usize, ok: bool| {
+        // Failed operations are counted once each, by the hub (poolhub_store_errors_total).
+        Arc::new(move |took: Duration, n: usize, _ok: bool| {
             m.store_commit_duration.observe(took.as_secs_f64());
             m.store_commit_batch_size.observe(n as f64);
-            if !ok {
-                m.store_errors_total.with_label_values(&["redb"]).inc();
-            }
         })
     };
     let durable: Arc<dyn DurableStore> = match cfg.storage.durable {

@@ -358,13 +358,17 @@ pub async fn status(State(state): State<AppState>) -> Response {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    state.hub.refresh_gauges();
+    // Rebuilding one score series per miner takes a while at 100k miners: off the runtime.
+    let hub = state.hub.clone();
+    let text = tokio::task::spawn_blocking(move || hub.render_metrics())
+        .await
+        .unwrap_or_default();
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.hub.metrics().encode(),
+        text,
     )
         .into_response()
 }

@@ -93,31 +93,31 @@ impl Reservations {
         g.queue.push_back((expires, id));
     }
 
-    /// Releases the match's reservation if it is on `address`; true when it did.
-    fn release(&self, id: MatchId, address: &Address) -> bool {
+    /// Releases the match's reservation if it is on `address`; returns the miner it freed.
+    fn release(&self, id: MatchId, address: &Address) -> Option<Arc<Live>> {
         let mut g = self.inner.lock();
         if g.by_match.get(&id).is_some_and(|(a, _)| a == address) {
             if let Some((_, live)) = g.by_match.remove(&id) {
                 live.release();
-                return true;
+                return Some(live);
             }
         }
-        false
+        None
     }
 
-    /// Releases every reservation whose TTL has passed; returns how many.
-    pub(crate) fn expire(&self, now: u64) -> usize {
+    /// Releases every reservation whose TTL has passed; returns the miners it freed.
+    pub(crate) fn expire(&self, now: u64) -> Vec<Arc<Live>> {
         let mut g = self.inner.lock();
-        let mut n = 0;
+        let mut freed = Vec::new();
         while g.queue.front().is_some_and(|(t, _)| *t <= now) {
             if let Some((_, id)) = g.queue.pop_front() {
                 if let Some((_, live)) = g.by_match.remove(&id) {
                     live.release();
-                    n += 1;
+                    freed.push(live);
                 }
             }
         }
-        n
+        freed
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -266,7 +266,9 @@ impl Hub {
                 return Err(self.store_error(e));
             }
         };
-        self.reservations.release(id, &rep.address);
+        if let Some(live) = self.reservations.release(id, &rep.address) {
+            self.registry.note(&live);
+        }
         let view = self
             .registry
             .get(&rep.address)

@@ -103,6 +103,7 @@ pub struct Hub {
     started: Instant,
     matches_served: AtomicU64,
     last_score_update: AtomicU64,
+    scrape_lock: parking_lot::Mutex<()>,
 }
 
 /// SHA-256 of a token, hex: what is stored instead of the token.
@@ -156,6 +157,7 @@ impl Hub {
             started: Instant::now(),
             matches_served: AtomicU64::new(0),
             last_score_update: AtomicU64::new(0),
+            scrape_lock: parking_lot::Mutex::new(()),
             config,
         };
         let now = now_ms();
@@ -194,14 +196,12 @@ impl Hub {
         &self.locks[(usize::from(b[18]) << 8 | usize::from(b[19])) % LOCK_STRIPES]
     }
 
+    /// Counts (by the backend that failed) and logs a storage failure, once per operation.
     fn store_error(&self, e: StoreError) -> HubError {
-        if matches!(
-            e,
-            StoreError::Unavailable { .. } | StoreError::Corrupt { .. }
-        ) {
+        if let StoreError::Unavailable { backend, .. } | StoreError::Corrupt { backend, .. } = &e {
             self.metrics
                 .store_errors_total
-                .with_label_values(&[self.durable.backend()])
+                .with_label_values(&[backend])
                 .inc();
             tracing::warn!(error = %e, "storage operation failed");
         }
@@ -319,6 +319,7 @@ impl Hub {
             return Err(self.store_error(e));
         }
         live.set_status(&status);
+        self.registry.note(&live);
         Ok(status)
     }
 
@@ -412,8 +413,16 @@ impl Hub {
         self.policy.heartbeat_timeout_ms
     }
 
-    /// Brings the registry-wide gauges up to date (called when `/metrics` is scraped).
-    pub fn refresh_gauges(&self) {
+    /// The Prometheus exposition, with the registry-wide gauges brought up to date first.
+    /// Scrapes are serialised so that one scrape never sees another's half-rebuilt scores.
+    pub fn render_metrics(&self) -> String {
+        let _one_at_a_time = self.scrape_lock.lock();
+        self.refresh_gauges();
+        self.metrics.encode()
+    }
+
+    /// Brings the registry-wide gauges up to date.
+    fn refresh_gauges(&self) {
         let c = self
             .registry
             .counts(now_ms(), self.policy.heartbeat_timeout_ms);

@@ -121,10 +121,15 @@ impl Hub {
                 loop {
                     tokio::select! {
                         _ = tick.tick() => {
-                            let n = hub.reservations.expire(now_ms());
-                            if n > 0 {
-                                tracing::debug!(released = n, "reservations expired");
+                            let now = now_ms();
+                            let freed = hub.reservations.expire(now);
+                            for live in &freed {
+                                hub.registry.note(live);
                             }
+                            if !freed.is_empty() {
+                                tracing::debug!(released = freed.len(), "reservations expired");
+                            }
+                            hub.registry.settle(now, hub.policy.heartbeat_timeout_ms);
                         }
                         _ = stop.changed() => break,
                     }
