@@ -3,9 +3,9 @@
 #
 #   packaging/build-deb.sh            -> target/debian/poolhub_<version>-1_amd64.deb
 #
-# Installs what it needs when missing: the musl target (rustup) and cargo-deb (cargo install).
-# No C toolchain beyond the usual `cc` linker is needed: Rust's musl target brings its own
-# C runtime, and poolhub has no C dependencies. Check the result with packaging/test-deb.sh.
+# Installs what it needs when missing: the musl target (rustup), musl-gcc (Debian's musl-tools,
+# to compile mimalloc, the static build's allocator; see .cargo/config.toml) and cargo-deb
+# (cargo install). Check the result with packaging/test-deb.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +15,10 @@ OUT=target/debian
 if ! rustup target list --installed | grep -qx "$TARGET"; then
   echo "== rustup target add $TARGET"
   rustup target add "$TARGET"
+fi
+if ! command -v musl-gcc >/dev/null; then
+  echo "== apt-get install musl-tools"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq musl-tools
 fi
 if ! cargo deb --version >/dev/null 2>&1; then
   echo "== cargo install cargo-deb --locked"

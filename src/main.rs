@@ -357,3 +357,7 @@ fn check_copy(path: &Path) -> Result<(usize, u64), String> {
         Ok((miners?.len(), outcomes?))
     })
 }
+
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
