@@ -215,9 +215,31 @@ fn bench_hub(c: &mut Criterion) {
     g.finish();
 }
 
+/// The metric work one match request does (the match histogram and counters in the hub, the
+/// request counter and duration histogram in the HTTP middleware), on its own: the cost of
+/// metrics on the match path, to set against `hub/match`.
+fn bench_metrics(c: &mut Criterion) {
+    let m = Metrics::new();
+    let mut g = c.benchmark_group("metrics");
+    g.bench_function("per_match_request", |b| {
+        b.iter(|| {
+            m.match_duration.observe(0.000_012);
+            m.jobs_matched_total.inc();
+            m.match_requests_total.with_label_values(&["matched"]).inc();
+            m.api_requests_total
+                .with_label_values(&["POST", "/api/v1/match", "200"])
+                .inc();
+            m.http_request_duration
+                .with_label_values(&["/api/v1/match"])
+                .observe(0.000_02);
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1)).sample_size(50);
-    targets = bench_select, bench_hub
+    targets = bench_select, bench_hub, bench_metrics
 }
 criterion_main!(benches);
