@@ -592,3 +592,52 @@ async fn metrics_move_with_traffic() {
     );
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn storage_failure_answers_503_and_health_says_so() {
+    let (hub, api) = start().await;
+    let a = addr(400);
+    let token = api.register(&a, &["m"], 16384, 4).await;
+    assert_eq!(api.get("/health").await.status, StatusCode::OK);
+    // Close the durable store under the running hub: every durable write must now fail.
+    hub.hub.close().await;
+    let h = api.get("/health").await;
+    assert_eq!(h.status, StatusCode::SERVICE_UNAVAILABLE, "{}", h.text);
+    assert_eq!(h.json["status"], "unavailable");
+    assert_eq!(h.json["storage"][0]["backend"], "redb");
+    assert_eq!(h.json["storage"][0]["healthy"], false);
+    let r = api
+        .post(
+            "/api/v1/miners/register",
+            &registration(&addr(401), &["m"], 16384, 4),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    assert_eq!(r.json["error"]["code"], "storage_unavailable");
+    let r = api
+        .delete(&format!("/api/v1/miners/{a}"), Some(&token))
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    // Reads and heartbeats keep working from memory; nothing was half-applied.
+    assert_eq!(api.heartbeat(&a, &token, 0).await.status, StatusCode::OK);
+    assert_eq!(
+        api.get(&format!("/api/v1/miners/{a}")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.get(&format!("/api/v1/miners/{}", addr(401)))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let m = api.match_model("m", 1).await;
+    assert_eq!(m.status, StatusCode::OK);
+    assert_eq!(m.json["miners"][0]["address"], a);
+    let metrics = Api::new(hub.metrics_addr).get("/metrics").await.text;
+    assert!(
+        metrics.contains("poolhub_store_errors_total{backend=\"redb\"} 2"),
+        "{metrics}"
+    );
+    hub.stop().await;
+}
