@@ -3,89 +3,17 @@
 
 mod common;
 
-use common::{addr, Api};
+use common::{addr, rt, Served};
 use hyper::StatusCode;
 use serde_json::json;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_poolhub");
+const BIN: &str = common::BIN;
 
-struct Proc {
-    child: Child,
-    base: String,
-}
-
-impl Proc {
-    /// Starts `poolhub serve ARGS` in `dir` and waits for the address line on stdout.
-    fn start(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("serve")
-            .args(args)
-            .current_dir(dir)
-            .env_remove("RUST_LOG")
-            .env("LOG_LEVEL", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn poolhub");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("poolhub printed its address");
-        let base = line.trim().to_string();
-        assert!(base.starts_with("http://"), "first line {base:?}");
-        // Bound on 0.0.0.0: reach it through loopback.
-        let base = base.replace("0.0.0.0", "127.0.0.1");
-        Self { child, base }
-    }
-
-    fn api(&self) -> Api {
-        Api::from_base(self.base.clone())
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().expect("SIGKILL");
-        let _ = self.child.wait();
-    }
-
-    fn sigterm(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let ok = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(ok.success());
-        let started = Instant::now();
-        loop {
-            if let Some(st) = self.child.try_wait().expect("wait") {
-                return st;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(15),
-                "did not stop after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+/// `poolhub serve ARGS` in `dir`.
+fn start(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Served {
+    Served::start(dir, args, envs, Stdio::inherit())
 }
 
 const SERVE: &[&str] = &["--data", "hub.redb", "--host", "127.0.0.1", "--port", "0"];
@@ -94,7 +22,7 @@ const SERVE: &[&str] = &["--data", "hub.redb", "--host", "127.0.0.1", "--port", 
 fn kill_9_right_after_answers_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
-    let p = Proc::start(dir.path(), SERVE, &[]);
+    let p = start(dir.path(), SERVE, &[]);
     let api = p.api();
     let n = 24u32;
     let tokens: Vec<(String, String)> = rt.block_on(async {
@@ -140,7 +68,7 @@ fn kill_9_right_after_answers_loses_nothing() {
     // The last answer has arrived: kill without any chance to flush.
     p.kill9();
 
-    let p = Proc::start(dir.path(), SERVE, &[]);
+    let p = start(dir.path(), SERVE, &[]);
     let api = p.api();
     rt.block_on(async {
         let list = api.get("/api/v1/miners?limit=500").await;
@@ -171,14 +99,14 @@ fn kill_9_right_after_answers_loses_nothing() {
 fn sigterm_stops_gracefully_and_restart_keeps_data() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
-    let p = Proc::start(dir.path(), SERVE, &[]);
+    let p = start(dir.path(), SERVE, &[]);
     let api = p.api();
     let a = addr(7);
     let token = rt.block_on(api.register(&a, &["m"], 16384, 4));
     let st = p.sigterm();
     assert!(st.success(), "exit status {st:?}");
 
-    let p = Proc::start(dir.path(), SERVE, &[]);
+    let p = start(dir.path(), SERVE, &[]);
     let api = p.api();
     rt.block_on(async {
         let m = api.get(&format!("/api/v1/miners/{a}")).await;
@@ -205,8 +133,8 @@ fn ephemeral_with_port_0_writes_nothing_and_runs_side_by_side() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
     let args = ["--ephemeral", "--host", "127.0.0.1", "--port", "0"];
-    let p1 = Proc::start(dir.path(), &args, &[]);
-    let p2 = Proc::start(dir.path(), &args, &[]);
+    let p1 = start(dir.path(), &args, &[]);
+    let p2 = start(dir.path(), &args, &[]);
     assert_ne!(p1.base, p2.base);
     rt.block_on(async {
         for p in [&p1, &p2] {
@@ -236,7 +164,7 @@ fn environment_overrides_the_file() {
     )
     .unwrap();
     let port = free.to_string();
-    let p = Proc::start(
+    let p = start(
         dir.path(),
         &["--ephemeral", "--config", "c.toml", "--metrics-port", "0"],
         &[("API_PORT", &port), ("MIN_SUCCESS_RATE", "0.5")],

@@ -5,95 +5,25 @@
 
 mod common;
 
-use common::{addr, Api};
+use common::{addr, rt, Api, Served};
 use hyper::StatusCode;
-use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_poolhub");
+const BIN: &str = common::BIN;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// `poolhub serve ARGS` in `dir`, with the first stdout line (the address) read.
-struct Hub {
-    child: Child,
-    base: String,
-}
+struct Hub;
 
 impl Hub {
-    fn start(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("serve")
-            .args(args)
-            .current_dir(dir)
-            .env_remove("RUST_LOG")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
-            .env("LOG_LEVEL", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn poolhub");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("poolhub printed its address");
-        let base = line.trim().to_string();
-        assert!(base.starts_with("http://"), "first line {base:?}");
-        Self { child, base }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(ok.success());
-    }
-
-    fn wait(mut self, limit: Duration) -> std::process::ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(st) = self.child.try_wait().expect("wait") {
-                return st;
-            }
-            assert!(started.elapsed() < limit, "poolhub did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn sigterm(self) -> std::process::ExitStatus {
-        self.signal("-TERM");
-        self.wait(Duration::from_secs(15))
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn start(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Served {
+        Served::start(dir, args, envs, Stdio::inherit())
     }
 }
 
@@ -112,7 +42,7 @@ fn tells_systemd_ready_pings_the_watchdog_and_says_stopping() {
     let dir = tempfile::tempdir().unwrap();
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
-    let hub = Hub::start(
+    let mut hub = Hub::start(
         dir.path(),
         &["--data", "hub.redb", "--host", "127.0.0.1", "--port", "0"],
         &[

@@ -3,18 +3,14 @@
 
 mod common;
 
-use common::{addr, Api};
+use common::{addr, rt, Api, Served};
 use hyper::StatusCode;
 use poolhub::config::Config;
 use poolhub::server::TestHub;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_poolhub");
+use std::process::Stdio;
 
 // ---------------------------------------------------------------------------------------
 // Logs: the built binary, as an operator runs it.
@@ -22,8 +18,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_poolhub");
 
 /// `poolhub serve --ephemeral --host 127.0.0.1 --port 0` with stderr captured in a file.
 struct Proc {
-    child: Child,
-    base: String,
+    served: Served,
     stderr: std::path::PathBuf,
 }
 
@@ -31,67 +26,21 @@ impl Proc {
     fn start(dir: &Path, envs: &[(&str, &str)]) -> Self {
         let stderr = dir.join("stderr.log");
         let file = std::fs::File::create(&stderr).expect("stderr file");
-        let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--ephemeral", "--host", "127.0.0.1", "--port", "0"])
-            .current_dir(dir)
-            .env_remove("RUST_LOG")
-            .env_remove("LOG_LEVEL")
-            .env_remove("LOG_FORMAT")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(file));
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn poolhub");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("poolhub printed its address");
-        let base = line.trim().to_string();
-        assert!(base.starts_with("http://"), "first line {base:?}");
-        Self {
-            child,
-            base,
-            stderr,
-        }
+        let served = Served::start(
+            dir,
+            &["--ephemeral", "--host", "127.0.0.1", "--port", "0"],
+            envs,
+            Stdio::from(file),
+        );
+        Self { served, stderr }
     }
 
     /// SIGTERM, wait for a clean exit, and return everything written to stderr.
-    fn stop(mut self) -> String {
-        let pid = self.child.id().to_string();
-        let ok = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(ok.success());
-        let started = Instant::now();
-        let status = loop {
-            if let Some(st) = self.child.try_wait().expect("wait") {
-                break st;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(15),
-                "did not stop after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+    fn stop(self) -> String {
+        let status = self.served.sigterm();
         assert!(status.success(), "exit status {status}");
         std::fs::read_to_string(&self.stderr).expect("read stderr")
     }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// The requests both log tests send, as (method, route template, status), in order.
@@ -172,7 +121,7 @@ fn assert_no_secrets(log: &str, tokens: &[String]) {
 fn trace_level_text_logs_never_contain_a_token() {
     let dir = tempfile::tempdir().unwrap();
     let p = Proc::start(dir.path(), &[("LOG_LEVEL", "trace")]);
-    let api = Api::from_base(p.base.clone());
+    let api = p.served.api();
     let (tokens, _) = rt().block_on(miner_lifecycle(&api));
     let log = p.stop();
 
@@ -214,7 +163,7 @@ fn trace_level_text_logs_never_contain_a_token() {
 fn json_logs_at_debug_one_line_per_request() {
     let dir = tempfile::tempdir().unwrap();
     let p = Proc::start(dir.path(), &[("LOG_FORMAT", "json"), ("RUST_LOG", "debug")]);
-    let api = Api::from_base(p.base.clone());
+    let api = p.served.api();
     let (tokens, sent) = rt().block_on(miner_lifecycle(&api));
     let log = p.stop();
 

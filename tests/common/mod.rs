@@ -167,3 +167,119 @@ pub fn registration(address: &str, models: &[&str], gpu_memory: u64, max_jobs: u
 pub fn addr(i: u32) -> String {
     format!("0x{:040x}", u128::from(i) + 0xa000)
 }
+
+/// The built binary.
+pub const BIN: &str = env!("CARGO_BIN_EXE_poolhub");
+
+/// A runtime for the tests that drive a child process from synchronous code.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A `poolhub serve` child process, killed when dropped.
+pub struct Served {
+    pub child: std::process::Child,
+    /// The address line it printed, made reachable (0.0.0.0 becomes 127.0.0.1).
+    pub base: String,
+}
+
+impl Served {
+    /// Spawns `poolhub serve ARGS` in `dir` and waits for the address line on stdout.
+    /// Inherited logging and systemd variables are removed; LOG_LEVEL is `warn` unless
+    /// `envs` says otherwise.
+    pub fn start(
+        dir: &std::path::Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        stderr: std::process::Stdio,
+    ) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.arg("serve").args(args).current_dir(dir);
+        for var in [
+            "RUST_LOG",
+            "LOG_FORMAT",
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+            "WATCHDOG_PID",
+            "DATABASE_URL",
+            "REDIS_URL",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.env("LOG_LEVEL", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(stderr);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn poolhub");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("poolhub printed its address");
+        let base = line.trim().to_string();
+        assert!(base.starts_with("http://"), "first line {base:?}");
+        Self {
+            child,
+            base: base.replace("0.0.0.0", "127.0.0.1"),
+        }
+    }
+
+    pub fn api(&self) -> Api {
+        Api::from_base(self.base.clone())
+    }
+
+    /// Sends a signal with kill(1), e.g. "-TERM".
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    }
+
+    /// Waits for the process to exit, failing after `limit`.
+    pub fn wait(&mut self, limit: std::time::Duration) -> std::process::ExitStatus {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                return st;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "poolhub did not stop in {limit:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then the exit status (at most 15 s later).
+    pub fn sigterm(mut self) -> std::process::ExitStatus {
+        self.signal("-TERM");
+        self.wait(std::time::Duration::from_secs(15))
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
