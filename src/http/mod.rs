@@ -90,10 +90,9 @@ fn method_label(m: &axum::http::Method) -> &'static str {
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = method_label(req.method());
-    let route: Arc<str> = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| Arc::from("unmatched"), |p| Arc::from(p.as_str()));
+    // MatchedPath shares its string with the router: cloning it does not allocate.
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let timeout = state.hub.config().server.request_timeout;
     let res = if timeout > 0 {
         match tokio::time::timeout(Duration::from_secs(timeout), next.run(req)).await {
@@ -112,14 +111,14 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let status = res.status();
     let m = state.hub.metrics();
     m.api_requests_total
-        .with_label_values(&[method, &route, status.as_str()])
+        .with_label_values(&[method, route, status.as_str()])
         .inc();
     m.http_request_duration
-        .with_label_values(&[&route])
+        .with_label_values(&[route])
         .observe(elapsed.as_secs_f64());
     tracing::debug!(
         method,
-        route = &*route,
+        route,
         status = status.as_u16(),
         micros = elapsed.as_micros() as u64,
         "request"
