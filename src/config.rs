@@ -107,6 +107,17 @@ pub struct StorageConfig {
     pub redis_url: Option<String>,
     /// Outcome history older than this many days is pruned (0 = keep forever).
     pub outcome_retention_days: u64,
+    /// PostgreSQL schema holding poolhub's tables (durable = "postgres").
+    pub postgres_schema: String,
+    /// Most PostgreSQL connections one hub holds.
+    pub postgres_max_connections: usize,
+    /// Seconds start-up keeps retrying an unreachable PostgreSQL before giving up.
+    pub connect_timeout: u64,
+    /// Appended to `poolhub:` in every Redis key (hot = "redis"), so hubs can share a Redis.
+    pub redis_prefix: String,
+    /// Seconds between full reloads of the index from the shared stores (hot = "redis"), on
+    /// top of the events hubs publish to each other.
+    pub resync_interval: u64,
 }
 
 impl Default for StorageConfig {
@@ -119,6 +130,11 @@ impl Default for StorageConfig {
             database_url: None,
             redis_url: None,
             outcome_retention_days: 30,
+            postgres_schema: "poolhub".into(),
+            postgres_max_connections: 16,
+            connect_timeout: 30,
+            redis_prefix: String::new(),
+            resync_interval: 30,
         }
     }
 }
@@ -503,21 +519,59 @@ impl Config {
             "must not exceed failover.max_cooldown".into(),
         );
         let st = &self.storage;
+        if st.durable == DurableKind::Postgres {
+            let ok = st.database_url.as_deref().is_some_and(|u| {
+                (u.starts_with("postgresql://") || u.starts_with("postgres://"))
+                    && u.parse::<tokio_postgres::Config>().is_ok()
+            });
+            check(
+                ok,
+                "storage.database_url",
+                "durable = \"postgres\" needs a postgresql://user:pass@host/db URL (or DATABASE_URL)"
+                    .into(),
+            );
+            check(
+                crate::store::postgres::valid_schema_name(&st.postgres_schema),
+                "storage.postgres_schema",
+                "must be a lowercase identifier (a-z, 0-9, _; at most 63 characters)".into(),
+            );
+            check(
+                (1..=1000).contains(&st.postgres_max_connections),
+                "storage.postgres_max_connections",
+                "must be between 1 and 1000".into(),
+            );
+        } else {
+            check(
+                st.ephemeral || !st.path.as_os_str().is_empty(),
+                "storage.path",
+                "must name a file".into(),
+            );
+        }
+        if st.hot == HotKind::Redis {
+            let ok = st.redis_url.as_deref().is_some_and(|u| {
+                (u.starts_with("redis://") || u.starts_with("unix://"))
+                    && redis::Client::open(u).is_ok()
+            });
+            check(
+                ok,
+                "storage.redis_url",
+                "hot = \"redis\" needs a redis://host:port URL (or REDIS_URL)".into(),
+            );
+            check(
+                crate::store::redis::valid_prefix(&st.redis_prefix),
+                "storage.redis_prefix",
+                "must be at most 64 printable characters without spaces".into(),
+            );
+            check(
+                (1..=86_400).contains(&st.resync_interval),
+                "storage.resync_interval",
+                "must be between 1 and 86400 seconds".into(),
+            );
+        }
         check(
-            st.durable == DurableKind::Redb,
-            "storage.durable",
-            "\"postgres\" (or DATABASE_URL) is not available in this version yet; use \"redb\""
-                .into(),
-        );
-        check(
-            st.hot == HotKind::Moka,
-            "storage.hot",
-            "\"redis\" (or REDIS_URL) is not available in this version yet; use \"moka\"".into(),
-        );
-        check(
-            st.ephemeral || !st.path.as_os_str().is_empty(),
-            "storage.path",
-            "must name a file".into(),
+            st.connect_timeout <= 3600,
+            "storage.connect_timeout",
+            "must be at most 3600 seconds".into(),
         );
         if bad.is_empty() {
             Ok(())
@@ -624,6 +678,30 @@ mod tests {
         let msg = c.validate().unwrap_err().to_string();
         assert!(msg.contains("weights: must sum to 1"), "{msg}");
         assert!(msg.contains("thresholds.min_availability"), "{msg}");
+    }
+
+    #[test]
+    fn database_and_redis_urls_select_and_validate() {
+        let mut c = Config::default();
+        let errs = c.apply_env(env(&[
+            ("DATABASE_URL", "postgresql://u:p@localhost/poolhub"),
+            ("REDIS_URL", "redis://localhost:6379"),
+        ]));
+        assert!(errs.is_empty());
+        assert_eq!(c.storage.durable, DurableKind::Postgres);
+        assert_eq!(c.storage.hot, HotKind::Redis);
+        c.validate().unwrap();
+        c.storage.database_url = Some("mysql://x".into());
+        c.storage.redis_url = Some("http://x".into());
+        c.storage.postgres_schema = "Bad-Name".into();
+        let msg = c.validate().unwrap_err().to_string();
+        assert!(msg.contains("storage.database_url"), "{msg}");
+        assert!(msg.contains("storage.redis_url"), "{msg}");
+        assert!(msg.contains("storage.postgres_schema"), "{msg}");
+        let mut c = Config::default();
+        c.storage.durable = DurableKind::Postgres;
+        let msg = c.validate().unwrap_err().to_string();
+        assert!(msg.contains("storage.database_url"), "{msg}");
     }
 
     #[test]

@@ -7,7 +7,9 @@ use crate::config::{Config, DurableKind, HotKind};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::store::moka::MokaHotStore;
+use crate::store::postgres::{PgOptions, PostgresStore};
 use crate::store::redb::RedbStore;
+use crate::store::redis::{RedisHotStore, RedisOptions};
 use crate::store::{CommitObserver, DurableStore, HotStore, StoreError};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,8 +35,10 @@ pub enum StartError {
 /// The two configured stores.
 pub type Stores = (Arc<dyn DurableStore>, Arc<dyn HotStore>);
 
-/// Opens the configured durable and hot stores.
-pub fn open_stores(cfg: &Config, metrics: &Arc<Metrics>) -> Result<Stores, StartError> {
+/// Opens the configured durable and hot stores. PostgreSQL is retried with backoff for up
+/// to `storage.connect_timeout` seconds; Redis is connected lazily (a hub starts while Redis
+/// is down, reports it in /health, and connects when it returns).
+pub async fn open_stores(cfg: &Config, metrics: &Arc<Metrics>) -> Result<Stores, StartError> {
     let observer: CommitObserver = {
         let m = metrics.clone();
         // Failed operations are counted once each, by the hub (poolhub_store_errors_total).
@@ -48,11 +52,15 @@ pub fn open_stores(cfg: &Config, metrics: &Arc<Metrics>) -> Result<Stores, Start
             Arc::new(RedbStore::in_memory(Some(observer))?)
         }
         DurableKind::Redb => Arc::new(RedbStore::open(&cfg.storage.path, Some(observer))?),
+        // No redb file is created or opened: PostgreSQL is the only durable store.
         DurableKind::Postgres => {
-            return Err(StartError::Store(StoreError::Unavailable {
-                backend: "postgres",
-                message: "not available in this version".into(),
-            }))
+            let opts = PgOptions {
+                url: cfg.storage.database_url.clone().unwrap_or_default(),
+                schema: cfg.storage.postgres_schema.clone(),
+                max_connections: cfg.storage.postgres_max_connections,
+                startup_timeout: Duration::from_secs(cfg.storage.connect_timeout),
+            };
+            Arc::new(PostgresStore::connect(opts, Some(observer)).await?)
         }
     };
     let hot: Arc<dyn HotStore> = match cfg.storage.hot {
@@ -61,12 +69,12 @@ pub fn open_stores(cfg: &Config, metrics: &Arc<Metrics>) -> Result<Stores, Start
             Duration::from_secs(cfg.matching.outcome_window),
             cfg.matching.max_tracked_matches,
         )),
-        HotKind::Redis => {
-            return Err(StartError::Store(StoreError::Unavailable {
-                backend: "redis",
-                message: "not available in this version".into(),
-            }))
-        }
+        HotKind::Redis => Arc::new(RedisHotStore::open(RedisOptions {
+            url: cfg.storage.redis_url.clone().unwrap_or_default(),
+            prefix: cfg.storage.redis_prefix.clone(),
+            heartbeat_timeout: Duration::from_secs(cfg.matching.heartbeat_timeout),
+            outcome_window: Duration::from_secs(cfg.matching.outcome_window),
+        })?),
     };
     Ok((durable, hot))
 }
@@ -75,7 +83,7 @@ pub fn open_stores(cfg: &Config, metrics: &Arc<Metrics>) -> Result<Stores, Start
 pub async fn build_hub(cfg: Config) -> Result<Arc<Hub>, StartError> {
     cfg.validate()?;
     let metrics = Arc::new(Metrics::new());
-    let (durable, hot) = open_stores(&cfg, &metrics)?;
+    let (durable, hot) = open_stores(&cfg, &metrics).await?;
     Ok(Arc::new(Hub::open(cfg, durable, hot, metrics).await?))
 }
 

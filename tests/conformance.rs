@@ -3,8 +3,12 @@
 
 use poolhub::domain::scoring::{Availability, MinerStats};
 use poolhub::domain::{Address, Capabilities, Endpoint, Miner, MinerStatus};
+mod backends;
+
 use poolhub::store::moka::MokaHotStore;
+use poolhub::store::postgres::{PgOptions, PostgresStore};
 use poolhub::store::redb::RedbStore;
+use poolhub::store::redis::{RedisHotStore, RedisOptions};
 use poolhub::store::{
     ClaimError, DurableStore, HotStore, MatchId, MatchTicket, OutcomeRecord, StoreError,
 };
@@ -224,15 +228,83 @@ async fn prune_drops_old_history_only(s: &dyn DurableStore) {
     assert!(s.health().await.is_ok());
 }
 
-async fn durable_suite(make: impl Fn() -> &'static dyn DurableStore) {
-    insert_then_load(make()).await;
-    insert_twice_is_refused(make()).await;
-    update_checks_the_token(make()).await;
-    delete_checks_the_token_and_removes_everything(make()).await;
-    outcomes_accumulate_into_stats(make()).await;
-    concurrent_outcomes_are_never_lost(make()).await;
-    availability_checkpoint_round_trips(make()).await;
-    prune_drops_old_history_only(make()).await;
+async fn load_miner_reads_one(s: &dyn DurableStore) {
+    assert_eq!(s.load_miner(&address(10)).await.unwrap(), None);
+    s.insert_miner(&miner(10, "h")).await.unwrap();
+    s.record_outcome(&outcome(10, true, 50), 0.95)
+        .await
+        .unwrap();
+    let one = s.load_miner(&address(10)).await.unwrap().unwrap();
+    assert_eq!(one.miner, miner(10, "h"));
+    assert_eq!(one.stats.jobs_total, 1);
+}
+
+/// What `poolhub migrate` relies on: export everything, import it elsewhere, wipe.
+async fn export_import_round_trips(s: &dyn DurableStore, target: &dyn DurableStore) {
+    s.insert_miner(&miner(11, "h11")).await.unwrap();
+    s.insert_miner(&miner(12, "h12")).await.unwrap();
+    for k in 0..5u64 {
+        s.record_outcome(&outcome(11, k != 2, 100 + k), 0.95)
+            .await
+            .unwrap();
+    }
+    let av = Availability {
+        up: 1.0,
+        total: 2.0,
+        as_of: 9,
+    };
+    s.save_availability(vec![(address(12), av)]).await.unwrap();
+    // Paged export sees every record once, in order.
+    let mut all = Vec::new();
+    let mut cursor = None;
+    loop {
+        let (page, next) = s.export_outcomes(cursor, 2).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 2);
+        all.extend(page);
+        cursor = next;
+    }
+    assert_eq!(all.len() as u64, s.outcome_count().await.unwrap());
+    assert!(all.windows(2).all(|w| w[0].at <= w[1].at));
+    let miners = s.load_all().await.unwrap();
+    target.import(miners.clone(), all.clone()).await.unwrap();
+    let mut got = target.load_all().await.unwrap();
+    let mut want = miners;
+    got.sort_by_key(|m| m.miner.address);
+    want.sort_by_key(|m| m.miner.address);
+    assert_eq!(
+        got, want,
+        "miners, token hashes, stats and availability copied"
+    );
+    assert_eq!(target.outcome_count().await.unwrap(), all.len() as u64);
+    let (copied, _) = target.export_outcomes(None, 1000).await.unwrap();
+    assert_eq!(copied, all);
+    // An imported miner keeps its token: a conditional update with it succeeds.
+    let mut m = miner(11, "h11");
+    m.stake = 1;
+    target.update_miner(&m).await.unwrap();
+    target.wipe().await.unwrap();
+    assert!(target.load_all().await.unwrap().is_empty());
+    assert_eq!(target.outcome_count().await.unwrap(), 0);
+}
+
+async fn durable_suite<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = &'static dyn DurableStore>,
+{
+    insert_then_load(make().await).await;
+    insert_twice_is_refused(make().await).await;
+    update_checks_the_token(make().await).await;
+    delete_checks_the_token_and_removes_everything(make().await).await;
+    outcomes_accumulate_into_stats(make().await).await;
+    concurrent_outcomes_are_never_lost(make().await).await;
+    availability_checkpoint_round_trips(make().await).await;
+    prune_drops_old_history_only(make().await).await;
+    load_miner_reads_one(make().await).await;
+    export_import_round_trips(make().await, make().await).await;
 }
 
 fn leak<T: DurableStore>(s: T) -> &'static dyn DurableStore {
@@ -241,7 +313,7 @@ fn leak<T: DurableStore>(s: T) -> &'static dyn DurableStore {
 
 #[tokio::test]
 async fn redb_in_memory_conforms() {
-    durable_suite(|| leak(RedbStore::in_memory(None).unwrap())).await;
+    durable_suite(|| async { leak(RedbStore::in_memory(None).unwrap()) }).await;
 }
 
 #[tokio::test]
@@ -251,9 +323,82 @@ async fn redb_file_conforms() {
     let path = dir.path().to_path_buf();
     durable_suite(|| {
         let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        leak(RedbStore::open(&path.join(format!("s{i}.redb")), None).unwrap())
+        let p = path.join(format!("s{i}.redb"));
+        async move { leak(RedbStore::open(&p, None).unwrap()) }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_conforms() {
+    let Some(url) = backends::database_url() else {
+        return;
+    };
+    let made: std::sync::Mutex<Vec<&'static PostgresStore>> = Default::default();
+    durable_suite(|| {
+        let url = url.clone();
+        let made = &made;
+        async move {
+            let s: &'static PostgresStore = Box::leak(Box::new(backends::postgres(&url).await));
+            made.lock().unwrap().push(s);
+            s as &'static dyn DurableStore
+        }
+    })
+    .await;
+    let made = made.lock().unwrap().clone();
+    for s in made {
+        s.drop_schema().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_migrations_are_safe_when_instances_start_at_once() {
+    let Some(url) = backends::database_url() else {
+        return;
+    };
+    let schema = backends::fresh_name("poolhub_test_");
+    let open = |schema: String| {
+        let url = url.clone();
+        async move {
+            PostgresStore::connect(
+                PgOptions {
+                    url,
+                    schema,
+                    max_connections: 2,
+                    startup_timeout: Duration::from_secs(5),
+                },
+                None,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let opened = futures_util::future::join_all((0..4).map(|_| open(schema.clone()))).await;
+    opened[0].insert_miner(&miner(1, "h")).await.unwrap();
+    assert_eq!(opened[3].load_all().await.unwrap().len(), 1);
+    // Reopening an up-to-date schema changes nothing.
+    let again = open(schema.clone()).await;
+    assert_eq!(again.load_all().await.unwrap().len(), 1);
+    again.drop_schema().await.unwrap();
+}
+
+#[tokio::test]
+async fn postgres_unreachable_is_unavailable_not_a_crash() {
+    let r = PostgresStore::connect(
+        PgOptions {
+            url: "postgresql://postgres@127.0.0.1:1/none".into(),
+            schema: "poolhub".into(),
+            max_connections: 1,
+            startup_timeout: Duration::from_millis(600),
+        },
+        None,
+    )
+    .await;
+    match r {
+        Err(StoreError::Unavailable { backend, .. }) => assert_eq!(backend, "postgres"),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("connected to a closed port"),
+    }
 }
 
 #[tokio::test]
@@ -343,12 +488,56 @@ async fn claims_are_once_per_offered_miner(h: &dyn HotStore) {
     assert!(h.health().await.is_ok());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_conforms() {
+    let Some(url) = backends::redis_url() else {
+        return;
+    };
+    let ttl = Duration::from_millis(400);
+    let h = backends::redis(&url, ttl).await;
+    status_round_trips_and_expires(&h, ttl).await;
+    claims_are_once_per_offered_miner(&h).await;
+    statuses_read_in_bulk(&h).await;
+    h.clear_namespace().await.unwrap();
+}
+
+#[tokio::test]
+async fn redis_unreachable_is_unavailable_not_a_crash() {
+    let h = RedisHotStore::open(RedisOptions {
+        url: "redis://127.0.0.1:1".into(),
+        prefix: "x:".into(),
+        heartbeat_timeout: Duration::from_secs(1),
+        outcome_window: Duration::from_secs(1),
+    })
+    .unwrap();
+    match h.health().await {
+        Err(StoreError::Unavailable { backend, .. }) => assert_eq!(backend, "redis"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(h.put_status(&address(1), &status(1)).await.is_err());
+    // Recording a match never waits on the network.
+    h.record_match(MatchTicket {
+        id: MatchId(1),
+        offered: vec![address(1)],
+        created_at: 1,
+    })
+    .await
+    .unwrap();
+}
+
+async fn statuses_read_in_bulk(h: &dyn HotStore) {
+    h.put_status(&address(7), &status(7)).await.unwrap();
+    let got = h.get_statuses(&[address(7), address(8)]).await.unwrap();
+    assert_eq!(got, vec![Some(status(7)), None]);
+}
+
 #[tokio::test]
 async fn moka_conforms() {
     let ttl = Duration::from_millis(400);
     let h = MokaHotStore::new(ttl, Duration::from_secs(60), 1000);
     status_round_trips_and_expires(&h, ttl).await;
     claims_are_once_per_offered_miner(&h).await;
+    statuses_read_in_bulk(&h).await;
 }
 
 // ---- nothing acknowledged is lost across a restart (property) ----

@@ -86,7 +86,7 @@ struct ResInner {
 }
 
 impl Reservations {
-    fn add(&self, id: MatchId, address: Address, live: Arc<Live>, expires: u64) {
+    pub(crate) fn add(&self, id: MatchId, address: Address, live: Arc<Live>, expires: u64) {
         live.reserve();
         let mut g = self.inner.lock();
         g.by_match.insert(id, (address, live));
@@ -94,7 +94,7 @@ impl Reservations {
     }
 
     /// Releases the match's reservation if it is on `address`; returns the miner it freed.
-    fn release(&self, id: MatchId, address: &Address) -> Option<Arc<Live>> {
+    pub(crate) fn release(&self, id: MatchId, address: &Address) -> Option<Arc<Live>> {
         let mut g = self.inner.lock();
         if g.by_match.get(&id).is_some_and(|(a, _)| a == address) {
             if let Some((_, live)) = g.by_match.remove(&id) {
@@ -177,6 +177,11 @@ impl Hub {
                     now.saturating_add(ttl),
                 );
                 reserved = true;
+                self.publish(super::Event::Reserved {
+                    match_id: match_id.to_string(),
+                    address: first.pick.address,
+                    expires: now.saturating_add(ttl),
+                });
             }
             let ticket = MatchTicket {
                 id: match_id,
@@ -269,6 +274,15 @@ impl Hub {
         if let Some(live) = self.reservations.release(id, &rep.address) {
             self.registry.note(&live);
         }
+        // The match may have been made (and its slot reserved) by another hub.
+        self.publish(super::Event::Released {
+            match_id: id.to_string(),
+            address: rep.address,
+        });
+        self.publish(super::Event::Stats {
+            address: rep.address,
+            stats,
+        });
         let view = self
             .registry
             .get(&rep.address)

@@ -7,9 +7,11 @@
 //! share group commits.
 
 mod matching;
+mod sync;
 mod tasks;
 
 pub use matching::{MatchOutcome, MatchRequest, OutcomeReport, OutcomeResult};
+pub use sync::Event;
 
 use crate::config::Config;
 use crate::domain::matching::MatchPolicy;
@@ -104,6 +106,8 @@ pub struct Hub {
     matches_served: AtomicU64,
     last_score_update: AtomicU64,
     scrape_lock: parking_lot::Mutex<()>,
+    /// Names this process in the events it publishes to other hubs.
+    instance: String,
 }
 
 /// SHA-256 of a token, hex: what is stored instead of the token.
@@ -158,6 +162,11 @@ impl Hub {
             matches_served: AtomicU64::new(0),
             last_score_update: AtomicU64::new(0),
             scrape_lock: parking_lot::Mutex::new(()),
+            instance: {
+                let mut b = [0u8; 8];
+                rand::rng().fill_bytes(&mut b);
+                hex::encode(b)
+            },
             config,
         };
         let now = now_ms();
@@ -257,6 +266,9 @@ impl Hub {
                 self.score_now(&view.stats, &view.availability, miner.stake, now);
             self.registry
                 .upsert(miner, view.stats, view.availability, score, cooldown);
+            self.publish(Event::Miner {
+                address: reg.address,
+            });
             tracing::info!(address = %reg.address, "miner re-registered");
             let view = self
                 .registry
@@ -289,6 +301,9 @@ impl Hub {
         let (score, cooldown) = self.score_now(&stats, &avail, miner.stake, now);
         self.registry.upsert(miner, stats, avail, score, cooldown);
         self.metrics.miners_total.set(self.registry.len() as i64);
+        self.publish(Event::Miner {
+            address: reg.address,
+        });
         tracing::info!(address = %reg.address, "miner registered");
         let view = self
             .registry
@@ -320,6 +335,10 @@ impl Hub {
         }
         live.set_status(&status);
         self.registry.note(&live);
+        self.publish(Event::Status {
+            address: *address,
+            status,
+        });
         Ok(status)
     }
 
@@ -345,6 +364,7 @@ impl Hub {
             tracing::warn!(address = %address, error = %e, "cannot remove live status");
         }
         self.metrics.miners_total.set(self.registry.len() as i64);
+        self.publish(Event::Deleted { address: *address });
         tracing::info!(address = %address, "miner deregistered");
         Ok(())
     }

@@ -113,6 +113,7 @@ impl Hub {
                 }
             })
         };
+        let sync = self.spawn_sync(shutdown.clone());
         let sweeper = {
             let hub = self.clone();
             let mut stop = shutdown;
@@ -136,6 +137,8 @@ impl Hub {
                 }
             })
         };
-        vec![scorer, sweeper]
+        let mut tasks = vec![scorer, sweeper];
+        tasks.extend(sync);
+        tasks
     }
 }

@@ -18,7 +18,9 @@
 //! * An error leaves the stored data unchanged.
 
 pub mod moka;
+pub mod postgres;
 pub mod redb;
+pub mod redis;
 
 use crate::domain::scoring::{Availability, MinerStats};
 use crate::domain::{Address, Miner, MinerStatus};
@@ -75,6 +77,8 @@ pub trait DurableStore: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
     /// Every miner with its statistics, for building the index at start-up.
     async fn load_all(&self) -> Result<Vec<StoredMiner>>;
+    /// One miner with its statistics (for applying another hub's change to the index).
+    async fn load_miner(&self, address: &Address) -> Result<Option<StoredMiner>>;
     /// Stores a new miner; `AlreadyExists` when the address is taken.
     async fn insert_miner(&self, miner: &Miner) -> Result<()>;
     /// Replaces a registration whose stored token hash equals `miner.token_hash`.
@@ -93,6 +97,19 @@ pub trait DurableStore: Send + Sync + 'static {
     async fn prune_outcomes(&self, before: u64) -> Result<u64>;
     /// Number of outcome records kept as history.
     async fn outcome_count(&self) -> Result<u64>;
+    /// Outcome history in the order it was stored, at most `limit` records after the cursor
+    /// `after` (`None` = from the start); returns the records and the cursor of the last one.
+    /// Cursors are opaque and only meaningful to the store that returned them.
+    async fn export_outcomes(
+        &self,
+        after: Option<u128>,
+        limit: usize,
+    ) -> Result<(Vec<OutcomeRecord>, Option<u128>)>;
+    /// Stores miners exactly as given (token hash, statistics, availability; replacing any
+    /// with the same address) and appends outcome records, in one commit (`poolhub migrate`).
+    async fn import(&self, miners: Vec<StoredMiner>, outcomes: Vec<OutcomeRecord>) -> Result<()>;
+    /// Deletes every miner and every outcome (`poolhub migrate --force`).
+    async fn wipe(&self) -> Result<()>;
     /// Cheap liveness check.
     async fn health(&self) -> Result<()>;
     /// Finishes pending writes; later writes fail.
@@ -160,6 +177,37 @@ pub trait HotStore: Send + Sync + 'static {
     /// Gives back a claim whose outcome could not be stored, so the client may retry.
     async fn unclaim_outcome(&self, id: MatchId, address: &Address) -> Result<()>;
     async fn health(&self) -> Result<()>;
+    /// Live statuses of many miners at once (periodic resync); same order as `addresses`.
+    async fn get_statuses(&self, addresses: &[Address]) -> Result<Vec<Option<MinerStatus>>> {
+        let mut out = Vec::with_capacity(addresses.len());
+        for a in addresses {
+            out.push(self.get_status(a).await?);
+        }
+        Ok(out)
+    }
+    /// The channel several hubs sharing this store use to tell each other about changes;
+    /// `None` for a store only this process sees.
+    fn bus(&self) -> Option<&dyn EventBus> {
+        None
+    }
+}
+
+/// What a subscription delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusMessage {
+    /// One published payload (possibly this hub's own).
+    Event(String),
+    /// The subscription was (re)established: events published while it was down are lost,
+    /// so the subscriber should resynchronise.
+    Subscribed,
+}
+
+/// Publish/subscribe between hubs sharing a hot store.
+pub trait EventBus: Send + Sync {
+    /// Publishes in the background, in order; never waits on the network.
+    fn publish(&self, payload: String);
+    /// Starts a subscription that reconnects by itself; it ends when the receiver is dropped.
+    fn subscribe(&self) -> tokio::sync::mpsc::Receiver<BusMessage>;
 }
 
 /// Told about every durable commit: how long it took, how many writes it carried, and

@@ -55,6 +55,8 @@ enum Op {
     Outcome(OutcomeRecord, f64),
     SaveAvailability(Vec<(Address, Availability)>),
     Prune(u64),
+    Import(Vec<StoredMiner>, Vec<OutcomeRecord>),
+    Wipe,
 }
 
 enum Reply {
@@ -306,6 +308,45 @@ impl Tables<'_> {
                     .count() as u64;
                 Ok(Reply::Count(n))
             }
+            Op::Import(miners, outcomes) => {
+                for m in miners {
+                    let k = m.miner.address.as_bytes().as_slice();
+                    let (mv, sv, av) = (
+                        to_json(&m.miner)?,
+                        to_json(&m.stats)?,
+                        to_json(&m.availability)?,
+                    );
+                    self.miners.insert(k, mv.as_slice()).map_err(unavailable)?;
+                    self.stats.insert(k, sv.as_slice()).map_err(unavailable)?;
+                    self.availability
+                        .insert(k, av.as_slice())
+                        .map_err(unavailable)?;
+                }
+                let mut seq = self
+                    .meta
+                    .get("outcome_seq")
+                    .map_err(unavailable)?
+                    .map_or(0, |v| v.value());
+                for o in outcomes {
+                    let ov = to_json(&o)?;
+                    let key = (u128::from(o.at) << 64) | u128::from(seq);
+                    self.outcomes
+                        .insert(key, ov.as_slice())
+                        .map_err(unavailable)?;
+                    seq = seq.wrapping_add(1);
+                }
+                self.meta.insert("outcome_seq", seq).map_err(unavailable)?;
+                Ok(Reply::Done)
+            }
+            Op::Wipe => {
+                self.miners.retain(|_, _| false).map_err(unavailable)?;
+                self.stats.retain(|_, _| false).map_err(unavailable)?;
+                self.availability
+                    .retain(|_, _| false)
+                    .map_err(unavailable)?;
+                self.outcomes.retain(|_, _| false).map_err(unavailable)?;
+                Ok(Reply::Done)
+            }
         }
     }
 }
@@ -397,6 +438,54 @@ fn commit_batch(
     Ok(senders.into_iter().zip(results).collect())
 }
 
+fn load_one_blocking(db: &Database, address: Address) -> Result<Option<StoredMiner>> {
+    let txn = db.begin_read().map_err(unavailable)?;
+    let miners = txn.open_table(MINERS).map_err(unavailable)?;
+    let k = address.as_bytes().as_slice();
+    let Some(v) = miners.get(k).map_err(unavailable)? else {
+        return Ok(None);
+    };
+    let miner: Miner = from_json("miner", v.value())?;
+    let stats = txn.open_table(STATS).map_err(unavailable)?;
+    let avail = txn.open_table(AVAILABILITY).map_err(unavailable)?;
+    let st = match stats.get(k).map_err(unavailable)? {
+        Some(v) => from_json("stats", v.value())?,
+        None => MinerStats::default(),
+    };
+    let av = match avail.get(k).map_err(unavailable)? {
+        Some(v) => from_json("availability", v.value())?,
+        None => Availability::default(),
+    };
+    Ok(Some(StoredMiner {
+        miner,
+        stats: st,
+        availability: av,
+    }))
+}
+
+fn export_blocking(
+    db: &Database,
+    after: Option<u128>,
+    limit: usize,
+) -> Result<(Vec<OutcomeRecord>, Option<u128>)> {
+    use std::ops::Bound;
+    let txn = db.begin_read().map_err(unavailable)?;
+    let t = txn.open_table(OUTCOMES).map_err(unavailable)?;
+    let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+    let mut out = Vec::new();
+    let mut last = None;
+    for row in t
+        .range::<u128>((lower, Bound::Unbounded))
+        .map_err(unavailable)?
+        .take(limit.max(1))
+    {
+        let (k, v) = row.map_err(unavailable)?;
+        out.push(from_json("outcome", v.value())?);
+        last = Some(k.value());
+    }
+    Ok((out, last))
+}
+
 fn load_all_blocking(db: &Database) -> Result<Vec<StoredMiner>> {
     let txn = db.begin_read().map_err(unavailable)?;
     let miners = txn.open_table(MINERS).map_err(unavailable)?;
@@ -437,6 +526,11 @@ impl DurableStore for RedbStore {
 
     async fn load_all(&self) -> Result<Vec<StoredMiner>> {
         self.read(load_all_blocking).await
+    }
+
+    async fn load_miner(&self, address: &Address) -> Result<Option<StoredMiner>> {
+        let a = *address;
+        self.read(move |db| load_one_blocking(db, a)).await
     }
 
     async fn insert_miner(&self, miner: &Miner) -> Result<()> {
@@ -488,6 +582,22 @@ impl DurableStore for RedbStore {
             t.len().map_err(unavailable)
         })
         .await
+    }
+
+    async fn export_outcomes(
+        &self,
+        after: Option<u128>,
+        limit: usize,
+    ) -> Result<(Vec<OutcomeRecord>, Option<u128>)> {
+        self.read(move |db| export_blocking(db, after, limit)).await
+    }
+
+    async fn import(&self, miners: Vec<StoredMiner>, outcomes: Vec<OutcomeRecord>) -> Result<()> {
+        self.submit(Op::Import(miners, outcomes)).await.map(|_| ())
+    }
+
+    async fn wipe(&self) -> Result<()> {
+        self.submit(Op::Wipe).await.map(|_| ())
     }
 
     async fn health(&self) -> Result<()> {

@@ -1,0 +1,293 @@
+//! Keeping several hubs' indexes current when they share PostgreSQL and Redis.
+//!
+//! Each hub still matches from its own in-memory index, so a match never waits on the
+//! network. To keep that index current, every change a hub makes is published on the hot
+//! store's event bus (Redis pub/sub), fire-and-forget through the store's background writer:
+//! registrations and deletions (the others reload the miner from the durable store), new
+//! statistics after an outcome, live statuses, and reservations made and released. Each hub
+//! applies the others' events and ignores its own (by instance id).
+//!
+//! Pub/sub delivers at most once, so a periodic resync (`storage.resync_interval`, and after
+//! every re-subscription) reloads every miner from the durable store and every status from
+//! the hot store. Reservations are not resynced: they end by outcome or by their TTL.
+
+use super::{now_ms, Hub};
+use crate::domain::scoring::MinerStats;
+use crate::domain::{Address, MinerStatus};
+use crate::store::{BusMessage, MatchId, StoreError};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// One change, as published to the other hubs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// Registered or re-registered: reload it from the durable store.
+    Miner {
+        address: Address,
+    },
+    Deleted {
+        address: Address,
+    },
+    Stats {
+        address: Address,
+        stats: MinerStats,
+    },
+    Status {
+        address: Address,
+        status: MinerStatus,
+    },
+    Reserved {
+        match_id: String,
+        address: Address,
+        expires: u64,
+    },
+    Released {
+        match_id: String,
+        address: Address,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope {
+    /// The publishing hub's instance id.
+    from: String,
+    #[serde(flatten)]
+    event: Event,
+}
+
+impl Hub {
+    /// Tells the other hubs about a change (no-op without a shared hot store).
+    pub(crate) fn publish(&self, event: Event) {
+        let Some(bus) = self.hot.bus() else { return };
+        let env = Envelope {
+            from: self.instance.clone(),
+            event,
+        };
+        match serde_json::to_string(&env) {
+            Ok(p) => bus.publish(p),
+            Err(e) => tracing::error!(error = %e, "cannot encode an event"),
+        }
+    }
+
+    /// This hub's instance id (in its events).
+    pub fn instance_id(&self) -> &str {
+        &self.instance
+    }
+
+    /// Applies one event from the bus; the hub's own events are ignored.
+    pub async fn apply_remote(&self, payload: &str) {
+        let env: Envelope = match serde_json::from_str(payload) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring an event that does not parse");
+                return;
+            }
+        };
+        if env.from == self.instance {
+            return;
+        }
+        tracing::trace!(event = ?env.event, from = %env.from, "remote event");
+        match env.event {
+            Event::Miner { address } => {
+                if let Err(e) = self.reload_miner(&address).await {
+                    tracing::warn!(address = %address, error = %e,
+                        "cannot reload a miner another hub changed; the next resync will");
+                }
+            }
+            Event::Deleted { address } => {
+                let _guard = self.lock_for(&address).lock().await;
+                if self.registry.remove(&address) {
+                    self.metrics.miners_total.set(self.registry.len() as i64);
+                }
+            }
+            Event::Stats { address, stats } => {
+                if let Some(view) = self.registry.get(&address) {
+                    let (score, cooldown) =
+                        self.score_now(&stats, &view.availability, view.miner.stake, now_ms());
+                    self.registry.update_stats(&address, stats, score, cooldown);
+                }
+            }
+            Event::Status { address, status } => self.apply_status(&address, &status),
+            Event::Reserved {
+                match_id,
+                address,
+                expires,
+            } => {
+                let Ok(id) = match_id.parse::<MatchId>() else {
+                    return;
+                };
+                if let Some((_, live)) = self.registry.live(&address) {
+                    let ttl = self.config.matching.reservation_ttl.saturating_mul(1000);
+                    let expires = expires.min(now_ms().saturating_add(ttl));
+                    self.reservations.add(id, address, live, expires);
+                }
+            }
+            Event::Released { match_id, address } => {
+                let Ok(id) = match_id.parse::<MatchId>() else {
+                    return;
+                };
+                if let Some(live) = self.reservations.release(id, &address) {
+                    self.registry.note(&live);
+                }
+            }
+        }
+    }
+
+    /// Takes a status into the index unless it already holds a newer one.
+    fn apply_status(&self, address: &Address, status: &MinerStatus) {
+        if let Some((_, live)) = self.registry.live(address) {
+            if live
+                .status()
+                .is_none_or(|cur| cur.reported_at <= status.reported_at)
+            {
+                live.set_status(status);
+                self.registry.note(&live);
+            }
+        }
+    }
+
+    /// Reloads one miner from the durable store into the index (or removes it).
+    async fn reload_miner(&self, address: &Address) -> Result<(), StoreError> {
+        let stored = self.durable.load_miner(address).await?;
+        let _guard = self.lock_for(address).lock().await;
+        match stored {
+            Some(s) => {
+                let stats = match self.registry.get(address) {
+                    Some(v) if v.stats.jobs_total > s.stats.jobs_total => v.stats,
+                    _ => s.stats,
+                };
+                let (score, cooldown) =
+                    self.score_now(&stats, &s.availability, s.miner.stake, now_ms());
+                self.registry
+                    .upsert(s.miner, stats, s.availability, score, cooldown);
+            }
+            None => {
+                self.registry.remove(address);
+            }
+        }
+        self.metrics.miners_total.set(self.registry.len() as i64);
+        Ok(())
+    }
+
+    /// Reloads every miner from the durable store and every status from the hot store.
+    /// Changes this hub makes meanwhile win: only older entries are replaced or removed.
+    pub async fn resync(&self) -> Result<(), StoreError> {
+        let started = now_ms();
+        let stored = self.durable.load_all().await?;
+        let mut seen = HashSet::with_capacity(stored.len());
+        let (mut added, mut changed, mut removed) = (0usize, 0usize, 0usize);
+        for s in stored {
+            let address = s.miner.address;
+            seen.insert(address);
+            match self.registry.get(&address) {
+                None => {
+                    let _guard = self.lock_for(&address).lock().await;
+                    if self.registry.get(&address).is_none() {
+                        let (score, cooldown) =
+                            self.score_now(&s.stats, &s.availability, s.miner.stake, started);
+                        self.registry
+                            .upsert(s.miner, s.stats, s.availability, score, cooldown);
+                        added += 1;
+                    }
+                }
+                Some(v) => {
+                    if *v.miner != s.miner && s.miner.updated_at >= v.miner.updated_at {
+                        let _guard = self.lock_for(&address).lock().await;
+                        let stats = if v.stats.jobs_total > s.stats.jobs_total {
+                            v.stats
+                        } else {
+                            s.stats
+                        };
+                        let (score, cooldown) =
+                            self.score_now(&stats, &v.availability, s.miner.stake, started);
+                        self.registry
+                            .upsert(s.miner, stats, v.availability, score, cooldown);
+                        changed += 1;
+                    } else if s.stats.jobs_total > v.stats.jobs_total {
+                        let (score, cooldown) =
+                            self.score_now(&s.stats, &v.availability, v.miner.stake, started);
+                        self.registry
+                            .update_stats(&address, s.stats, score, cooldown);
+                        changed += 1;
+                    }
+                }
+            }
+        }
+        let local: Vec<Address> = self
+            .registry
+            .scoring_inputs()
+            .into_iter()
+            .map(|i| i.address)
+            .collect();
+        for a in &local {
+            if seen.contains(a) {
+                continue;
+            }
+            let _guard = self.lock_for(a).lock().await;
+            // Registered here after the snapshot was read: keep it.
+            if self
+                .registry
+                .get(a)
+                .is_some_and(|v| v.miner.updated_at < started)
+            {
+                self.registry.remove(a);
+                removed += 1;
+            }
+        }
+        self.metrics.miners_total.set(self.registry.len() as i64);
+        let addresses: Vec<Address> = local.into_iter().filter(|a| seen.contains(a)).collect();
+        let statuses = self.hot.get_statuses(&addresses).await?;
+        for (a, s) in addresses.iter().zip(statuses) {
+            if let Some(s) = s {
+                self.apply_status(a, &s);
+            }
+        }
+        tracing::debug!(
+            added,
+            changed,
+            removed,
+            took_ms = now_ms().saturating_sub(started),
+            "index resynchronised from the shared stores"
+        );
+        Ok(())
+    }
+
+    /// Follows the other hubs' events and resyncs periodically; `None` when the hot store
+    /// is not shared.
+    pub(crate) fn spawn_sync(
+        self: &Arc<Self>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Option<JoinHandle<()>> {
+        let mut rx = self.hot.bus()?.subscribe();
+        let hub = self.clone();
+        let every = Duration::from_secs(self.config.storage.resync_interval.max(1));
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    m = rx.recv() => match m {
+                        Some(BusMessage::Event(p)) => hub.apply_remote(&p).await,
+                        // Events published while unsubscribed are lost: catch up.
+                        Some(BusMessage::Subscribed) => hub.resync_logged().await,
+                        None => break,
+                    },
+                    _ = tick.tick() => hub.resync_logged().await,
+                    _ = stop.changed() => break,
+                }
+            }
+        }))
+    }
+
+    async fn resync_logged(&self) {
+        if let Err(e) = self.resync().await {
+            tracing::warn!(error = %e, "resync failed; serving from the current index");
+        }
+    }
+}

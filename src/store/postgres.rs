@@ -1,0 +1,661 @@
+//! The PostgreSQL durable store, for several hubs sharing one database.
+//!
+//! Every table lives in one schema (`storage.postgres_schema`, default `poolhub`), named in
+//! every statement, so one database can hold several independent hubs (and the test suite
+//! gives each test its own schema). The schema is created and upgraded by versioned
+//! migrations at start-up, inside a transaction holding an advisory lock on the schema name:
+//! two instances starting at once apply each migration exactly once.
+//!
+//! Each change is one transaction, committed before the call returns (PostgreSQL's commit is
+//! durable with the server's default `synchronous_commit`). Concurrent commits from many
+//! connections share WAL flushes in the server, which is PostgreSQL's own group commit.
+//!
+//! Connection problems map to [`StoreError::Unavailable`] (the hub answers 503); the pool
+//! drops broken connections and opens new ones by itself on the next use.
+
+use super::{CommitObserver, DurableStore, OutcomeRecord, Result, StoreError, StoredMiner};
+use crate::domain::scoring::{Availability, MinerStats, OutcomeSample};
+use crate::domain::{Address, Miner};
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::time::{Duration, Instant};
+use tokio_postgres::NoTls;
+
+const BACKEND: &str = "postgres";
+
+/// Migrations, in order; migration `i` brings the schema to version `i + 1`. `{s}` is the
+/// quoted schema name. Never edit one that has shipped: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: miners (with their statistics and availability in the same row, so one row lock
+    // serialises everything about a miner), and the outcome history.
+    "CREATE TABLE {s}.miners (
+        address      TEXT PRIMARY KEY,
+        token_hash   TEXT NOT NULL,
+        miner        JSONB NOT NULL,
+        stats        JSONB,
+        availability JSONB
+    );
+    CREATE TABLE {s}.outcomes (
+        seq        BIGSERIAL PRIMARY KEY,
+        at         BIGINT NOT NULL,
+        address    TEXT NOT NULL,
+        match_id   TEXT NOT NULL,
+        success    BOOLEAN NOT NULL,
+        latency_ms DOUBLE PRECISION,
+        error      TEXT
+    );
+    CREATE INDEX outcomes_at ON {s}.outcomes (at);",
+];
+
+/// The newest schema version this build understands.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable {
+        backend: BACKEND,
+        message: e.to_string(),
+    }
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        backend: BACKEND,
+        message: e.to_string(),
+    }
+}
+
+/// Maps a driver error by meaning. Everything but a few data errors is "unavailable": the
+/// request may be retried once the database is reachable again.
+fn pg(e: tokio_postgres::Error) -> StoreError {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        if code == "23505" {
+            return StoreError::AlreadyExists;
+        }
+        return unavailable(format!("{} (SQLSTATE {code})", db.message()));
+    }
+    if e.is_closed() {
+        return unavailable("the connection to PostgreSQL was closed");
+    }
+    unavailable(e)
+}
+
+fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => pg(e),
+        e => unavailable(format!("no database connection: {e}")),
+    }
+}
+
+/// Checks a schema name: it is put into SQL, so only plain identifiers are accepted.
+pub fn valid_schema_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(corrupt)
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| corrupt(format!("{what}: {e}")))
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Every statement, with the schema filled in once.
+struct Sql {
+    select_all: String,
+    select_one: String,
+    insert: String,
+    update: String,
+    token_of: String,
+    delete: String,
+    lock_stats: String,
+    write_stats: String,
+    insert_outcome: String,
+    save_availability: String,
+    prune: String,
+    count: String,
+    export_outcomes: String,
+    import_miner: String,
+    wipe: String,
+}
+
+impl Sql {
+    fn new(schema: &str) -> Self {
+        let s = format!("\"{schema}\"");
+        Self {
+            select_all: format!(
+                "SELECT miner::text, stats::text, availability::text FROM {s}.miners ORDER BY address"
+            ),
+            select_one: format!(
+                "SELECT miner::text, stats::text, availability::text FROM {s}.miners WHERE address = $1"
+            ),
+            insert: format!(
+                "INSERT INTO {s}.miners (address, token_hash, miner) VALUES ($1, $2, $3::text::jsonb)
+                 ON CONFLICT (address) DO NOTHING"
+            ),
+            update: format!(
+                "UPDATE {s}.miners SET miner = $3::text::jsonb WHERE address = $1 AND token_hash = $2"
+            ),
+            token_of: format!("SELECT token_hash FROM {s}.miners WHERE address = $1"),
+            delete: format!("DELETE FROM {s}.miners WHERE address = $1 AND token_hash = $2"),
+            lock_stats: format!(
+                "SELECT stats::text FROM {s}.miners WHERE address = $1 FOR UPDATE"
+            ),
+            write_stats: format!(
+                "UPDATE {s}.miners SET stats = $2::text::jsonb WHERE address = $1"
+            ),
+            insert_outcome: format!(
+                "INSERT INTO {s}.outcomes (at, address, match_id, success, latency_ms, error)
+                 VALUES ($1, $2, $3, $4, $5, $6)"
+            ),
+            // A miner deleted since the snapshot matches no row and stays deleted.
+            save_availability: format!(
+                "UPDATE {s}.miners m SET availability = v.a::jsonb
+                 FROM unnest($1::text[], $2::text[]) AS v(address, a)
+                 WHERE m.address = v.address"
+            ),
+            prune: format!("DELETE FROM {s}.outcomes WHERE at < $1"),
+            count: format!("SELECT count(*) FROM {s}.outcomes"),
+            export_outcomes: format!(
+                "SELECT seq, at, address, match_id, success, latency_ms, error FROM {s}.outcomes
+                 WHERE seq > $1 ORDER BY seq LIMIT $2"
+            ),
+            import_miner: format!(
+                "INSERT INTO {s}.miners (address, token_hash, miner, stats, availability)
+                 VALUES ($1, $2, $3::text::jsonb, $4::text::jsonb, $5::text::jsonb)
+                 ON CONFLICT (address) DO UPDATE SET token_hash = EXCLUDED.token_hash,
+                   miner = EXCLUDED.miner, stats = EXCLUDED.stats,
+                   availability = EXCLUDED.availability"
+            ),
+            wipe: format!("TRUNCATE {s}.miners, {s}.outcomes RESTART IDENTITY"),
+        }
+    }
+}
+
+/// How to reach the database.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    pub url: String,
+    pub schema: String,
+    /// Most connections this hub holds.
+    pub max_connections: usize,
+    /// How long start-up keeps retrying an unreachable database before giving up.
+    pub startup_timeout: Duration,
+}
+
+/// The PostgreSQL durable store.
+pub struct PostgresStore {
+    pool: Pool,
+    sql: Sql,
+    schema: String,
+    observer: Option<CommitObserver>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+fn row_to_stored(miner: &str, stats: Option<&str>, avail: Option<&str>) -> Result<StoredMiner> {
+    Ok(StoredMiner {
+        miner: from_json("miner", miner)?,
+        stats: stats.map_or(Ok(MinerStats::default()), |s| from_json("stats", s))?,
+        availability: avail.map_or(Ok(Availability::default()), |s| {
+            from_json("availability", s)
+        })?,
+    })
+}
+
+impl PostgresStore {
+    /// Connects and brings the schema up to date, retrying an unreachable database with
+    /// backoff (logged) for up to `startup_timeout`.
+    pub async fn connect(opts: PgOptions, observer: Option<CommitObserver>) -> Result<Self> {
+        if !valid_schema_name(&opts.schema) {
+            return Err(unavailable(format!(
+                "schema name {:?} must be a plain lowercase identifier",
+                opts.schema
+            )));
+        }
+        let mut cfg: tokio_postgres::Config = opts
+            .url
+            .parse()
+            .map_err(|e| unavailable(format!("bad database URL: {e}")))?;
+        cfg.connect_timeout(Duration::from_secs(3));
+        cfg.keepalives(true);
+        cfg.keepalives_idle(Duration::from_secs(30));
+        if cfg.get_application_name().is_none() {
+            cfg.application_name("poolhub");
+        }
+        let mgr = Manager::from_config(
+            cfg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(opts.max_connections.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(unavailable)?;
+        let store = Self {
+            pool,
+            sql: Sql::new(&opts.schema),
+            schema: opts.schema,
+            observer,
+            closed: std::sync::atomic::AtomicBool::new(false),
+        };
+        let deadline = Instant::now() + opts.startup_timeout;
+        let mut delay = Duration::from_millis(250);
+        loop {
+            match store.migrate().await {
+                Ok(()) => return Ok(store),
+                Err(e @ StoreError::Corrupt { .. }) => return Err(e),
+                Err(e) if Instant::now() + delay >= deadline => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64,
+                        "PostgreSQL is not reachable yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// The schema this store uses.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// Creates or upgrades the schema, one instance at a time.
+    async fn migrate(&self) -> Result<()> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let txn = client.transaction().await.map_err(pg)?;
+        // Serialises concurrent start-ups on this schema (released at commit or rollback).
+        txn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('poolhub-migrate:' || $1, 0))",
+            &[&self.schema],
+        )
+        .await
+        .map_err(pg)?;
+        let s = format!("\"{}\"", self.schema);
+        txn.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {s};
+             CREATE TABLE IF NOT EXISTS {s}.schema_version (
+                 version    INTEGER PRIMARY KEY,
+                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+             );"
+        ))
+        .await
+        .map_err(pg)?;
+        let current: i32 = txn
+            .query_one(
+                &format!("SELECT COALESCE(max(version), 0) FROM {s}.schema_version"),
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        if current > SCHEMA_VERSION {
+            return Err(corrupt(format!(
+                "schema {s} has version {current}, this poolhub understands up to {SCHEMA_VERSION}; use a newer poolhub"
+            )));
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            let version = i as i32 + 1;
+            txn.batch_execute(&m.replace("{s}", &s)).await.map_err(pg)?;
+            txn.execute(
+                &format!("INSERT INTO {s}.schema_version (version) VALUES ($1)"),
+                &[&version],
+            )
+            .await
+            .map_err(pg)?;
+            tracing::info!(schema = %self.schema, version, "PostgreSQL schema migrated");
+        }
+        txn.commit().await.map_err(pg)
+    }
+
+    /// Drops the schema and everything in it (tests).
+    pub async fn drop_schema(&self) -> Result<()> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+                self.schema
+            ))
+            .await
+            .map_err(pg)
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            Err(unavailable("the store is closed"))
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client> {
+        self.check_open()?;
+        self.pool.get().await.map_err(pool_err)
+    }
+
+    /// Reports one committed (or failed) write to the metrics observer.
+    fn observe<T>(&self, started: Instant, r: &Result<T>) {
+        if let Some(o) = &self.observer {
+            let ok = !matches!(
+                r,
+                Err(StoreError::Unavailable { .. } | StoreError::Corrupt { .. })
+            );
+            o(started.elapsed(), 1, ok);
+        }
+    }
+
+    async fn do_record_outcome(&self, o: &OutcomeRecord, decay: f64) -> Result<MinerStats> {
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(pg)?;
+        let addr = o.address.to_string();
+        let stmt = txn.prepare_cached(&self.sql.lock_stats).await.map_err(pg)?;
+        let row = txn
+            .query_opt(&stmt, &[&addr])
+            .await
+            .map_err(pg)?
+            .ok_or(StoreError::NotFound)?;
+        let current: MinerStats = match row.get::<_, Option<&str>>(0) {
+            Some(s) => from_json("stats", s)?,
+            None => MinerStats::default(),
+        };
+        let next = current.with_outcome(
+            OutcomeSample {
+                success: o.success,
+                latency_ms: o.latency_ms,
+                at: o.at,
+            },
+            decay,
+        );
+        let stmt = txn
+            .prepare_cached(&self.sql.write_stats)
+            .await
+            .map_err(pg)?;
+        txn.execute(&stmt, &[&addr, &to_json(&next)?])
+            .await
+            .map_err(pg)?;
+        let stmt = txn
+            .prepare_cached(&self.sql.insert_outcome)
+            .await
+            .map_err(pg)?;
+        txn.execute(
+            &stmt,
+            &[
+                &i64_of(o.at),
+                &addr,
+                &o.match_id,
+                &o.success,
+                &o.latency_ms,
+                &o.error,
+            ],
+        )
+        .await
+        .map_err(pg)?;
+        txn.commit().await.map_err(pg)?;
+        Ok(next)
+    }
+
+    /// Why a conditional write matched no row: the miner is gone, or the token differs.
+    async fn why_not(&self, client: &deadpool_postgres::Client, addr: &str) -> StoreError {
+        match client.query_opt(&self.sql.token_of, &[&addr]).await {
+            Ok(None) => StoreError::NotFound,
+            Ok(Some(_)) => StoreError::TokenMismatch,
+            Err(e) => pg(e),
+        }
+    }
+}
+
+#[async_trait]
+impl DurableStore for PostgresStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn load_all(&self) -> Result<Vec<StoredMiner>> {
+        let client = self.client().await?;
+        let rows = client.query(&self.sql.select_all, &[]).await.map_err(pg)?;
+        rows.iter()
+            .map(|r| row_to_stored(r.get(0), r.get(1), r.get(2)))
+            .collect()
+    }
+
+    async fn load_miner(&self, address: &Address) -> Result<Option<StoredMiner>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&self.sql.select_one)
+            .await
+            .map_err(pg)?;
+        let row = client
+            .query_opt(&stmt, &[&address.to_string()])
+            .await
+            .map_err(pg)?;
+        row.map(|r| row_to_stored(r.get(0), r.get(1), r.get(2)))
+            .transpose()
+    }
+
+    async fn insert_miner(&self, miner: &Miner) -> Result<()> {
+        let started = Instant::now();
+        let r = async {
+            let client = self.client().await?;
+            let stmt = client.prepare_cached(&self.sql.insert).await.map_err(pg)?;
+            let n = client
+                .execute(
+                    &stmt,
+                    &[
+                        &miner.address.to_string(),
+                        &miner.token_hash,
+                        &to_json(miner)?,
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            if n == 0 {
+                Err(StoreError::AlreadyExists)
+            } else {
+                Ok(())
+            }
+        }
+        .await;
+        self.observe(started, &r);
+        r
+    }
+
+    async fn update_miner(&self, miner: &Miner) -> Result<()> {
+        let started = Instant::now();
+        let r = async {
+            let client = self.client().await?;
+            let addr = miner.address.to_string();
+            let stmt = client.prepare_cached(&self.sql.update).await.map_err(pg)?;
+            let n = client
+                .execute(&stmt, &[&addr, &miner.token_hash, &to_json(miner)?])
+                .await
+                .map_err(pg)?;
+            if n == 0 {
+                Err(self.why_not(&client, &addr).await)
+            } else {
+                Ok(())
+            }
+        }
+        .await;
+        self.observe(started, &r);
+        r
+    }
+
+    async fn delete_miner(&self, address: &Address, token_hash: &str) -> Result<()> {
+        let started = Instant::now();
+        let r = async {
+            let client = self.client().await?;
+            let addr = address.to_string();
+            let stmt = client.prepare_cached(&self.sql.delete).await.map_err(pg)?;
+            let n = client
+                .execute(&stmt, &[&addr, &token_hash])
+                .await
+                .map_err(pg)?;
+            if n == 0 {
+                Err(self.why_not(&client, &addr).await)
+            } else {
+                Ok(())
+            }
+        }
+        .await;
+        self.observe(started, &r);
+        r
+    }
+
+    async fn record_outcome(
+        &self,
+        outcome: &OutcomeRecord,
+        decay_factor: f64,
+    ) -> Result<MinerStats> {
+        let started = Instant::now();
+        let r = self.do_record_outcome(outcome, decay_factor).await;
+        self.observe(started, &r);
+        r
+    }
+
+    async fn save_availability(&self, batch: Vec<(Address, Availability)>) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let r = async {
+            let mut addrs = Vec::with_capacity(batch.len());
+            let mut avs = Vec::with_capacity(batch.len());
+            for (a, av) in &batch {
+                addrs.push(a.to_string());
+                avs.push(to_json(av)?);
+            }
+            let client = self.client().await?;
+            client
+                .execute(&self.sql.save_availability, &[&addrs, &avs])
+                .await
+                .map_err(pg)
+                .map(|_| ())
+        }
+        .await;
+        self.observe(started, &r);
+        r
+    }
+
+    async fn prune_outcomes(&self, before: u64) -> Result<u64> {
+        let client = self.client().await?;
+        client
+            .execute(&self.sql.prune, &[&i64_of(before)])
+            .await
+            .map_err(pg)
+    }
+
+    async fn outcome_count(&self) -> Result<u64> {
+        let client = self.client().await?;
+        let n: i64 = client
+            .query_one(&self.sql.count, &[])
+            .await
+            .map_err(pg)?
+            .get(0);
+        Ok(n as u64)
+    }
+
+    async fn export_outcomes(
+        &self,
+        after: Option<u128>,
+        limit: usize,
+    ) -> Result<(Vec<OutcomeRecord>, Option<u128>)> {
+        let client = self.client().await?;
+        let after = after.map_or(0, |c| i64::try_from(c).unwrap_or(i64::MAX));
+        let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+        let rows = client
+            .query(&self.sql.export_outcomes, &[&after, &limit])
+            .await
+            .map_err(pg)?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut last = None;
+        for r in &rows {
+            let seq: i64 = r.get(0);
+            let at: i64 = r.get(1);
+            let address: &str = r.get(2);
+            out.push(OutcomeRecord {
+                at: at.max(0) as u64,
+                address: address
+                    .parse()
+                    .map_err(|e| corrupt(format!("outcome {seq}: {e}")))?,
+                match_id: r.get(3),
+                success: r.get(4),
+                latency_ms: r.get(5),
+                error: r.get(6),
+            });
+            last = Some(seq as u128);
+        }
+        Ok((out, last))
+    }
+
+    async fn import(&self, miners: Vec<StoredMiner>, outcomes: Vec<OutcomeRecord>) -> Result<()> {
+        let mut client = self.client().await?;
+        let txn = client.transaction().await.map_err(pg)?;
+        let stmt = txn.prepare(&self.sql.import_miner).await.map_err(pg)?;
+        for m in &miners {
+            txn.execute(
+                &stmt,
+                &[
+                    &m.miner.address.to_string(),
+                    &m.miner.token_hash,
+                    &to_json(&m.miner)?,
+                    &to_json(&m.stats)?,
+                    &to_json(&m.availability)?,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        let stmt = txn.prepare(&self.sql.insert_outcome).await.map_err(pg)?;
+        for o in &outcomes {
+            txn.execute(
+                &stmt,
+                &[
+                    &i64_of(o.at),
+                    &o.address.to_string(),
+                    &o.match_id,
+                    &o.success,
+                    &o.latency_ms,
+                    &o.error,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        txn.commit().await.map_err(pg)
+    }
+
+    async fn wipe(&self) -> Result<()> {
+        let client = self.client().await?;
+        client.batch_execute(&self.sql.wipe).await.map_err(pg)
+    }
+
+    async fn health(&self) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(pg)
+            .map(|_| ())
+    }
+
+    async fn close(&self) {
+        // Every write is committed before it returns: nothing is pending. Later calls fail.
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.pool.close();
+    }
+}
