@@ -32,6 +32,31 @@ enum Command {
     /// (`systemctl stop poolhub`), back up, start it again. The copy is checked (integrity,
     /// schema version, every miner record) before it appears at DEST.
     Backup(BackupArgs),
+    /// Copy everything durable (miners with token hashes, statistics, availability, outcome
+    /// history) from one store to another, then verify the copy.
+    ///
+    /// Each store is a redb file path or a postgresql:// URL. Stop the hubs first. Refuses a
+    /// target that holds data unless --force, which empties it first.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    /// Source: a redb file or a postgresql://user:pass@host/db URL.
+    #[arg(long)]
+    from: String,
+    /// Target: a redb file (created if absent) or a postgresql:// URL.
+    #[arg(long)]
+    to: String,
+    /// PostgreSQL schema of the source (storage.postgres_schema).
+    #[arg(long, default_value = "poolhub")]
+    from_schema: String,
+    /// PostgreSQL schema of the target.
+    #[arg(long, default_value = "poolhub")]
+    to_schema: String,
+    /// Replace whatever the target holds.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -84,6 +109,7 @@ fn main() -> ExitCode {
         Command::CheckConfig(arg) => check_config(&arg),
         Command::Serve(args) => serve(args),
         Command::Backup(args) => backup(args),
+        Command::Migrate(args) => migrate(&args),
     }
 }
 
@@ -245,6 +271,50 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(not(unix))]
     async {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn migrate(args: &MigrateArgs) -> ExitCode {
+    use poolhub::config::redact_url;
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("poolhub: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shown = |s: &str| {
+        if poolhub::store::migrate::is_postgres(s) {
+            redact_url(s)
+        } else {
+            s.to_string()
+        }
+    };
+    match rt.block_on(poolhub::store::migrate::run(
+        &args.from,
+        &args.to,
+        &args.from_schema,
+        &args.to_schema,
+        args.force,
+    )) {
+        Ok(c) => {
+            eprintln!(
+                "poolhub: migrated {} miners and {} outcomes from {} to {} (counts and miner records verified)",
+                c.miners,
+                c.outcomes,
+                shown(&args.from),
+                shown(&args.to)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("poolhub: migrate failed: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -17,6 +17,7 @@
 //!   function and writes both in one transaction, so concurrent outcomes are never lost.
 //! * An error leaves the stored data unchanged.
 
+pub mod migrate;
 pub mod moka;
 pub mod postgres;
 pub mod redb;

@@ -63,3 +63,18 @@ pub async fn redis(url: &str, ttl: Duration) -> RedisHotStore {
         .unwrap_or_else(|e| panic!("{REDIS_VAR} is set but Redis is unusable: {e}"));
     h
 }
+
+/// A store on an existing (or new) schema, e.g. to drop it after a test.
+pub async fn postgres_schema(url: &str, schema: &str) -> PostgresStore {
+    PostgresStore::connect(
+        PgOptions {
+            url: url.to_string(),
+            schema: schema.to_string(),
+            max_connections: 2,
+            startup_timeout: Duration::from_secs(5),
+        },
+        None,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{DATABASE_VAR} is set but PostgreSQL is unusable: {e}"))
+}

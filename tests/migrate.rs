@@ -1,0 +1,155 @@
+//! `poolhub migrate` run as the binary: redb → PostgreSQL → redb gives back the same data,
+//! a non-empty target is refused unless --force, and redb → redb works without servers.
+
+mod backends;
+
+use poolhub::domain::scoring::Availability;
+use poolhub::domain::{Address, Capabilities, Endpoint, Miner};
+use poolhub::store::redb::RedbStore;
+use poolhub::store::{DurableStore, OutcomeRecord, StoredMiner};
+use std::path::Path;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_poolhub");
+
+fn address(i: u8) -> Address {
+    let mut b = [0u8; 20];
+    b[0] = 0xcd;
+    b[19] = i;
+    Address::from_bytes(b)
+}
+
+fn miner(i: u8) -> Miner {
+    Miner {
+        address: address(i),
+        endpoint: Endpoint::try_from(format!("http://m{i}.example.com:8080")).unwrap(),
+        capabilities: Capabilities {
+            models: vec!["llama3.2".into(), format!("model{i}")],
+            gpu_memory: 16384,
+            max_concurrent_jobs: 4,
+            job_types: vec!["inference".into()],
+        },
+        stake: u64::from(i) * 1000,
+        token_hash: format!("{i:064x}"),
+        registered_at: 1_000 + u64::from(i),
+        updated_at: 2_000 + u64::from(i),
+    }
+}
+
+/// A redb file with 5 miners, 40 outcomes and an availability checkpoint.
+async fn seed(path: &Path) {
+    let s = RedbStore::open(path, None).unwrap();
+    for i in 0..5 {
+        s.insert_miner(&miner(i)).await.unwrap();
+    }
+    for k in 0..40u64 {
+        s.record_outcome(
+            &OutcomeRecord {
+                match_id: format!("{k:032x}"),
+                address: address((k % 5) as u8),
+                success: k % 3 != 0,
+                latency_ms: (k % 2 == 0).then_some(100.0 + k as f64),
+                at: 10_000 + k,
+                error: (k % 3 == 0).then(|| "timeout".to_string()),
+            },
+            0.95,
+        )
+        .await
+        .unwrap();
+    }
+    let av = Availability {
+        up: 5.0,
+        total: 6.0,
+        as_of: 123,
+    };
+    s.save_availability(vec![(address(1), av)]).await.unwrap();
+    s.close().await;
+}
+
+async fn contents(path: &Path) -> (Vec<StoredMiner>, Vec<OutcomeRecord>) {
+    let s = RedbStore::open(path, None).unwrap();
+    let mut m = s.load_all().await.unwrap();
+    m.sort_by_key(|x| x.miner.address);
+    let (o, _) = s.export_outcomes(None, 100_000).await.unwrap();
+    s.close().await;
+    (m, o)
+}
+
+fn migrate(args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN)
+        .arg("migrate")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_to_postgres_and_back_copies_everything() {
+    let Some(url) = backends::database_url() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.redb"), dir.path().join("b.redb"));
+    seed(&a).await;
+    let schema = backends::fresh_name("poolhub_test_");
+    let (a_s, b_s) = (a.to_str().unwrap(), b.to_str().unwrap());
+
+    let (ok, err) = migrate(&["--from", a_s, "--to", &url, "--to-schema", &schema]);
+    assert!(ok, "{err}");
+    assert!(err.contains("5 miners and 40 outcomes"), "{err}");
+
+    // A second run into the now non-empty schema is refused, and --force replaces it.
+    let (ok, err) = migrate(&["--from", a_s, "--to", &url, "--to-schema", &schema]);
+    assert!(!ok);
+    assert!(
+        err.contains("not empty") && err.contains("--force"),
+        "{err}"
+    );
+    let (ok, err) = migrate(&[
+        "--from",
+        a_s,
+        "--to",
+        &url,
+        "--to-schema",
+        &schema,
+        "--force",
+    ]);
+    assert!(ok, "{err}");
+
+    let (ok, err) = migrate(&["--from", &url, "--from-schema", &schema, "--to", b_s]);
+    assert!(ok, "{err}");
+    assert!(err.contains("5 miners and 40 outcomes"), "{err}");
+
+    let (ma, oa) = contents(&a).await;
+    let (mb, ob) = contents(&b).await;
+    assert_eq!(
+        ma, mb,
+        "miners, token hashes, stats, availability survive both ways"
+    );
+    assert_eq!(oa, ob, "outcome history survives both ways");
+    assert_eq!(ma[1].availability.up, 5.0);
+
+    let s = backends::postgres_schema(&url, &schema).await;
+    s.drop_schema().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_to_redb_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.redb"), dir.path().join("b.redb"));
+    seed(&a).await;
+    let (a_s, b_s) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let (ok, err) = migrate(&["--from", a_s, "--to", b_s]);
+    assert!(ok, "{err}");
+    assert_eq!(contents(&a).await, contents(&b).await);
+    let (ok, err) = migrate(&["--from", a_s, "--to", b_s]);
+    assert!(!ok && err.contains("not empty"), "{err}");
+    let missing = dir.path().join("missing.redb");
+    let (ok, err) = migrate(&["--from", missing.to_str().unwrap(), "--to", b_s]);
+    assert!(!ok && err.contains("no such redb file"), "{err}");
+    assert!(!missing.exists(), "reading never creates a file");
+}
