@@ -705,6 +705,37 @@ mod tests {
     }
 
     #[test]
+    fn compose_deployment_is_valid_and_in_the_seeds_shape() {
+        let mut c = Config::from_toml(include_str!("../packaging/compose/poolhub.toml")).unwrap();
+        let compose = include_str!("../packaging/compose/docker-compose.yml");
+        let url = |var: &str| {
+            compose
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(&format!("{var}: ")))
+                .map(str::to_string)
+        };
+        let errs = c.apply_env(|k| match k {
+            "DATABASE_URL" | "REDIS_URL" => url(k),
+            _ => None,
+        });
+        assert!(errs.is_empty());
+        c.validate().unwrap();
+        assert_eq!(c.storage.durable, DurableKind::Postgres);
+        assert_eq!(c.storage.hot, HotKind::Redis);
+        for needle in [
+            "\"8000:8000\"",
+            "\"9090:9090\"",
+            "image: redis:7-alpine",
+            "image: postgres:15",
+            "POSTGRES_DB: poolhub",
+            "redis-data:/data",
+            "postgres-data:/var/lib/postgresql/data",
+        ] {
+            assert!(compose.contains(needle), "compose file lacks {needle}");
+        }
+    }
+
+    #[test]
     fn redacts_passwords() {
         assert_eq!(
             redact_url("postgresql://u:secret@h/db"),
