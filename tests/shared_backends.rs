@@ -382,3 +382,110 @@ async fn postgres_down_refuses_writes_and_serves_reads() {
     hub.stop().await;
     drop_schema(&url, &schema).await;
 }
+
+/// Redis cut under a running hub and restored: 503s and /health while it is gone, matching
+/// goes on, and everything recovers by itself within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_is_survived_and_recovered_from() {
+    let Some(rd) = backends::redis_url() else {
+        return;
+    };
+    let proxy = backends::Proxy::start(backends::host_port(&rd)).await;
+    let prefix = backends::fresh_name("test:") + ":";
+    let url = format!("redis://127.0.0.1:{}", proxy.port);
+    let hub = TestHub::start(config(None, Some((&url, &prefix))))
+        .await
+        .expect("hub starts");
+    let api = Api::new(hub.api_addr);
+    let m = addr(50);
+    let token = api.register(&m, &["m"], 16384, 4).await;
+    assert_eq!(api.heartbeat(&m, &token, 0).await.status, StatusCode::OK);
+    proxy.down();
+    eventually(Duration::from_secs(5), "status refused while Redis is gone", || {
+        let api = api.clone();
+        let (m, token) = (m.clone(), token.clone());
+        async move { api.heartbeat(&m, &token, 0).await.status == StatusCode::SERVICE_UNAVAILABLE }
+    })
+    .await;
+    let h = api.get("/health").await;
+    assert_eq!(h.status, StatusCode::SERVICE_UNAVAILABLE, "{}", h.text);
+    assert_eq!(h.json["storage"][1]["backend"], "redis");
+    let r = api.match_model("m", 1).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.json["miners"][0]["address"], m,
+        "served from the last known index"
+    );
+    proxy.up();
+    eventually(
+        Duration::from_secs(5),
+        "recovered after Redis returned",
+        || {
+            let api = api.clone();
+            let (m, token) = (m.clone(), token.clone());
+            async move {
+                api.heartbeat(&m, &token, 0).await.status == StatusCode::OK
+                    && api.get("/health").await.status == StatusCode::OK
+            }
+        },
+    )
+    .await;
+    // The ledger works again: a new match's outcome is accepted.
+    let r = api.match_model("m", 1).await;
+    let id = r.json["match_id"].as_str().unwrap().to_string();
+    let r = api.outcome(&id, &m, true, 100.0).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    hub.stop().await;
+}
+
+/// PostgreSQL cut under a running hub and restored: writes 503 naming it, reads go on, and
+/// writes work again by themselves once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_is_survived_and_recovered_from() {
+    let Some(pg) = backends::database_url() else {
+        return;
+    };
+    let proxy = backends::Proxy::start(backends::host_port(&pg)).await;
+    let mut via = url::Url::parse(&pg).unwrap();
+    via.set_port(Some(proxy.port)).unwrap();
+    let schema = backends::fresh_name("poolhub_test_");
+    let hub = TestHub::start(config(Some((via.as_str(), &schema)), None))
+        .await
+        .expect("hub starts");
+    let api = Api::new(hub.api_addr);
+    let m = addr(60);
+    let token = api.register(&m, &["m"], 16384, 4).await;
+    proxy.down();
+    let r = api
+        .post(
+            "/api/v1/miners/register",
+            &registration(&addr(61), &["m"], 16384, 4),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    assert!(r.text.contains("postgres"), "{}", r.text);
+    let h = api.get("/health").await;
+    assert_eq!(h.status, StatusCode::SERVICE_UNAVAILABLE, "{}", h.text);
+    assert_eq!(h.json["storage"][0]["backend"], "postgres");
+    assert_eq!(api.heartbeat(&m, &token, 0).await.status, StatusCode::OK);
+    assert_eq!(api.match_model("m", 1).await.status, StatusCode::OK);
+    proxy.up();
+    eventually(Duration::from_secs(5), "writes work again", || {
+        let api = api.clone();
+        async move {
+            api.post(
+                "/api/v1/miners/register",
+                &registration(&addr(61), &["m"], 16384, 4),
+                None,
+            )
+            .await
+            .status
+                == StatusCode::CREATED
+        }
+    })
+    .await;
+    assert_eq!(api.get("/health").await.status, StatusCode::OK);
+    hub.stop().await;
+    drop_schema(&pg, &schema).await;
+}
