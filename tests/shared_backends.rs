@@ -162,12 +162,17 @@ async fn two_hubs_sharing_postgres_and_redis_see_each_other() {
     // A registration on A is visible on B within a second.
     let m = addr(10);
     let token = a.register(&m, &["llama3.2"], 16384, 4).await;
+    let registered = Instant::now();
     eventually(second, "registration reaches B", || {
         let b = b.clone();
         let m = m.clone();
         async move { b.get(&format!("/api/v1/miners/{m}")).await.status == StatusCode::OK }
     })
     .await;
+    eprintln!(
+        "registration on A visible on B after {:?}",
+        registered.elapsed()
+    );
 
     // A status sent to A makes the miner matchable on B.
     assert_eq!(a.heartbeat(&m, &token, 0).await.status, StatusCode::OK);
@@ -224,6 +229,24 @@ async fn two_hubs_sharing_postgres_and_redis_see_each_other() {
         b.get(&format!("/api/v1/miners/{m}")).await.json["reserved_slots"],
         0
     );
+
+    // Consecutive failures reported to B cool the miner down on A too.
+    for _ in 0..3 {
+        let made = b.match_model("llama3.2", 1).await;
+        let id = made.json["match_id"].as_str().unwrap().to_string();
+        assert_eq!(made.json["miners"][0]["address"], serde_json::json!(m));
+        let r = b.outcome(&id, &m, false, 300.0).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    eventually(second, "cooldown reaches A", || {
+        let a = a.clone();
+        let m = m.clone();
+        async move {
+            let g = a.get(&format!("/api/v1/miners/{m}")).await;
+            g.json["stats"]["cooled_down"] == true && g.json["stats"]["consecutive_failures"] == 3
+        }
+    })
+    .await;
 
     // Re-registration on B (with A's token) and deregistration reach A.
     let r = b
