@@ -81,6 +81,14 @@ impl Hub {
 
     /// Applies one event from the bus; the hub's own events are ignored.
     pub async fn apply_remote(&self, payload: &str) {
+        // Every hub hears its own events back: skip them before parsing (the envelope is
+        // serialised with `from` first).
+        if payload
+            .strip_prefix("{\"from\":\"")
+            .is_some_and(|r| r.starts_with(self.instance.as_str()))
+        {
+            return;
+        }
         let env: Envelope = match serde_json::from_str(payload) {
             Ok(e) => e,
             Err(e) => {
@@ -157,8 +165,15 @@ impl Hub {
         let _guard = self.lock_for(address).lock().await;
         match stored {
             Some(s) => {
+                // Outcomes this hub applied may be newer than what was read; a miner
+                // deleted and registered again elsewhere starts from its new record.
                 let stats = match self.registry.get(address) {
-                    Some(v) if v.stats.jobs_total > s.stats.jobs_total => v.stats,
+                    Some(v)
+                        if v.miner.registered_at == s.miner.registered_at
+                            && v.stats.jobs_total > s.stats.jobs_total =>
+                    {
+                        v.stats
+                    }
                     _ => s.stats,
                 };
                 let (score, cooldown) =
@@ -198,15 +213,17 @@ impl Hub {
                 Some(v) => {
                     if *v.miner != s.miner && s.miner.updated_at >= v.miner.updated_at {
                         let _guard = self.lock_for(&address).lock().await;
-                        let stats = if v.stats.jobs_total > s.stats.jobs_total {
+                        let same = v.miner.registered_at == s.miner.registered_at;
+                        let stats = if same && v.stats.jobs_total > s.stats.jobs_total {
                             v.stats
                         } else {
                             s.stats
                         };
+                        let availability = if same { v.availability } else { s.availability };
                         let (score, cooldown) =
-                            self.score_now(&stats, &v.availability, s.miner.stake, started);
+                            self.score_now(&stats, &availability, s.miner.stake, started);
                         self.registry
-                            .upsert(s.miner, stats, v.availability, score, cooldown);
+                            .upsert(s.miner, stats, availability, score, cooldown);
                         changed += 1;
                     } else if s.stats.jobs_total > v.stats.jobs_total {
                         let (score, cooldown) =
@@ -289,5 +306,29 @@ impl Hub {
         if let Err(e) = self.resync().await {
             tracing::warn!(error = %e, "resync failed; serving from the current index");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_starts_with_the_sender_and_round_trips() {
+        let address: Address = "0x00000000000000000000000000000000000000aa"
+            .parse()
+            .unwrap();
+        let env = Envelope {
+            from: "0123456789abcdef".into(),
+            event: Event::Released {
+                match_id: format!("{:032x}", 7),
+                address,
+            },
+        };
+        let s = serde_json::to_string(&env).unwrap();
+        // apply_remote skips its own events by this prefix, without parsing.
+        assert!(s.starts_with("{\"from\":\"0123456789abcdef\""), "{s}");
+        let back: Envelope = serde_json::from_str(&s).unwrap();
+        assert_eq!(back.event, env.event);
     }
 }
