@@ -512,3 +512,62 @@ async fn postgres_outage_is_survived_and_recovered_from() {
     hub.stop().await;
     drop_schema(&pg, &schema).await;
 }
+
+/// The binary itself: DATABASE_URL and REDIS_URL select the backends, a restart finds the
+/// data in PostgreSQL, SIGTERM stops it cleanly, and no redb file appears.
+#[test]
+fn binary_serves_on_database_url_and_redis_url() {
+    let (Some(pg), Some(rd)) = (backends::database_url(), backends::redis_url()) else {
+        return;
+    };
+    let rt = common::rt();
+    let dir = tempfile::tempdir().unwrap();
+    let schema = backends::fresh_name("poolhub_test_");
+    let prefix = backends::fresh_name("test:") + ":";
+    let cfg = dir.path().join("hub.toml");
+    std::fs::write(
+        &cfg,
+        format!("[storage]\npostgres_schema = \"{schema}\"\nredis_prefix = \"{prefix}\"\n"),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap().to_string();
+    let envs = [("DATABASE_URL", pg.as_str()), ("REDIS_URL", rd.as_str())];
+    let args = [
+        "--config",
+        cfg.as_str(),
+        "--port",
+        "0",
+        "--host",
+        "127.0.0.1",
+    ];
+    let served = common::Served::start(dir.path(), &args, &envs, std::process::Stdio::null());
+    let api = served.api();
+    let m = addr(70);
+    rt.block_on(async {
+        let token = api.register(&m, &["m"], 16384, 4).await;
+        assert_eq!(api.heartbeat(&m, &token, 0).await.status, StatusCode::OK);
+        let h = api.get("/health").await;
+        assert_eq!(h.status, StatusCode::OK, "{}", h.text);
+        assert_eq!(h.json["storage"][0]["backend"], "postgres");
+        assert_eq!(h.json["storage"][1]["backend"], "redis");
+    });
+    assert!(served.sigterm().success());
+    let served = common::Served::start(dir.path(), &args, &envs, std::process::Stdio::null());
+    let api = served.api();
+    rt.block_on(async {
+        let g = api.get(&format!("/api/v1/miners/{m}")).await;
+        assert_eq!(g.status, StatusCode::OK, "kept in PostgreSQL: {}", g.text);
+        assert_eq!(g.json["online"], true, "status kept in Redis: {}", g.text);
+    });
+    assert!(served.sigterm().success());
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        files,
+        vec![std::ffi::OsString::from("hub.toml")],
+        "no redb file"
+    );
+    rt.block_on(drop_schema(&pg, &schema));
+}
