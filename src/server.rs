@@ -9,7 +9,7 @@ use crate::metrics::Metrics;
 use crate::store::moka::MokaHotStore;
 use crate::store::postgres::{PgOptions, PostgresStore};
 use crate::store::redb::RedbStore;
-use crate::store::redis::{RedisHotStore, RedisOptions};
+use crate::store::redis::{DropObserver, RedisHotStore, RedisOptions};
 use crate::store::{CommitObserver, DurableStore, HotStore, StoreError};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -69,12 +69,23 @@ pub async fn open_stores(cfg: &Config, metrics: &Arc<Metrics>) -> Result<Stores,
             Duration::from_secs(cfg.matching.outcome_window),
             cfg.matching.max_tracked_matches,
         )),
-        HotKind::Redis => Arc::new(RedisHotStore::open(RedisOptions {
-            url: cfg.storage.redis_url.clone().unwrap_or_default(),
-            prefix: cfg.storage.redis_prefix.clone(),
-            heartbeat_timeout: Duration::from_secs(cfg.matching.heartbeat_timeout),
-            outcome_window: Duration::from_secs(cfg.matching.outcome_window),
-        })?),
+        HotKind::Redis => {
+            let m = metrics.clone();
+            let dropped: DropObserver = Arc::new(move |n: usize| {
+                m.store_errors_total
+                    .with_label_values(&["redis"])
+                    .inc_by(n as u64);
+            });
+            Arc::new(RedisHotStore::open_observed(
+                RedisOptions {
+                    url: cfg.storage.redis_url.clone().unwrap_or_default(),
+                    prefix: cfg.storage.redis_prefix.clone(),
+                    heartbeat_timeout: Duration::from_secs(cfg.matching.heartbeat_timeout),
+                    outcome_window: Duration::from_secs(cfg.matching.outcome_window),
+                },
+                Some(dropped),
+            )?)
+        }
     };
     Ok((durable, hot))
 }

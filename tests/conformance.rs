@@ -503,12 +503,19 @@ async fn redis_conforms() {
 
 #[tokio::test]
 async fn redis_unreachable_is_unavailable_not_a_crash() {
-    let h = RedisHotStore::open(RedisOptions {
-        url: "redis://127.0.0.1:1".into(),
-        prefix: "x:".into(),
-        heartbeat_timeout: Duration::from_secs(1),
-        outcome_window: Duration::from_secs(1),
-    })
+    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = dropped.clone();
+    let h = RedisHotStore::open_observed(
+        RedisOptions {
+            url: "redis://127.0.0.1:1".into(),
+            prefix: "x:".into(),
+            heartbeat_timeout: Duration::from_secs(1),
+            outcome_window: Duration::from_secs(1),
+        },
+        Some(std::sync::Arc::new(move |n| {
+            counter.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+        })),
+    )
     .unwrap();
     match h.health().await {
         Err(StoreError::Unavailable { backend, .. }) => assert_eq!(backend, "redis"),
@@ -523,6 +530,15 @@ async fn redis_unreachable_is_unavailable_not_a_crash() {
     })
     .await
     .unwrap();
+    // ... and a ledger write Redis could not take is reported (poolhub_store_errors_total).
+    let started = std::time::Instant::now();
+    while dropped.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "dropped write not reported"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn statuses_read_in_bulk(h: &dyn HotStore) {

@@ -97,12 +97,22 @@ pub struct RedisHotStore {
     flushed: watch::Receiver<u64>,
     claim: redis::Script,
     unclaim: redis::Script,
+    on_dropped: Option<DropObserver>,
 }
+
+/// Told how many background writes were dropped (feeds `poolhub_store_errors_total`).
+pub type DropObserver = std::sync::Arc<dyn Fn(usize) + Send + Sync>;
 
 impl RedisHotStore {
     /// Prepares the store without contacting Redis: a hub starts (and reports Redis as
     /// unhealthy) while Redis is down, and connects when it comes back.
     pub fn open(opts: RedisOptions) -> Result<Self> {
+        Self::open_observed(opts, None)
+    }
+
+    /// Like [`open`](Self::open); `on_dropped` is told how many background writes (match
+    /// ledger entries, events) were lost because Redis could not take them.
+    pub fn open_observed(opts: RedisOptions, on_dropped: Option<DropObserver>) -> Result<Self> {
         if !valid_prefix(&opts.prefix) {
             return Err(unavailable(format!(
                 "key prefix {:?} must be printable ASCII without spaces",
@@ -122,7 +132,14 @@ impl RedisHotStore {
         let (queue, rx) = mpsc::channel(QUEUE);
         let (flushed_tx, flushed) = watch::channel(0u64);
         let window_ms = opts.outcome_window.as_millis() as u64;
-        tokio::spawn(writer(conn.clone(), ns.clone(), window_ms, rx, flushed_tx));
+        tokio::spawn(writer(
+            conn.clone(),
+            ns.clone(),
+            window_ms,
+            rx,
+            flushed_tx,
+            on_dropped.clone(),
+        ));
         Ok(Self {
             client,
             conn,
@@ -133,6 +150,7 @@ impl RedisHotStore {
             flushed,
             claim: redis::Script::new(CLAIM),
             unclaim: redis::Script::new(UNCLAIM),
+            on_dropped,
         })
     }
 
@@ -154,6 +172,9 @@ impl RedisHotStore {
         if self.queue.try_send(Queued { seq, write }).is_err() {
             // The writer is far behind (Redis is slow or down): keep the hub responsive.
             tracing::warn!("Redis write queue is full; a ledger write or event was dropped");
+            if let Some(f) = &self.on_dropped {
+                f(1);
+            }
         }
     }
 
@@ -190,6 +211,7 @@ async fn writer(
     window_ms: u64,
     mut rx: mpsc::Receiver<Queued>,
     flushed: watch::Sender<u64>,
+    on_dropped: Option<DropObserver>,
 ) {
     let channel = format!("{ns}events");
     let failing = AtomicBool::new(false);
@@ -197,6 +219,7 @@ async fn writer(
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let mut pipe = redis::pipe();
         let mut last = 0;
+        let n = batch.len();
         for q in batch.drain(..) {
             last = q.seq;
             match q.write {
@@ -222,6 +245,9 @@ async fn writer(
                 }
             }
             Err(e) => {
+                if let Some(f) = &on_dropped {
+                    f(n);
+                }
                 if !failing.swap(true, Ordering::Relaxed) {
                     tracing::warn!(error = %e, "Redis is unreachable: match ledger writes and events are dropped until it returns");
                 }
