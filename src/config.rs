@@ -530,6 +530,17 @@ impl Config {
                 "durable = \"postgres\" needs a postgresql://user:pass@host/db URL (or DATABASE_URL)"
                     .into(),
             );
+            let tls_required = st
+                .database_url
+                .as_deref()
+                .and_then(|u| u.parse::<tokio_postgres::Config>().ok())
+                .is_some_and(|c| c.get_ssl_mode() == tokio_postgres::config::SslMode::Require);
+            check(
+                !tls_required,
+                "storage.database_url",
+                "sslmode=require: this build has no TLS; reach PostgreSQL over a private network or a TLS tunnel"
+                    .into(),
+            );
             check(
                 crate::store::postgres::valid_schema_name(&st.postgres_schema),
                 "storage.postgres_schema",
@@ -691,6 +702,9 @@ mod tests {
         assert_eq!(c.storage.durable, DurableKind::Postgres);
         assert_eq!(c.storage.hot, HotKind::Redis);
         c.validate().unwrap();
+        c.storage.database_url = Some("postgresql://u@h/db?sslmode=require".into());
+        let msg = c.validate().unwrap_err().to_string();
+        assert!(msg.contains("no TLS"), "{msg}");
         c.storage.database_url = Some("mysql://x".into());
         c.storage.redis_url = Some("http://x".into());
         c.storage.postgres_schema = "Bad-Name".into();
