@@ -189,7 +189,7 @@ impl Default for MatchingConfig {
             max_limit: 100,
             reservation_ttl: 60,
             outcome_window: 3600,
-            max_tracked_matches: 1_000_000,
+            max_tracked_matches: 100_000,
             tie_epsilon: 0.01,
             scan_cap: 16,
         }
