@@ -99,8 +99,13 @@ struct BackupArgs {
     dest: PathBuf,
 }
 
-fn load(arg: &ConfigArg) -> Result<Config, String> {
-    Config::load(arg.config.as_deref(), |k| std::env::var(k).ok()).map_err(|e| e.to_string())
+/// The configuration from the file and environment; on failure the message is printed and
+/// the exit code returned.
+fn load(arg: &ConfigArg) -> Result<Config, ExitCode> {
+    Config::load(arg.config.as_deref(), |k| std::env::var(k).ok()).map_err(|e| {
+        eprintln!("poolhub: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 fn main() -> ExitCode {
@@ -116,10 +121,7 @@ fn main() -> ExitCode {
 fn check_config(arg: &ConfigArg) -> ExitCode {
     let cfg = match load(arg) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("poolhub: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     if let Err(e) = cfg.validate() {
         eprintln!("poolhub: {e}");
@@ -133,10 +135,7 @@ fn check_config(arg: &ConfigArg) -> ExitCode {
 fn serve(args: ServeArgs) -> ExitCode {
     let mut cfg = match load(&args.config) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("poolhub: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     if let Some(h) = args.host {
         cfg.server.host = h;
@@ -321,10 +320,7 @@ fn migrate(args: &MigrateArgs) -> ExitCode {
 fn backup(args: BackupArgs) -> ExitCode {
     let mut cfg = match load(&args.config) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("poolhub: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     if let Some(d) = args.data {
         cfg.storage.path = d;

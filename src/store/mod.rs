@@ -49,6 +49,24 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// The backend cannot be reached or failed to do the operation.
+    pub fn unavailable(backend: &'static str, e: impl std::fmt::Display) -> Self {
+        Self::Unavailable {
+            backend,
+            message: e.to_string(),
+        }
+    }
+
+    /// The backend holds data this build cannot read.
+    pub fn corrupt(backend: &'static str, e: impl std::fmt::Display) -> Self {
+        Self::Corrupt {
+            backend,
+            message: e.to_string(),
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Everything durable about one miner, as loaded at start-up.

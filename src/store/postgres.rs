@@ -51,17 +51,11 @@ const MIGRATIONS: &[&str] = &[
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable {
-        backend: BACKEND,
-        message: e.to_string(),
-    }
+    StoreError::unavailable(BACKEND, e)
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt {
-        backend: BACKEND,
-        message: e.to_string(),
-    }
+    StoreError::corrupt(BACKEND, e)
 }
 
 /// Maps a driver error by meaning. Everything but a few data errors is "unavailable": the

@@ -35,17 +35,11 @@ const AVAILABILITY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("availa
 const OUTCOMES: TableDefinition<u128, &[u8]> = TableDefinition::new("outcomes");
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable {
-        backend: BACKEND,
-        message: e.to_string(),
-    }
+    StoreError::unavailable(BACKEND, e)
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt {
-        backend: BACKEND,
-        message: e.to_string(),
-    }
+    StoreError::corrupt(BACKEND, e)
 }
 
 enum Op {

@@ -48,17 +48,11 @@ return 0
 ";
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable {
-        backend: BACKEND,
-        message: e.to_string(),
-    }
+    StoreError::unavailable(BACKEND, e)
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt {
-        backend: BACKEND,
-        message: e.to_string(),
-    }
+    StoreError::corrupt(BACKEND, e)
 }
 
 /// Checks a key prefix: printable, no spaces, bounded.
