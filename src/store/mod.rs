@@ -89,6 +89,17 @@ pub struct OutcomeRecord {
     pub error: Option<String>,
 }
 
+impl OutcomeRecord {
+    /// The outcome as the scoring engine sees it.
+    pub fn sample(&self) -> crate::domain::scoring::OutcomeSample {
+        crate::domain::scoring::OutcomeSample {
+            success: self.success,
+            latency_ms: self.latency_ms,
+            at: self.at,
+        }
+    }
+}
+
 /// The durable store. See the module doc for the contract.
 #[async_trait]
 pub trait DurableStore: Send + Sync + 'static {

@@ -14,7 +14,7 @@
 //! drops broken connections and opens new ones by itself on the next use.
 
 use super::{CommitObserver, DurableStore, OutcomeRecord, Result, StoreError, StoredMiner};
-use crate::domain::scoring::{Availability, MinerStats, OutcomeSample};
+use crate::domain::scoring::{Availability, MinerStats};
 use crate::domain::{Address, Miner};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -366,14 +366,7 @@ impl PostgresStore {
             Some(s) => from_json("stats", s)?,
             None => MinerStats::default(),
         };
-        let next = current.with_outcome(
-            OutcomeSample {
-                success: o.success,
-                latency_ms: o.latency_ms,
-                at: o.at,
-            },
-            decay,
-        );
+        let next = current.with_outcome(o.sample(), decay);
         let stmt = txn
             .prepare_cached(&self.sql.write_stats)
             .await

@@ -7,7 +7,7 @@
 //! fsync, so durable throughput is not capped at the disk's fsync rate.
 
 use super::{CommitObserver, DurableStore, OutcomeRecord, Result, StoreError, StoredMiner};
-use crate::domain::scoring::{Availability, MinerStats, OutcomeSample};
+use crate::domain::scoring::{Availability, MinerStats};
 use crate::domain::{Address, Miner};
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -254,14 +254,7 @@ impl Tables<'_> {
                     Some(v) => from_json("stats", v.value())?,
                     None => MinerStats::default(),
                 };
-                let next = current.with_outcome(
-                    OutcomeSample {
-                        success: o.success,
-                        latency_ms: o.latency_ms,
-                        at: o.at,
-                    },
-                    decay,
-                );
+                let next = current.with_outcome(o.sample(), decay);
                 let seq = self
                     .meta
                     .get("outcome_seq")
