@@ -1,6 +1,6 @@
 //! Tests of what an operator deploys: the systemd notification protocol as the built binary
-//! speaks it, SIGHUP, `poolhub backup`, the unit file's directives (and its exposure score when
-//! `systemd-analyze` is installed), and the `.deb` metadata in Cargo.toml. Building the `.deb`
+//! speaks it, SIGHUP, `poolhub backup`, the unit file's directives (and its exposure score, an
+//! ignored test that needs `systemd-analyze`), and the `.deb` metadata in Cargo.toml. Building the `.deb`
 //! itself is left to `packaging/build-deb.sh` and `packaging/test-deb.sh`.
 
 mod common;
@@ -281,15 +281,13 @@ fn unit_has_the_directives_the_hub_relies_on() {
 }
 
 #[test]
+#[ignore = "needs systemd-analyze"]
 fn unit_exposure_score_is_at_most_2() {
-    let Ok(out) = Command::new("systemd-analyze")
+    let out = Command::new("systemd-analyze")
         .args(["security", "--offline=yes"])
         .arg(root().join("systemd/poolhub.service"))
         .output()
-    else {
-        eprintln!("skipped: systemd-analyze is not installed");
-        return;
-    };
+        .unwrap_or_else(|e| panic!("systemd-analyze cannot run ({e}): install systemd"));
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text
         .lines()

@@ -1,6 +1,10 @@
 //! The PostgreSQL and Redis test servers: which to use, and a fresh schema or key prefix per
-//! test so runs never collide. A suite whose variable is unset is skipped with a note; one
-//! whose variable is set fails (never skips) when its server is unreachable.
+//! test so runs never collide.
+//!
+//! Tests that need a server are `#[ignore = "needs POOLHUB_TEST_…"]`, so a plain `cargo test`
+//! lists them as ignored instead of passing them silently. Run with `-- --include-ignored`
+//! (as `.ci/run` does), such a test fails, never skips, when its variable is unset or its
+//! server is unreachable.
 #![allow(dead_code)]
 
 use poolhub::store::postgres::{PgOptions, PostgresStore};
@@ -11,21 +15,23 @@ use std::time::Duration;
 pub const DATABASE_VAR: &str = "POOLHUB_TEST_DATABASE_URL";
 pub const REDIS_VAR: &str = "POOLHUB_TEST_REDIS_URL";
 
-fn var(name: &str) -> Option<String> {
+fn var(name: &str) -> String {
     match std::env::var(name) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            eprintln!("note: {name} is not set; skipping this test's backend");
-            None
-        }
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!(
+            "{name} is not set: this test needs its server (set it, e.g. as .ci/run does, or \
+             run without --include-ignored to leave the backend suites out)"
+        ),
     }
 }
 
-pub fn database_url() -> Option<String> {
+/// The PostgreSQL test server's URL; panics when `POOLHUB_TEST_DATABASE_URL` is unset.
+pub fn database_url() -> String {
     var(DATABASE_VAR)
 }
 
-pub fn redis_url() -> Option<String> {
+/// The Redis test server's URL; panics when `POOLHUB_TEST_REDIS_URL` is unset.
+pub fn redis_url() -> String {
     var(REDIS_VAR)
 }
 
