@@ -50,11 +50,11 @@ const MIGRATIONS: &[&str] = &[
 /// The newest schema version this build understands.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
+fn unavailable(e: impl Into<super::BoxError>) -> StoreError {
     StoreError::unavailable(BACKEND, e)
 }
 
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
+fn corrupt(e: impl Into<super::BoxError>) -> StoreError {
     StoreError::corrupt(BACKEND, e)
 }
 
@@ -254,7 +254,7 @@ impl PostgresStore {
                 Err(e @ StoreError::Corrupt { .. }) => return Err(e),
                 Err(e) if Instant::now() + delay >= deadline => return Err(e),
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64,
+                    tracing::warn!(error = %e.detail(), retry_in_ms = delay.as_millis() as u64,
                         "PostgreSQL is not reachable yet; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));

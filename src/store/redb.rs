@@ -34,11 +34,11 @@ const AVAILABILITY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("availa
 /// (accepted_at_ms << 64 | sequence) -> OutcomeRecord (JSON); time-ordered for pruning.
 const OUTCOMES: TableDefinition<u128, &[u8]> = TableDefinition::new("outcomes");
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
+fn unavailable(e: impl Into<super::BoxError>) -> StoreError {
     StoreError::unavailable(BACKEND, e)
 }
 
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
+fn corrupt(e: impl Into<super::BoxError>) -> StoreError {
     StoreError::corrupt(BACKEND, e)
 }
 
@@ -367,7 +367,7 @@ fn writer_loop(
                 }
             }
             Err((replies, e)) => {
-                tracing::error!(error = %e, writes = n, "redb commit failed; the writes were not stored");
+                tracing::error!(error = %e.detail(), writes = n, "redb commit failed; the writes were not stored");
                 for reply in replies {
                     let _ = reply.send(Err(e.clone()));
                 }
