@@ -22,6 +22,9 @@ pub mod moka;
 pub mod postgres;
 pub mod redb;
 pub mod redis;
+pub mod rows;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
 use crate::domain::scoring::{Availability, MinerStats};
 use crate::domain::{Address, Miner, MinerStatus};
