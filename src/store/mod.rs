@@ -7,8 +7,14 @@
 //!   as its time-to-live), and the match ledger — which miners a match offered and which of
 //!   them have reported an outcome.
 //!
-//! The rest of the program sees only these traits; `tests/conformance.rs` runs one suite
-//! against every implementation.
+//! The rest of the program sees only these traits. The contract below is also code:
+//! `testing` (behind the `test-util` feature) has one test function per behaviour, and
+//! `tests/conformance.rs` runs them against every implementation.
+//!
+//! Files: `redb/` (tables, group-commit writer, backup) and `postgres.rs` are the durable
+//! backends, `moka.rs` and `redis.rs` the hot ones; `rows.rs` is what the durable backends
+//! write (versioned, apart from the domain types); `migrate.rs` copies between durable
+//! stores.
 //!
 //! # Contract
 //! * Conditional writes are atomic: `update_miner`/`delete_miner` check the stored token hash
