@@ -54,7 +54,7 @@ pub enum RowError {
     },
 }
 
-/// A stored row: its name for error messages, and its format version.
+/// A stored row type; its name makes "which row could not be read" plain in errors.
 pub trait Row: Serialize + DeserializeOwned {
     /// What the row holds ("miner", "stats", ...), for error messages.
     const WHAT: &'static str;
@@ -322,35 +322,45 @@ impl TryFrom<OutcomeRow> for OutcomeRecord {
     }
 }
 
-/// Shorthands the stores use: domain value to JSON row, and back.
+// Shorthands the stores use: domain value to JSON row, and back, so a store never names a
+// row type and cannot bypass the conversion.
+
+/// A miner as its JSON row.
 pub fn encode_miner(m: &Miner) -> Result<String, RowError> {
     encode(&MinerRow::from(m))
 }
 
+/// A miner from its JSON row (of any version this build reads).
 pub fn decode_miner(bytes: &[u8]) -> Result<Miner, RowError> {
     Miner::try_from(decode::<MinerRow>(bytes)?)
 }
 
+/// Statistics as their JSON row.
 pub fn encode_stats(s: &MinerStats) -> Result<String, RowError> {
     encode(&StatsRow::from(s))
 }
 
+/// Statistics from their JSON row.
 pub fn decode_stats(bytes: &[u8]) -> Result<MinerStats, RowError> {
     decode::<StatsRow>(bytes).map(MinerStats::from)
 }
 
+/// An availability checkpoint as its JSON row.
 pub fn encode_availability(a: &Availability) -> Result<String, RowError> {
     encode(&AvailabilityRow::from(a))
 }
 
+/// An availability checkpoint from its JSON row.
 pub fn decode_availability(bytes: &[u8]) -> Result<Availability, RowError> {
     decode::<AvailabilityRow>(bytes).map(Availability::from)
 }
 
+/// An outcome as its JSON row (redb; PostgreSQL stores the [`OutcomeRow`] as columns).
 pub fn encode_outcome(o: &OutcomeRecord) -> Result<String, RowError> {
     encode(&OutcomeRow::from(o))
 }
 
+/// An outcome from its JSON row.
 pub fn decode_outcome(bytes: &[u8]) -> Result<OutcomeRecord, RowError> {
     OutcomeRecord::try_from(decode::<OutcomeRow>(bytes)?)
 }

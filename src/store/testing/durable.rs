@@ -21,6 +21,7 @@ pub struct DurableCaps {
 }
 
 impl DurableCaps {
+    /// The defaults for a backend named `backend`.
     pub fn new(backend: &'static str) -> Self {
         Self {
             backend,
@@ -55,11 +56,13 @@ fn find(all: &[StoredMiner], i: u8) -> &StoredMiner {
         .unwrap_or_else(|| panic!("miner {i} is not loaded"))
 }
 
+/// `backend()` is the name the caller expects, and a fresh store is healthy.
 pub async fn names_its_backend(s: &dyn DurableStore, caps: DurableCaps) {
     assert_eq!(s.backend(), caps.backend);
     s.health().await.expect("a fresh store is healthy");
 }
 
+/// A new miner loads back as stored, with empty statistics.
 pub async fn insert_then_load(s: &dyn DurableStore) {
     s.insert_miner(&miner(1, "h1")).await.expect("insert 1");
     s.insert_miner(&miner(2, "h2")).await.expect("insert 2");
@@ -70,6 +73,7 @@ pub async fn insert_then_load(s: &dyn DurableStore) {
     assert_eq!(one.stats, MinerStats::default());
 }
 
+/// Inserting a taken address is `AlreadyExists` and leaves the first registration.
 pub async fn insert_twice_is_refused(s: &dyn DurableStore) {
     s.insert_miner(&miner(3, "first")).await.expect("insert");
     assert_eq!(
@@ -84,6 +88,7 @@ pub async fn insert_twice_is_refused(s: &dyn DurableStore) {
     );
 }
 
+/// An update needs the miner to exist (`NotFound`) and its token hash (`TokenMismatch`).
 pub async fn update_checks_the_token(s: &dyn DurableStore) {
     assert_eq!(
         s.update_miner(&miner(4, "h")).await,
@@ -102,6 +107,8 @@ pub async fn update_checks_the_token(s: &dyn DurableStore) {
     assert_eq!(find(&all, 4).miner.stake, 999);
 }
 
+/// A delete checks the token, removes statistics and availability with the miner, and a
+/// later registration starts clean.
 pub async fn delete_checks_the_token_and_removes_everything(s: &dyn DurableStore) {
     s.insert_miner(&miner(5, "h")).await.expect("insert");
     s.record_outcome(&outcome(5, true, 10), 0.95)
@@ -124,6 +131,8 @@ pub async fn delete_checks_the_token_and_removes_everything(s: &dyn DurableStore
     assert_eq!(find(&all, 5).stats.jobs_total, 0);
 }
 
+/// Outcomes fold into the statistics in one commit with their history record; the stats
+/// returned are the ones stored.
 pub async fn outcomes_accumulate_into_stats(s: &dyn DurableStore) {
     assert_eq!(
         s.record_outcome(&outcome(6, true, 1), 0.95).await,
@@ -156,6 +165,7 @@ pub async fn outcomes_accumulate_into_stats(s: &dyn DurableStore) {
     );
 }
 
+/// Outcomes recorded at once for one miner are all counted (no lost update).
 pub async fn concurrent_outcomes_are_never_lost(s: Arc<dyn DurableStore>, caps: DurableCaps) {
     s.insert_miner(&miner(7, "h")).await.expect("insert");
     let n = caps.concurrent_writes;
@@ -179,6 +189,7 @@ pub async fn concurrent_outcomes_are_never_lost(s: Arc<dyn DurableStore>, caps: 
     assert_eq!(s.outcome_count().await.expect("count"), n);
 }
 
+/// A checkpoint is stored for known miners and never resurrects an unknown one.
 pub async fn availability_checkpoint_round_trips(s: &dyn DurableStore) {
     s.insert_miner(&miner(8, "h")).await.expect("insert");
     let av = availability(3.0, 4.0, 77);
@@ -213,6 +224,7 @@ pub async fn prune_drops_old_history_only(s: &dyn DurableStore) {
     s.health().await.expect("healthy after a prune");
 }
 
+/// `load_miner` gives one miner with its statistics, `None` for an unknown address.
 pub async fn load_miner_reads_one(s: &dyn DurableStore) {
     assert_eq!(s.load_miner(&address(10)).await.expect("load"), None);
     s.insert_miner(&miner(10, "h")).await.expect("insert");
@@ -283,12 +295,17 @@ pub async fn export_import_round_trips(s: &dyn DurableStore, target: &dyn Durabl
     assert_eq!(target.outcome_count().await.expect("count"), 0);
 }
 
-/// After `close`, writes fail as `Unavailable` naming the backend, and nothing is stored.
+/// After `close`, writes fail as `Unavailable` naming the backend, and the message says no
+/// more than that (the cause is the error's source, for the log).
 pub async fn closed_store_refuses_writes(s: &dyn DurableStore, caps: DurableCaps) {
     s.insert_miner(&miner(13, "h")).await.expect("insert");
     s.close().await;
     match s.insert_miner(&miner(14, "h")).await {
-        Err(e @ StoreError::Unavailable { .. }) => assert_eq!(e.backend(), Some(caps.backend)),
+        Err(e @ StoreError::Unavailable { .. }) => {
+            assert_eq!(e.backend(), Some(caps.backend));
+            assert_eq!(e.to_string(), format!("{} is unavailable", caps.backend));
+            assert!(std::error::Error::source(&e).is_some(), "the cause is kept");
+        }
         other => panic!("a closed store answered a write with {other:?}"),
     }
     assert!(s.health().await.is_err(), "a closed store is not healthy");
