@@ -4,7 +4,7 @@ use clap::{Args, Parser, Subcommand};
 use poolhub::config::Config;
 use poolhub::server;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// poolhub: miner registry, scoring and real-time job matching for a GPU-inference pool.
@@ -311,7 +311,10 @@ fn migrate(args: &MigrateArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("poolhub: migrate failed: {e}");
+            eprintln!(
+                "poolhub: migrate failed: {}",
+                poolhub::store::error_chain(&e)
+            );
             ExitCode::FAILURE
         }
     }
@@ -329,8 +332,8 @@ fn backup(args: BackupArgs) -> ExitCode {
         eprintln!("poolhub: backup copies the redb file; this configuration keeps no redb file");
         return ExitCode::FAILURE;
     }
-    match backup_file(&cfg.storage.path, &args.dest) {
-        Ok((miners, outcomes)) => {
+    match poolhub::store::redb::backup(&cfg.storage.path, &args.dest) {
+        Ok(poolhub::store::redb::BackedUp { miners, outcomes }) => {
             eprintln!(
                 "poolhub: backed up {} to {} ({miners} miners, {outcomes} outcomes; copy checked)",
                 cfg.storage.path.display(),
@@ -339,89 +342,13 @@ fn backup(args: BackupArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("poolhub: backup failed: {e}");
+            eprintln!(
+                "poolhub: backup failed: {}",
+                poolhub::store::error_chain(&e)
+            );
             ExitCode::FAILURE
         }
     }
-}
-
-/// Copies the redb file `src` to `dest` while holding redb's lock on `src` (so no hub can write
-/// it meanwhile), checks the copy, and only then renames it into place. Returns the number of
-/// miners and outcomes in the copy.
-fn backup_file(src: &Path, dest: &Path) -> Result<(usize, u64), String> {
-    use std::io::Read;
-    if dest.exists() {
-        return Err(format!("{} already exists", dest.display()));
-    }
-    // Opening a file that is not a redb file would rewrite its header: refuse it first.
-    let mut magic = [0u8; 9];
-    std::fs::File::open(src)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .map_err(|e| format!("cannot read {}: {e}", src.display()))?;
-    if magic != *b"redb\x1a\x0a\xa9\x0d\x0a" {
-        return Err(format!("{} is not a redb file", src.display()));
-    }
-    let locked = redb::Database::open(src).map_err(|e| match e {
-        redb::DatabaseError::DatabaseAlreadyOpen => format!(
-            "{} is in use, most likely by a running hub. A copy taken while the hub writes can \
-             be torn: stop the hub (systemctl stop poolhub), back up, then start it again",
-            src.display()
-        ),
-        e => format!("cannot open {}: {e}", src.display()),
-    })?;
-    let name = dest
-        .file_name()
-        .ok_or_else(|| format!("{} is not a file name", dest.display()))?;
-    let tmp = dest.with_file_name(format!(
-        ".{}.partial-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let copied = std::fs::copy(src, &tmp)
-        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
-        .map_err(|e| format!("cannot copy to {}: {e}", tmp.display()));
-    drop(locked);
-    let checked = copied.and_then(|()| check_copy(&tmp));
-    let counts = match checked {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
-    if let Err(e) = std::fs::rename(&tmp, dest) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(format!("cannot create {}: {e}", dest.display()));
-    }
-    let dir = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(counts)
-}
-
-/// Opens the copy the way the hub would: redb's integrity check, then the store (schema
-/// version) and every miner record.
-fn check_copy(path: &Path) -> Result<(usize, u64), String> {
-    use poolhub::store::DurableStore;
-    let bad = |e: &dyn std::fmt::Display| format!("the copy does not check out: {e}");
-    let mut db = redb::Database::open(path).map_err(|e| bad(&e))?;
-    db.check_integrity().map_err(|e| bad(&e))?;
-    drop(db);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| bad(&e))?;
-    rt.block_on(async {
-        let store = poolhub::store::redb::RedbStore::open(path, None).map_err(|e| bad(&e))?;
-        let miners = store.load_all().await.map_err(|e| bad(&e));
-        let outcomes = store.outcome_count().await.map_err(|e| bad(&e));
-        store.close().await;
-        Ok((miners?.len(), outcomes?))
-    })
 }
 
 #[cfg(target_env = "musl")]

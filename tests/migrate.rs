@@ -3,44 +3,22 @@
 
 mod backends;
 
-use poolhub::domain::scoring::Availability;
-use poolhub::domain::{Address, Capabilities, Endpoint, Miner};
 use poolhub::store::redb::RedbStore;
+use poolhub::store::testing::fixtures::{address, availability, miner};
+use poolhub::store::testing::required_env;
 use poolhub::store::{DurableStore, OutcomeRecord, StoredMiner};
 use std::path::Path;
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_poolhub");
 
-fn address(i: u8) -> Address {
-    let mut b = [0u8; 20];
-    b[0] = 0xcd;
-    b[19] = i;
-    Address::from_bytes(b)
-}
-
-fn miner(i: u8) -> Miner {
-    Miner {
-        address: address(i),
-        endpoint: Endpoint::try_from(format!("http://m{i}.example.com:8080")).unwrap(),
-        capabilities: Capabilities {
-            models: vec!["llama3.2".into(), format!("model{i}")],
-            gpu_memory: 16384,
-            max_concurrent_jobs: 4,
-            job_types: vec!["inference".into()],
-        },
-        stake: u64::from(i) * 1000,
-        token_hash: format!("{i:064x}"),
-        registered_at: 1_000 + u64::from(i),
-        updated_at: 2_000 + u64::from(i),
-    }
-}
-
 /// A redb file with 5 miners, 40 outcomes and an availability checkpoint.
 async fn seed(path: &Path) {
     let s = RedbStore::open(path, None).unwrap();
     for i in 0..5 {
-        s.insert_miner(&miner(i)).await.unwrap();
+        s.insert_miner(&miner(i, &format!("{i:064x}")))
+            .await
+            .unwrap();
     }
     for k in 0..40u64 {
         s.record_outcome(
@@ -57,11 +35,7 @@ async fn seed(path: &Path) {
         .await
         .unwrap();
     }
-    let av = Availability {
-        up: 5.0,
-        total: 6.0,
-        as_of: 123,
-    };
+    let av = availability(5.0, 6.0, 123);
     s.save_availability(vec![(address(1), av)]).await.unwrap();
     s.close().await;
 }
@@ -90,7 +64,7 @@ fn migrate(args: &[&str]) -> (bool, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs POOLHUB_TEST_DATABASE_URL"]
 async fn redb_to_postgres_and_back_copies_everything() {
-    let url = backends::database_url();
+    let url = required_env(backends::DATABASE_VAR);
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a.redb"), dir.path().join("b.redb"));
     seed(&a).await;

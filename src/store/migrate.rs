@@ -7,7 +7,7 @@
 
 use super::postgres::{PgOptions, PostgresStore};
 use super::redb::RedbStore;
-use super::{DurableStore, StoredMiner};
+use super::{DurableStore, StoreError, StoredMiner};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +24,47 @@ pub struct Copied {
     pub outcomes: u64,
 }
 
+/// Why a migration stopped. The target is left as the failed step left it: run again with
+/// `--force` once the cause is fixed.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("--from and --to are the same store")]
+    SameStore,
+    #[error("{0}: no such redb file")]
+    NoSuchFile(String),
+    /// `location` is shown with its password redacted.
+    #[error("{location}")]
+    OpenPostgres {
+        location: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("{location} (is a hub still running on it? stop it before migrating)")]
+    OpenRedb {
+        location: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error(
+        "the target is not empty ({miners} miners, {outcomes} outcomes); use --force to \
+         replace its contents"
+    )]
+    NotEmpty { miners: usize, outcomes: u64 },
+    /// A store failed during the step named.
+    #[error("{step}")]
+    Store {
+        step: &'static str,
+        #[source]
+        source: StoreError,
+    },
+    #[error("verification failed: {in_source} miners in the source, {in_target} in the target")]
+    MinerCount { in_source: usize, in_target: usize },
+    #[error("verification failed: miner records differ after the copy")]
+    MinerRecords,
+    #[error("verification failed: {in_source} outcomes in the source, {in_target} in the target")]
+    OutcomeCount { in_source: u64, in_target: u64 },
+}
+
 /// A location given on the command line: a `postgresql://` URL or a redb file path.
 pub fn is_postgres(location: &str) -> bool {
     location.starts_with("postgresql://") || location.starts_with("postgres://")
@@ -34,7 +75,7 @@ pub async fn open(
     location: &str,
     schema: &str,
     must_exist: bool,
-) -> Result<Arc<dyn DurableStore>, String> {
+) -> Result<Arc<dyn DurableStore>, MigrateError> {
     if is_postgres(location) {
         let s = PostgresStore::connect(
             PgOptions {
@@ -46,15 +87,19 @@ pub async fn open(
             None,
         )
         .await
-        .map_err(|e| format!("{}: {e}", crate::config::redact_url(location)))?;
+        .map_err(|source| MigrateError::OpenPostgres {
+            location: crate::config::redact_url(location),
+            source,
+        })?;
         return Ok(Arc::new(s));
     }
     let path = Path::new(location);
     if must_exist && !path.is_file() {
-        return Err(format!("{location}: no such redb file"));
+        return Err(MigrateError::NoSuchFile(location.to_string()));
     }
-    let s = RedbStore::open(path, None).map_err(|e| {
-        format!("{location}: {e} (is a hub still running on it? stop it before migrating)")
+    let s = RedbStore::open(path, None).map_err(|source| MigrateError::OpenRedb {
+        location: location.to_string(),
+        source,
     })?;
     Ok(Arc::new(s))
 }
@@ -70,19 +115,16 @@ pub async fn copy(
     from: &dyn DurableStore,
     to: &dyn DurableStore,
     force: bool,
-) -> Result<Copied, String> {
-    let e = |what: &str| {
-        let what = what.to_string();
-        move |err: super::StoreError| format!("{what}: {err}")
-    };
+) -> Result<Copied, MigrateError> {
+    let e = |step: &'static str| move |source| MigrateError::Store { step, source };
     let existing = to.load_all().await.map_err(e("reading the target"))?.len();
     let existing_outcomes = to.outcome_count().await.map_err(e("reading the target"))?;
     if existing > 0 || existing_outcomes > 0 {
         if !force {
-            return Err(format!(
-                "the target is not empty ({existing} miners, {existing_outcomes} outcomes); \
-                 use --force to replace its contents"
-            ));
+            return Err(MigrateError::NotEmpty {
+                miners: existing,
+                outcomes: existing_outcomes,
+            });
         }
         to.wipe().await.map_err(e("emptying the target"))?;
     }
@@ -111,21 +153,21 @@ pub async fn copy(
     // Verify: the same miners, record for record, and the same number of outcomes.
     let copied = to.load_all().await.map_err(e("verifying"))?;
     if copied.len() != miners.len() {
-        return Err(format!(
-            "verification failed: {} miners in the source, {} in the target",
-            miners.len(),
-            copied.len()
-        ));
+        return Err(MigrateError::MinerCount {
+            in_source: miners.len(),
+            in_target: copied.len(),
+        });
     }
     if sorted(copied) != sorted(miners.clone()) {
-        return Err("verification failed: miner records differ after the copy".into());
+        return Err(MigrateError::MinerRecords);
     }
     let n = to.outcome_count().await.map_err(e("verifying"))?;
     let source_n = from.outcome_count().await.map_err(e("verifying"))?;
     if n != outcomes || n != source_n {
-        return Err(format!(
-            "verification failed: {source_n} outcomes in the source, {n} in the target"
-        ));
+        return Err(MigrateError::OutcomeCount {
+            in_source: source_n,
+            in_target: n,
+        });
     }
     Ok(Copied {
         miners: miners.len(),
@@ -140,9 +182,9 @@ pub async fn run(
     from_schema: &str,
     to_schema: &str,
     force: bool,
-) -> Result<Copied, String> {
+) -> Result<Copied, MigrateError> {
     if from == to && from_schema == to_schema {
-        return Err("--from and --to are the same store".into());
+        return Err(MigrateError::SameStore);
     }
     let src = open(from, from_schema, true).await?;
     let dst = open(to, to_schema, false).await?;

@@ -7,8 +7,14 @@
 //!   as its time-to-live), and the match ledger — which miners a match offered and which of
 //!   them have reported an outcome.
 //!
-//! The rest of the program sees only these traits; `tests/conformance.rs` runs one suite
-//! against every implementation.
+//! The rest of the program sees only these traits. The contract below is also code:
+//! `testing` (behind the `test-util` feature) has one test function per behaviour, and
+//! `tests/conformance.rs` runs them against every implementation.
+//!
+//! Files: `redb/` (tables, group-commit writer, backup) and `postgres.rs` are the durable
+//! backends, `moka.rs` and `redis.rs` the hot ones; `rows.rs` is what the durable backends
+//! write (versioned, apart from the domain types); `migrate.rs` copies between durable
+//! stores.
 //!
 //! # Contract
 //! * Conditional writes are atomic: `update_miner`/`delete_miner` check the stored token hash
@@ -22,13 +28,26 @@ pub mod moka;
 pub mod postgres;
 pub mod redb;
 pub mod redis;
+pub mod rows;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
 use crate::domain::scoring::{Availability, MinerStats};
 use crate::domain::{Address, Miner, MinerStatus};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+/// Any error a backend reports, boxed so that strings and driver errors both fit.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Errors by meaning; each backend maps its own errors into these.
+///
+/// `Unavailable` and `Corrupt` keep the backend's own error as their [`source`], and their
+/// `Display` names only the backend: the message may reach an HTTP client, the detail (a
+/// file path, an SQL error, a host name) must not. Logs and the command line print the
+/// whole chain with [`StoreError::detail`].
+///
+/// [`source`]: std::error::Error::source
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum StoreError {
     #[error("not found")]
@@ -37,35 +56,106 @@ pub enum StoreError {
     AlreadyExists,
     #[error("token does not match")]
     TokenMismatch,
-    #[error("{backend} is unavailable: {message}")]
+    #[error("{backend} is unavailable")]
     Unavailable {
         backend: &'static str,
-        message: String,
+        #[source]
+        source: Cause,
     },
-    #[error("{backend} holds data it cannot read: {message}")]
+    #[error("{backend} holds data it cannot read")]
     Corrupt {
         backend: &'static str,
-        message: String,
+        #[source]
+        source: Cause,
     },
 }
 
 impl StoreError {
-    /// The backend cannot be reached or failed to do the operation.
-    pub fn unavailable(backend: &'static str, e: impl std::fmt::Display) -> Self {
+    /// The backend cannot be reached or failed to do the operation; the request may be
+    /// retried once it is back. `e` is kept as the source.
+    pub fn unavailable(backend: &'static str, e: impl Into<BoxError>) -> Self {
         Self::Unavailable {
             backend,
-            message: e.to_string(),
+            source: Cause::new(e),
         }
     }
 
-    /// The backend holds data this build cannot read.
-    pub fn corrupt(backend: &'static str, e: impl std::fmt::Display) -> Self {
+    /// The backend holds data this build cannot read; retrying will not help. `e` is kept
+    /// as the source.
+    pub fn corrupt(backend: &'static str, e: impl Into<BoxError>) -> Self {
         Self::Corrupt {
             backend,
-            message: e.to_string(),
+            source: Cause::new(e),
         }
     }
+
+    /// The backend that failed, for metrics labels and logs; `None` for the errors that
+    /// are answers (not found, already exists, token mismatch), not failures.
+    pub fn backend(&self) -> Option<&'static str> {
+        match self {
+            Self::Unavailable { backend, .. } | Self::Corrupt { backend, .. } => Some(backend),
+            Self::NotFound | Self::AlreadyExists | Self::TokenMismatch => None,
+        }
+    }
+
+    /// The message followed by every cause ("redb is unavailable: cannot open x: ..."), for
+    /// logs and the command line, where the detail belongs. Never put it in an HTTP body.
+    pub fn detail(&self) -> String {
+        error_chain(self)
+    }
 }
+
+/// `e` and its causes joined by ": ", the way an operator wants to read a failure.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
+}
+
+/// The backend's own error under a [`StoreError`]. Shared (`Arc`) because `StoreError` is
+/// `Clone`: one failed group commit answers every write it carried with the same error.
+/// Two causes are equal when they read the same, which is what tests compare.
+#[derive(Clone)]
+pub struct Cause(std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>);
+
+impl Cause {
+    /// Wraps any error, or a message.
+    pub fn new(e: impl Into<BoxError>) -> Self {
+        Self(std::sync::Arc::from(e.into()))
+    }
+}
+
+impl std::fmt::Debug for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+/// Transparent: the wrapped error's own causes follow it in the chain.
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0) || self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for Cause {}
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -243,3 +333,34 @@ pub trait EventBus: Send + Sync {
 /// Told about every durable commit: how long it took, how many writes it carried, and
 /// whether it succeeded. Feeds the storage metrics without the store knowing Prometheus.
 pub type CommitObserver = std::sync::Arc<dyn Fn(std::time::Duration, usize, bool) + Send + Sync>;
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+    use std::error::Error as _;
+
+    #[test]
+    fn backend_errors_name_the_backend_and_keep_the_detail_as_their_source() {
+        let io = std::io::Error::other("cannot open /secret/path/hub.redb");
+        for (e, shown) in [
+            (StoreError::unavailable("redb", io), "redb is unavailable"),
+            (
+                StoreError::corrupt("postgres", "miner row 0xab: bad JSON"),
+                "postgres holds data it cannot read",
+            ),
+        ] {
+            assert_eq!(e.to_string(), shown, "Display is generic");
+            let source = e.source().expect("the cause is kept");
+            assert!(!source.to_string().is_empty());
+            assert!(e.detail().starts_with(shown) && e.detail().len() > shown.len());
+        }
+        let e = StoreError::unavailable("redb", "cannot open /secret/path/hub.redb");
+        assert_eq!(
+            e.detail(),
+            "redb is unavailable: cannot open /secret/path/hub.redb"
+        );
+        assert_eq!(e.backend(), Some("redb"));
+        assert_eq!(StoreError::NotFound.backend(), None);
+        assert_eq!(e.clone(), e, "clones compare equal");
+    }
+}

@@ -13,7 +13,10 @@
 //! Connection problems map to [`StoreError::Unavailable`] (the hub answers 503); the pool
 //! drops broken connections and opens new ones by itself on the next use.
 
-use super::{CommitObserver, DurableStore, OutcomeRecord, Result, StoreError, StoredMiner};
+use super::rows::{self, OutcomeRow, RowError};
+use super::{
+    BoxError, CommitObserver, DurableStore, OutcomeRecord, Result, StoreError, StoredMiner,
+};
 use crate::domain::scoring::{Availability, MinerStats};
 use crate::domain::{Address, Miner};
 use async_trait::async_trait;
@@ -50,16 +53,23 @@ const MIGRATIONS: &[&str] = &[
 /// The newest schema version this build understands.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
+fn unavailable(e: impl Into<BoxError>) -> StoreError {
     StoreError::unavailable(BACKEND, e)
 }
 
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
+fn corrupt(e: impl Into<BoxError>) -> StoreError {
     StoreError::corrupt(BACKEND, e)
 }
 
-/// Maps a driver error by meaning. Everything but a few data errors is "unavailable": the
-/// request may be retried once the database is reachable again.
+/// A stored row this build cannot read is corrupt data, never a panic.
+fn row<T>(r: std::result::Result<T, RowError>) -> Result<T> {
+    r.map_err(corrupt)
+}
+
+/// Maps a driver error by meaning. Only a unique violation (SQLSTATE 23505) has a meaning
+/// of its own, `AlreadyExists`; every other error, data errors included, is reported as
+/// `Unavailable` (the request may succeed once the database is reachable again), with the
+/// server's message and SQLSTATE kept as the cause.
 fn pg(e: tokio_postgres::Error) -> StoreError {
     if let Some(db) = e.as_db_error() {
         let code = db.code().code();
@@ -88,14 +98,6 @@ pub fn valid_schema_name(s: &str) -> bool {
         && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(corrupt)
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|e| corrupt(format!("{what}: {e}")))
 }
 
 fn i64_of(v: u64) -> i64 {
@@ -174,6 +176,29 @@ impl Sql {
     }
 }
 
+/// Appends one outcome to the history, as the columns of its [`OutcomeRow`].
+async fn insert_outcome(
+    txn: &deadpool_postgres::Transaction<'_>,
+    stmt: &tokio_postgres::Statement,
+    o: &OutcomeRecord,
+) -> Result<()> {
+    let r = OutcomeRow::from(o);
+    txn.execute(
+        stmt,
+        &[
+            &i64_of(r.at),
+            &r.address,
+            &r.match_id,
+            &r.success,
+            &r.latency_ms,
+            &r.error,
+        ],
+    )
+    .await
+    .map_err(pg)
+    .map(|_| ())
+}
+
 /// How to reach the database.
 #[derive(Debug, Clone)]
 pub struct PgOptions {
@@ -194,13 +219,18 @@ pub struct PostgresStore {
     closed: std::sync::atomic::AtomicBool,
 }
 
+/// One `miners` row: the three JSON columns, each a versioned row of `store::rows`.
 fn row_to_stored(miner: &str, stats: Option<&str>, avail: Option<&str>) -> Result<StoredMiner> {
     Ok(StoredMiner {
-        miner: from_json("miner", miner)?,
-        stats: stats.map_or(Ok(MinerStats::default()), |s| from_json("stats", s))?,
-        availability: avail.map_or(Ok(Availability::default()), |s| {
-            from_json("availability", s)
-        })?,
+        miner: row(rows::decode_miner(miner.as_bytes()))?,
+        stats: match stats {
+            Some(s) => row(rows::decode_stats(s.as_bytes()))?,
+            None => MinerStats::default(),
+        },
+        availability: match avail {
+            Some(a) => row(rows::decode_availability(a.as_bytes()))?,
+            None => Availability::default(),
+        },
     })
 }
 
@@ -254,7 +284,7 @@ impl PostgresStore {
                 Err(e @ StoreError::Corrupt { .. }) => return Err(e),
                 Err(e) if Instant::now() + delay >= deadline => return Err(e),
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64,
+                    tracing::warn!(error = %e.detail(), retry_in_ms = delay.as_millis() as u64,
                         "PostgreSQL is not reachable yet; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
@@ -341,15 +371,16 @@ impl PostgresStore {
         self.pool.get().await.map_err(pool_err)
     }
 
-    /// Reports one committed (or failed) write to the metrics observer.
-    fn observe<T>(&self, started: Instant, r: &Result<T>) {
+    /// Runs one write and reports it to the metrics observer: how long it took, and whether
+    /// it failed in the backend (a refused write, such as a token mismatch, did not).
+    async fn observed<T>(&self, write: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        let started = Instant::now();
+        let r = write.await;
         if let Some(o) = &self.observer {
-            let ok = !matches!(
-                r,
-                Err(StoreError::Unavailable { .. } | StoreError::Corrupt { .. })
-            );
-            o(started.elapsed(), 1, ok);
+            let failed = r.as_ref().err().and_then(StoreError::backend).is_some();
+            o(started.elapsed(), 1, !failed);
         }
+        r
     }
 
     async fn do_record_outcome(&self, o: &OutcomeRecord, decay: f64) -> Result<MinerStats> {
@@ -357,13 +388,13 @@ impl PostgresStore {
         let txn = client.transaction().await.map_err(pg)?;
         let addr = o.address.to_string();
         let stmt = txn.prepare_cached(&self.sql.lock_stats).await.map_err(pg)?;
-        let row = txn
+        let locked = txn
             .query_opt(&stmt, &[&addr])
             .await
             .map_err(pg)?
             .ok_or(StoreError::NotFound)?;
-        let current: MinerStats = match row.get::<_, Option<&str>>(0) {
-            Some(s) => from_json("stats", s)?,
+        let current = match locked.get::<_, Option<&str>>(0) {
+            Some(s) => row(rows::decode_stats(s.as_bytes()))?,
             None => MinerStats::default(),
         };
         let next = current.with_outcome(o.sample(), decay);
@@ -371,26 +402,14 @@ impl PostgresStore {
             .prepare_cached(&self.sql.write_stats)
             .await
             .map_err(pg)?;
-        txn.execute(&stmt, &[&addr, &to_json(&next)?])
+        txn.execute(&stmt, &[&addr, &row(rows::encode_stats(&next))?])
             .await
             .map_err(pg)?;
         let stmt = txn
             .prepare_cached(&self.sql.insert_outcome)
             .await
             .map_err(pg)?;
-        txn.execute(
-            &stmt,
-            &[
-                &i64_of(o.at),
-                &addr,
-                &o.match_id,
-                &o.success,
-                &o.latency_ms,
-                &o.error,
-            ],
-        )
-        .await
-        .map_err(pg)?;
+        insert_outcome(&txn, &stmt, o).await?;
         txn.commit().await.map_err(pg)?;
         Ok(next)
     }
@@ -434,8 +453,7 @@ impl DurableStore for PostgresStore {
     }
 
     async fn insert_miner(&self, miner: &Miner) -> Result<()> {
-        let started = Instant::now();
-        let r = async {
+        self.observed(async {
             let client = self.client().await?;
             let stmt = client.prepare_cached(&self.sql.insert).await.map_err(pg)?;
             let n = client
@@ -444,7 +462,7 @@ impl DurableStore for PostgresStore {
                     &[
                         &miner.address.to_string(),
                         &miner.token_hash,
-                        &to_json(miner)?,
+                        &row(rows::encode_miner(miner))?,
                     ],
                 )
                 .await
@@ -454,20 +472,20 @@ impl DurableStore for PostgresStore {
             } else {
                 Ok(())
             }
-        }
-        .await;
-        self.observe(started, &r);
-        r
+        })
+        .await
     }
 
     async fn update_miner(&self, miner: &Miner) -> Result<()> {
-        let started = Instant::now();
-        let r = async {
+        self.observed(async {
             let client = self.client().await?;
             let addr = miner.address.to_string();
             let stmt = client.prepare_cached(&self.sql.update).await.map_err(pg)?;
             let n = client
-                .execute(&stmt, &[&addr, &miner.token_hash, &to_json(miner)?])
+                .execute(
+                    &stmt,
+                    &[&addr, &miner.token_hash, &row(rows::encode_miner(miner))?],
+                )
                 .await
                 .map_err(pg)?;
             if n == 0 {
@@ -475,15 +493,12 @@ impl DurableStore for PostgresStore {
             } else {
                 Ok(())
             }
-        }
-        .await;
-        self.observe(started, &r);
-        r
+        })
+        .await
     }
 
     async fn delete_miner(&self, address: &Address, token_hash: &str) -> Result<()> {
-        let started = Instant::now();
-        let r = async {
+        self.observed(async {
             let client = self.client().await?;
             let addr = address.to_string();
             let stmt = client.prepare_cached(&self.sql.delete).await.map_err(pg)?;
@@ -496,10 +511,8 @@ impl DurableStore for PostgresStore {
             } else {
                 Ok(())
             }
-        }
-        .await;
-        self.observe(started, &r);
-        r
+        })
+        .await
     }
 
     async fn record_outcome(
@@ -507,23 +520,20 @@ impl DurableStore for PostgresStore {
         outcome: &OutcomeRecord,
         decay_factor: f64,
     ) -> Result<MinerStats> {
-        let started = Instant::now();
-        let r = self.do_record_outcome(outcome, decay_factor).await;
-        self.observe(started, &r);
-        r
+        self.observed(self.do_record_outcome(outcome, decay_factor))
+            .await
     }
 
     async fn save_availability(&self, batch: Vec<(Address, Availability)>) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        let started = Instant::now();
-        let r = async {
+        self.observed(async {
             let mut addrs = Vec::with_capacity(batch.len());
             let mut avs = Vec::with_capacity(batch.len());
             for (a, av) in &batch {
                 addrs.push(a.to_string());
-                avs.push(to_json(av)?);
+                avs.push(row(rows::encode_availability(av))?);
             }
             let client = self.client().await?;
             client
@@ -531,10 +541,8 @@ impl DurableStore for PostgresStore {
                 .await
                 .map_err(pg)
                 .map(|_| ())
-        }
-        .await;
-        self.observe(started, &r);
-        r
+        })
+        .await
     }
 
     async fn prune_outcomes(&self, before: u64) -> Result<u64> {
@@ -572,17 +580,20 @@ impl DurableStore for PostgresStore {
         for r in &rows {
             let seq: i64 = r.get(0);
             let at: i64 = r.get(1);
-            let address: &str = r.get(2);
-            out.push(OutcomeRecord {
+            // The columns' layout is versioned by the schema; the row type converts them.
+            let columns = OutcomeRow {
+                version: rows::FORMAT_VERSION,
                 at: at.max(0) as u64,
-                address: address
-                    .parse()
-                    .map_err(|e| corrupt(format!("outcome {seq}: {e}")))?,
+                address: r.get(2),
                 match_id: r.get(3),
                 success: r.get(4),
                 latency_ms: r.get(5),
                 error: r.get(6),
-            });
+            };
+            out.push(
+                OutcomeRecord::try_from(columns)
+                    .map_err(|e| corrupt(format!("outcome {seq}: {}", super::error_chain(&e))))?,
+            );
             last = Some(seq as u128);
         }
         Ok((out, last))
@@ -598,9 +609,9 @@ impl DurableStore for PostgresStore {
                 &[
                     &m.miner.address.to_string(),
                     &m.miner.token_hash,
-                    &to_json(&m.miner)?,
-                    &to_json(&m.stats)?,
-                    &to_json(&m.availability)?,
+                    &row(rows::encode_miner(&m.miner))?,
+                    &row(rows::encode_stats(&m.stats))?,
+                    &row(rows::encode_availability(&m.availability))?,
                 ],
             )
             .await
@@ -608,19 +619,7 @@ impl DurableStore for PostgresStore {
         }
         let stmt = txn.prepare(&self.sql.insert_outcome).await.map_err(pg)?;
         for o in &outcomes {
-            txn.execute(
-                &stmt,
-                &[
-                    &i64_of(o.at),
-                    &o.address.to_string(),
-                    &o.match_id,
-                    &o.success,
-                    &o.latency_ms,
-                    &o.error,
-                ],
-            )
-            .await
-            .map_err(pg)?;
+            insert_outcome(&txn, &stmt, o).await?;
         }
         txn.commit().await.map_err(pg)
     }

@@ -47,11 +47,11 @@ end
 return 0
 ";
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
+fn unavailable(e: impl Into<super::BoxError>) -> StoreError {
     StoreError::unavailable(BACKEND, e)
 }
 
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
+fn corrupt(e: impl Into<super::BoxError>) -> StoreError {
     StoreError::corrupt(BACKEND, e)
 }
 

@@ -15,24 +15,14 @@ use std::time::Duration;
 pub const DATABASE_VAR: &str = "POOLHUB_TEST_DATABASE_URL";
 pub const REDIS_VAR: &str = "POOLHUB_TEST_REDIS_URL";
 
-fn var(name: &str) -> String {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => v,
-        _ => panic!(
-            "{name} is not set: this test needs its server (set it, e.g. as .ci/run does, or \
-             run without --include-ignored to leave the backend suites out)"
-        ),
-    }
-}
-
 /// The PostgreSQL test server's URL; panics when `POOLHUB_TEST_DATABASE_URL` is unset.
 pub fn database_url() -> String {
-    var(DATABASE_VAR)
+    poolhub::store::testing::required_env(DATABASE_VAR)
 }
 
 /// The Redis test server's URL; panics when `POOLHUB_TEST_REDIS_URL` is unset.
 pub fn redis_url() -> String {
-    var(REDIS_VAR)
+    poolhub::store::testing::required_env(REDIS_VAR)
 }
 
 /// `prefix` followed by random lowercase hex.

@@ -1,0 +1,209 @@
+//! The embedded durable store: one redb file, written by one thread with group commit.
+//!
+//! * `tables.rs`: every table of the file, and the operations on them;
+//! * `writer.rs`: the writer thread, which groups concurrent writes into one commit (fsync);
+//! * `backup.rs`: `poolhub backup`, a checked copy of a stopped hub's file.
+//!
+//! Reads do not go through the writer: each runs in its own read transaction (a snapshot)
+//! on a blocking thread, since redb's API blocks.
+
+mod backup;
+mod tables;
+mod writer;
+
+pub use backup::{backup, BackedUp, BackupError};
+
+use super::rows::RowError;
+use super::{
+    error_chain, BoxError, CommitObserver, DurableStore, OutcomeRecord, Result, StoreError,
+    StoredMiner,
+};
+use crate::domain::scoring::{Availability, MinerStats};
+use crate::domain::{Address, Miner};
+use async_trait::async_trait;
+use redb::Database;
+use std::path::Path;
+use std::sync::Arc;
+use tables::{Op, Reply};
+use writer::Writer;
+
+const BACKEND: &str = "redb";
+
+fn unavailable(e: impl Into<BoxError>) -> StoreError {
+    StoreError::unavailable(BACKEND, e)
+}
+
+fn corrupt(e: impl Into<BoxError>) -> StoreError {
+    StoreError::corrupt(BACKEND, e)
+}
+
+/// A stored row this build cannot read is corrupt data, never a panic.
+fn row<T>(r: std::result::Result<T, RowError>) -> Result<T> {
+    r.map_err(corrupt)
+}
+
+/// The redb durable store.
+///
+/// Not `Clone`: the program shares one behind an `Arc`. It owns its writer thread, which it
+/// stops on [`close`](DurableStore::close) or when dropped, after the queued writes commit.
+pub struct RedbStore {
+    db: Arc<Database>,
+    writer: Writer,
+}
+
+impl RedbStore {
+    /// Opens (or creates) the file at `path`.
+    pub fn open(path: &Path, observer: Option<CommitObserver>) -> Result<Self> {
+        let db = Database::create(path).map_err(|e| {
+            unavailable(format!(
+                "cannot open {}: {}",
+                path.display(),
+                error_chain(&e)
+            ))
+        })?;
+        Self::start(db, observer)
+    }
+
+    /// A store that lives in memory only (`serve --ephemeral`, tests).
+    pub fn in_memory(observer: Option<CommitObserver>) -> Result<Self> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(unavailable)?;
+        Self::start(db, observer)
+    }
+
+    fn start(db: Database, observer: Option<CommitObserver>) -> Result<Self> {
+        tables::init_schema(&db)?;
+        let db = Arc::new(db);
+        let writer = Writer::start(db.clone(), observer)?;
+        Ok(Self { db, writer })
+    }
+
+    fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T>> {
+        let db = self.db.clone();
+        async move {
+            tokio::task::spawn_blocking(move || f(&db))
+                .await
+                .map_err(unavailable)?
+        }
+    }
+
+    async fn write(&self, op: Op) -> Result<()> {
+        self.writer.submit(op).await.map(|_| ())
+    }
+}
+
+impl Drop for RedbStore {
+    /// Stops the writer after it has committed everything queued, so the file's lock is
+    /// released when the store is gone (a reopen right after a drop must succeed).
+    fn drop(&mut self) {
+        if let Some(h) = self.writer.stop() {
+            let _ = h.join();
+        }
+    }
+}
+
+#[async_trait]
+impl DurableStore for RedbStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn load_all(&self) -> Result<Vec<StoredMiner>> {
+        self.read(tables::load_all).await
+    }
+
+    async fn load_miner(&self, address: &Address) -> Result<Option<StoredMiner>> {
+        let a = *address;
+        self.read(move |db| tables::load_one(db, a)).await
+    }
+
+    async fn insert_miner(&self, miner: &Miner) -> Result<()> {
+        self.write(Op::Insert(miner.clone())).await
+    }
+
+    async fn update_miner(&self, miner: &Miner) -> Result<()> {
+        self.write(Op::Update(miner.clone())).await
+    }
+
+    async fn delete_miner(&self, address: &Address, token_hash: &str) -> Result<()> {
+        self.write(Op::Delete(*address, token_hash.to_string()))
+            .await
+    }
+
+    async fn record_outcome(
+        &self,
+        outcome: &OutcomeRecord,
+        decay_factor: f64,
+    ) -> Result<MinerStats> {
+        match self
+            .writer
+            .submit(Op::Outcome(outcome.clone(), decay_factor))
+            .await?
+        {
+            Reply::Stats(s) => Ok(s),
+            _ => Err(corrupt("writer answered an outcome with the wrong reply")),
+        }
+    }
+
+    async fn save_availability(&self, batch: Vec<(Address, Availability)>) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.write(Op::SaveAvailability(batch)).await
+    }
+
+    async fn prune_outcomes(&self, before: u64) -> Result<u64> {
+        match self.writer.submit(Op::Prune(before)).await? {
+            Reply::Count(n) => Ok(n),
+            _ => Err(corrupt("writer answered a prune with the wrong reply")),
+        }
+    }
+
+    async fn outcome_count(&self) -> Result<u64> {
+        self.read(tables::outcome_count).await
+    }
+
+    async fn export_outcomes(
+        &self,
+        after: Option<u128>,
+        limit: usize,
+    ) -> Result<(Vec<OutcomeRecord>, Option<u128>)> {
+        self.read(move |db| tables::export(db, after, limit)).await
+    }
+
+    async fn import(&self, miners: Vec<StoredMiner>, outcomes: Vec<OutcomeRecord>) -> Result<()> {
+        self.write(Op::Import(miners, outcomes)).await
+    }
+
+    async fn wipe(&self) -> Result<()> {
+        self.write(Op::Wipe).await
+    }
+
+    async fn health(&self) -> Result<()> {
+        if self.writer.is_closed() {
+            return Err(unavailable("the store is closed"));
+        }
+        if let Some(e) = self.writer.last_error() {
+            return Err(unavailable(format!(
+                "the last commit failed: {}",
+                e.detail()
+            )));
+        }
+        self.read(|db| db.begin_read().map(|_| ()).map_err(unavailable))
+            .await
+    }
+
+    async fn close(&self) {
+        // Dropping the sender lets the writer finish its queue and exit.
+        if let Some(h) = self.writer.stop() {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

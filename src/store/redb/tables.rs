@@ -1,0 +1,334 @@
+//! The tables of the redb file and the operations on them, inside a transaction the caller
+//! owns. Nothing here commits or spawns: the writer (`writer.rs`) groups these operations
+//! into commits, and the store (`mod.rs`) runs the reads on blocking threads.
+
+use super::{corrupt, row, unavailable};
+use crate::domain::scoring::{Availability, MinerStats};
+use crate::domain::{Address, Miner};
+use crate::store::rows;
+use crate::store::{OutcomeRecord, Result, StoreError, StoredMiner};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+/// Bumped when the layout of the tables changes; a newer file is refused, not misread. The
+/// layout of each row is versioned on its own (`store::rows`).
+pub(super) const SCHEMA_VERSION: u64 = 1;
+
+/// `"schema_version"` -> [`SCHEMA_VERSION`]; `"outcome_seq"` -> next outcome sequence.
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// address bytes -> `rows::MinerRow` (JSON)
+pub(super) const MINERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("miners");
+/// address bytes -> `rows::StatsRow` (JSON)
+pub(super) const STATS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("stats");
+/// address bytes -> `rows::AvailabilityRow` (JSON)
+pub(super) const AVAILABILITY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("availability");
+/// (accepted_at_ms << 64 | sequence) -> `rows::OutcomeRow` (JSON); time-ordered for pruning.
+pub(super) const OUTCOMES: TableDefinition<u128, &[u8]> = TableDefinition::new("outcomes");
+
+const SCHEMA_KEY: &str = "schema_version";
+const SEQ_KEY: &str = "outcome_seq";
+
+/// A change the writer applies; each is answered with a [`Reply`].
+pub(super) enum Op {
+    Insert(Miner),
+    Update(Miner),
+    Delete(Address, String),
+    Outcome(OutcomeRecord, f64),
+    SaveAvailability(Vec<(Address, Availability)>),
+    Prune(u64),
+    Import(Vec<StoredMiner>, Vec<OutcomeRecord>),
+    Wipe,
+}
+
+pub(super) enum Reply {
+    Done,
+    Stats(MinerStats),
+    Count(u64),
+}
+
+/// Creates the tables of a new file, and refuses a file with a newer schema.
+pub(super) fn init_schema(db: &Database) -> Result<()> {
+    let txn = db.begin_write().map_err(unavailable)?;
+    {
+        let mut meta = txn.open_table(META).map_err(unavailable)?;
+        let found = meta
+            .get(SCHEMA_KEY)
+            .map_err(unavailable)?
+            .map(|v| v.value());
+        match found {
+            None => {
+                meta.insert(SCHEMA_KEY, SCHEMA_VERSION)
+                    .map_err(unavailable)?;
+            }
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(corrupt(format!(
+                    "the file has schema version {v}, this poolhub understands up to {SCHEMA_VERSION}; use a newer poolhub"
+                )));
+            }
+            Some(_) => {}
+        }
+        txn.open_table(MINERS).map_err(unavailable)?;
+        txn.open_table(STATS).map_err(unavailable)?;
+        txn.open_table(AVAILABILITY).map_err(unavailable)?;
+        txn.open_table(OUTCOMES).map_err(unavailable)?;
+    }
+    txn.commit().map_err(unavailable)
+}
+
+/// Every table, opened in one write transaction.
+pub(super) struct Tables<'t> {
+    meta: redb::Table<'t, &'static str, u64>,
+    miners: redb::Table<'t, &'static [u8], &'static [u8]>,
+    stats: redb::Table<'t, &'static [u8], &'static [u8]>,
+    availability: redb::Table<'t, &'static [u8], &'static [u8]>,
+    outcomes: redb::Table<'t, u128, &'static [u8]>,
+}
+
+impl<'t> Tables<'t> {
+    pub(super) fn open(txn: &'t redb::WriteTransaction) -> Result<Self> {
+        Ok(Self {
+            meta: txn.open_table(META).map_err(unavailable)?,
+            miners: txn.open_table(MINERS).map_err(unavailable)?,
+            stats: txn.open_table(STATS).map_err(unavailable)?,
+            availability: txn.open_table(AVAILABILITY).map_err(unavailable)?,
+            outcomes: txn.open_table(OUTCOMES).map_err(unavailable)?,
+        })
+    }
+
+    fn stored_token(&self, address: &Address) -> Result<Option<String>> {
+        match self
+            .miners
+            .get(address.as_bytes().as_slice())
+            .map_err(unavailable)?
+        {
+            None => Ok(None),
+            Some(v) => Ok(Some(row(rows::decode_miner(v.value()))?.token_hash)),
+        }
+    }
+
+    fn next_seq(&self) -> Result<u64> {
+        Ok(self
+            .meta
+            .get(SEQ_KEY)
+            .map_err(unavailable)?
+            .map_or(0, |v| v.value()))
+    }
+
+    fn put_miner(&mut self, m: &Miner) -> Result<()> {
+        let v = row(rows::encode_miner(m))?;
+        self.miners
+            .insert(m.address.as_bytes().as_slice(), v.as_bytes())
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn put_outcome(&mut self, o: &OutcomeRecord, seq: u64) -> Result<()> {
+        let v = row(rows::encode_outcome(o))?;
+        let key = (u128::from(o.at) << 64) | u128::from(seq);
+        self.outcomes
+            .insert(key, v.as_bytes())
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Applies one operation. An `Unavailable` error may leave part of it written: the
+    /// caller must then abort the whole transaction.
+    pub(super) fn apply(&mut self, op: Op) -> Result<Reply> {
+        match op {
+            Op::Insert(m) => {
+                let key = *m.address.as_bytes();
+                if self
+                    .miners
+                    .get(key.as_slice())
+                    .map_err(unavailable)?
+                    .is_some()
+                {
+                    return Err(StoreError::AlreadyExists);
+                }
+                self.put_miner(&m)?;
+                Ok(Reply::Done)
+            }
+            Op::Update(m) => {
+                match self.stored_token(&m.address)? {
+                    None => return Err(StoreError::NotFound),
+                    Some(t) if t != m.token_hash => return Err(StoreError::TokenMismatch),
+                    Some(_) => {}
+                }
+                self.put_miner(&m)?;
+                Ok(Reply::Done)
+            }
+            Op::Delete(a, token) => {
+                match self.stored_token(&a)? {
+                    None => return Err(StoreError::NotFound),
+                    Some(t) if t != token => return Err(StoreError::TokenMismatch),
+                    Some(_) => {}
+                }
+                let k = a.as_bytes().as_slice();
+                self.miners.remove(k).map_err(unavailable)?;
+                self.stats.remove(k).map_err(unavailable)?;
+                self.availability.remove(k).map_err(unavailable)?;
+                Ok(Reply::Done)
+            }
+            Op::Outcome(o, decay) => {
+                let k = o.address.as_bytes().as_slice();
+                if self.miners.get(k).map_err(unavailable)?.is_none() {
+                    return Err(StoreError::NotFound);
+                }
+                let current = match self.stats.get(k).map_err(unavailable)? {
+                    Some(v) => row(rows::decode_stats(v.value()))?,
+                    None => MinerStats::default(),
+                };
+                let next = current.with_outcome(o.sample(), decay);
+                let seq = self.next_seq()?;
+                let sv = row(rows::encode_stats(&next))?;
+                self.stats.insert(k, sv.as_bytes()).map_err(unavailable)?;
+                self.put_outcome(&o, seq)?;
+                self.meta
+                    .insert(SEQ_KEY, seq.wrapping_add(1))
+                    .map_err(unavailable)?;
+                Ok(Reply::Stats(next))
+            }
+            Op::SaveAvailability(batch) => {
+                for (a, av) in batch {
+                    let k = a.as_bytes().as_slice();
+                    // A miner deleted since the snapshot stays deleted.
+                    if self.miners.get(k).map_err(unavailable)?.is_none() {
+                        continue;
+                    }
+                    let v = row(rows::encode_availability(&av))?;
+                    self.availability
+                        .insert(k, v.as_bytes())
+                        .map_err(unavailable)?;
+                }
+                Ok(Reply::Done)
+            }
+            Op::Prune(before) => {
+                let end = u128::from(before) << 64;
+                let n = self
+                    .outcomes
+                    .extract_from_if(..end, |_, _| true)
+                    .map_err(unavailable)?
+                    .count() as u64;
+                Ok(Reply::Count(n))
+            }
+            Op::Import(miners, outcomes) => {
+                for m in miners {
+                    let k = m.miner.address.as_bytes().as_slice();
+                    let sv = row(rows::encode_stats(&m.stats))?;
+                    let av = row(rows::encode_availability(&m.availability))?;
+                    self.put_miner(&m.miner)?;
+                    self.stats.insert(k, sv.as_bytes()).map_err(unavailable)?;
+                    self.availability
+                        .insert(k, av.as_bytes())
+                        .map_err(unavailable)?;
+                }
+                let mut seq = self.next_seq()?;
+                for o in outcomes {
+                    self.put_outcome(&o, seq)?;
+                    seq = seq.wrapping_add(1);
+                }
+                self.meta.insert(SEQ_KEY, seq).map_err(unavailable)?;
+                Ok(Reply::Done)
+            }
+            Op::Wipe => {
+                self.miners.retain(|_, _| false).map_err(unavailable)?;
+                self.stats.retain(|_, _| false).map_err(unavailable)?;
+                self.availability
+                    .retain(|_, _| false)
+                    .map_err(unavailable)?;
+                self.outcomes.retain(|_, _| false).map_err(unavailable)?;
+                Ok(Reply::Done)
+            }
+        }
+    }
+}
+
+/// The read side: a snapshot of the three per-miner tables.
+struct MinerTables {
+    miners: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    stats: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    availability: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+}
+
+impl MinerTables {
+    fn open(db: &Database) -> Result<Self> {
+        let txn = db.begin_read().map_err(unavailable)?;
+        Ok(Self {
+            miners: txn.open_table(MINERS).map_err(unavailable)?,
+            stats: txn.open_table(STATS).map_err(unavailable)?,
+            availability: txn.open_table(AVAILABILITY).map_err(unavailable)?,
+        })
+    }
+
+    /// The statistics and availability that go with a miner row.
+    fn complete(&self, key: &[u8], miner: Miner) -> Result<StoredMiner> {
+        let stats = match self.stats.get(key).map_err(unavailable)? {
+            Some(v) => row(rows::decode_stats(v.value()))?,
+            None => MinerStats::default(),
+        };
+        let availability = match self.availability.get(key).map_err(unavailable)? {
+            Some(v) => row(rows::decode_availability(v.value()))?,
+            None => Availability::default(),
+        };
+        Ok(StoredMiner {
+            miner,
+            stats,
+            availability,
+        })
+    }
+}
+
+pub(super) fn load_one(db: &Database, address: Address) -> Result<Option<StoredMiner>> {
+    let t = MinerTables::open(db)?;
+    let k = address.as_bytes().as_slice();
+    let Some(v) = t.miners.get(k).map_err(unavailable)? else {
+        return Ok(None);
+    };
+    let miner = row(rows::decode_miner(v.value()))?;
+    t.complete(k, miner).map(Some)
+}
+
+pub(super) fn load_all(db: &Database) -> Result<Vec<StoredMiner>> {
+    let t = MinerTables::open(db)?;
+    let mut out = Vec::with_capacity(t.miners.len().map_err(unavailable)? as usize);
+    for entry in t.miners.iter().map_err(unavailable)? {
+        let (k, v) = entry.map_err(unavailable)?;
+        let miner = row(rows::decode_miner(v.value()))?;
+        if miner.address.as_bytes().as_slice() != k.value() {
+            return Err(corrupt(format!(
+                "miner row {} is under the wrong key",
+                miner.address
+            )));
+        }
+        out.push(t.complete(k.value(), miner)?);
+    }
+    Ok(out)
+}
+
+pub(super) fn export(
+    db: &Database,
+    after: Option<u128>,
+    limit: usize,
+) -> Result<(Vec<OutcomeRecord>, Option<u128>)> {
+    use std::ops::Bound;
+    let txn = db.begin_read().map_err(unavailable)?;
+    let t = txn.open_table(OUTCOMES).map_err(unavailable)?;
+    let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+    let mut out = Vec::new();
+    let mut last = None;
+    for entry in t
+        .range::<u128>((lower, Bound::Unbounded))
+        .map_err(unavailable)?
+        .take(limit.max(1))
+    {
+        let (k, v) = entry.map_err(unavailable)?;
+        out.push(row(rows::decode_outcome(v.value()))?);
+        last = Some(k.value());
+    }
+    Ok((out, last))
+}
+
+pub(super) fn outcome_count(db: &Database) -> Result<u64> {
+    let txn = db.begin_read().map_err(unavailable)?;
+    let t = txn.open_table(OUTCOMES).map_err(unavailable)?;
+    t.len().map_err(unavailable)
+}
