@@ -36,12 +36,23 @@ fn config(pg: &str, schema: &str, redis: &str, prefix: &str) -> Config {
     c
 }
 
-async fn drop_schema(url: &str, schema: &str) {
-    backends::postgres_schema(url, schema)
+/// Drops the test's schema and its Redis keys.
+async fn clean_up(pg: &str, schema: &str, redis: &str, prefix: &str) {
+    backends::postgres_schema(pg, schema)
         .await
         .drop_schema()
         .await
         .unwrap();
+    poolhub::store::redis::RedisHotStore::open(poolhub::store::redis::RedisOptions {
+        url: redis.into(),
+        prefix: prefix.into(),
+        heartbeat_timeout: Duration::from_secs(1),
+        outcome_window: Duration::from_secs(1),
+    })
+    .unwrap()
+    .clear_namespace()
+    .await
+    .unwrap();
 }
 
 /// Waits until `api` offers `miner` for `model` (without reserving).
@@ -122,7 +133,7 @@ async fn two_hubs_never_grant_more_reservations_than_slots() {
     }
     hub_a.stop().await;
     hub_b.stop().await;
-    drop_schema(&pg, &schema).await;
+    clean_up(&pg, &schema, &rd, &prefix).await;
     assert!(
         over.is_empty(),
         "more reservations than slots (trial, granted): {over:?}"
@@ -170,5 +181,5 @@ async fn an_outcome_on_either_hub_frees_the_slot_for_both() {
     }
     hub_a.stop().await;
     hub_b.stop().await;
-    drop_schema(&pg, &schema).await;
+    clean_up(&pg, &schema, &rd, &prefix).await;
 }
