@@ -9,10 +9,10 @@ use poolhub::store::moka::MokaHotStore;
 use poolhub::store::postgres::{PgOptions, PostgresStore};
 use poolhub::store::redb::RedbStore;
 use poolhub::store::redis::{RedisHotStore, RedisOptions};
+use poolhub::store::testing::hot::{hot_suite, HotCaps};
 use poolhub::store::{
     ClaimError, DurableStore, HotStore, MatchId, MatchTicket, OutcomeRecord, StoreError,
 };
-use poolhub::store::testing::hot::{hot_suite, HotCaps};
 use proptest::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;

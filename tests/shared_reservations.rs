@@ -183,3 +183,124 @@ async fn an_outcome_on_either_hub_frees_the_slot_for_both() {
     hub_b.stop().await;
     clean_up(&pg, &schema, &rd, &prefix).await;
 }
+
+/// A rough figure for the Redis round trip a shared match now makes (issue 9 asks for PostgreSQL
+/// + Redis matching to stay at least half as fast as embedded matching): matches per second
+/// through `Hub::match_job` (no HTTP), embedded and shared, in the same run. Debug builds and
+/// a loaded machine make the absolute numbers meaningless; the ratio is the point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs POOLHUB_TEST_DATABASE_URL and POOLHUB_TEST_REDIS_URL"]
+async fn match_rate_embedded_and_shared() {
+    use poolhub::domain::{Address, MinerStatus};
+    use poolhub::hub::{MatchRequest, Registration};
+    let (pg, rd) = urls();
+    let schema = backends::fresh_name("poolhub_test_hot_");
+    let prefix = backends::fresh_name("test:hot:") + ":";
+    let mut embedded = Config::default();
+    embedded.storage.ephemeral = true;
+    let shared = config(&pg, &schema, &rd, &prefix);
+    let mut rates = Vec::new();
+    for (name, cfg) in [("embedded", embedded), ("postgres+redis", shared)] {
+        let hub = TestHub::start(cfg).await.expect("hub starts");
+        for i in 0..50u32 {
+            let a: Address = addr(2000 + i).parse().unwrap();
+            let r = hub
+                .hub
+                .register(
+                    Registration {
+                        address: a,
+                        endpoint: format!("http://m{i}.example.com:8080").try_into().unwrap(),
+                        capabilities: poolhub::domain::Capabilities {
+                            models: vec!["rate".into()],
+                            gpu_memory: 16384,
+                            max_concurrent_jobs: 100_000,
+                            job_types: vec!["inference".into()],
+                        },
+                        stake: 100,
+                    },
+                    None,
+                )
+                .await
+                .unwrap();
+            let status = MinerStatus {
+                available: true,
+                current_load: 0,
+                gpu_utilization: 0.1,
+                temperature: None,
+                reported_at: 0,
+            };
+            hub.hub
+                .update_status(&a, r.token.as_deref(), status)
+                .await
+                .unwrap();
+        }
+        const TASKS: usize = 8;
+        const PER_TASK: usize = 500;
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|_| {
+                let hub = hub.hub.clone();
+                tokio::spawn(async move {
+                    for _ in 0..PER_TASK {
+                        let m = hub
+                            .match_job(MatchRequest {
+                                model: "rate".into(),
+                                job_type: None,
+                                min_gpu_memory: None,
+                                max_latency: None,
+                                limit: Some(3),
+                                exclude: Vec::new(),
+                                reserve: true,
+                            })
+                            .await
+                            .unwrap();
+                        assert!(m.reserved);
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let rate = (TASKS * PER_TASK) as f64 / started.elapsed().as_secs_f64();
+        eprintln!("{name}: {rate:.0} reserving matches/s ({TASKS} concurrent callers)");
+        rates.push(rate);
+        hub.stop().await;
+    }
+    eprintln!("shared / embedded = {:.2}", rates[1] / rates[0]);
+    // The slot claim alone: the round trip each shared reserving match adds.
+    let store = std::sync::Arc::new(
+        poolhub::store::redis::RedisHotStore::open(poolhub::store::redis::RedisOptions {
+            url: rd.clone(),
+            prefix: prefix.clone(),
+            heartbeat_timeout: Duration::from_secs(30),
+            outcome_window: Duration::from_secs(60),
+        })
+        .unwrap(),
+    );
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..8u32)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                use poolhub::store::HotStore;
+                let a: Address = addr(3000 + t).parse().unwrap();
+                for i in 0..500u128 {
+                    let id = poolhub::store::MatchId(u128::from(t) << 64 | i);
+                    assert!(store
+                        .reserve_slot(&a, id, 100_000, Duration::from_secs(60))
+                        .await
+                        .unwrap());
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    eprintln!(
+        "reserve_slot alone: {:.0}/s (8 concurrent callers)",
+        4000.0 / started.elapsed().as_secs_f64()
+    );
+    clean_up(&pg, &schema, &rd, &prefix).await;
+}

@@ -145,25 +145,29 @@ impl HotStore for MokaHotStore {
         let mut granted = false;
         // `and_compute_with` runs one closure per key at a time: the check and the insert
         // are one step, as the Redis script makes them.
-        self.slots
-            .entry(*address)
-            .and_compute_with(|current| {
-                let mut held: Vec<(MatchId, Instant)> = current
-                    .map(|e| e.into_value().iter().copied().filter(|(_, t)| *t > now).collect())
-                    .unwrap_or_default();
-                if let Some(r) = held.iter_mut().find(|(m, _)| *m == id) {
-                    r.1 = until;
-                    granted = true;
-                } else if held.len() < slots as usize {
-                    held.push((id, until));
-                    granted = true;
-                }
-                if held.is_empty() {
-                    Op::Remove
-                } else {
-                    Op::Put(Arc::new(held))
-                }
-            });
+        self.slots.entry(*address).and_compute_with(|current| {
+            let mut held: Vec<(MatchId, Instant)> = current
+                .map(|e| {
+                    e.into_value()
+                        .iter()
+                        .copied()
+                        .filter(|(_, t)| *t > now)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(r) = held.iter_mut().find(|(m, _)| *m == id) {
+                r.1 = until;
+                granted = true;
+            } else if held.len() < slots as usize {
+                held.push((id, until));
+                granted = true;
+            }
+            if held.is_empty() {
+                Op::Remove
+            } else {
+                Op::Put(Arc::new(held))
+            }
+        });
         Ok(granted)
     }
 

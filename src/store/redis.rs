@@ -275,9 +275,9 @@ impl RedisHotStore {
         if let Some(e) = refused {
             match e {
                 // The writer is far behind (Redis is slow or down): keep the hub responsive.
-                mpsc::error::TrySendError::Full(_) => tracing::warn!(
-                    "Redis write queue is full; a ledger write or event was dropped"
-                ),
+                mpsc::error::TrySendError::Full(_) => {
+                    tracing::warn!("Redis write queue is full; a ledger write or event was dropped")
+                }
                 mpsc::error::TrySendError::Closed(_) => {
                     tracing::debug!("Redis store is closed; a ledger write or event was dropped")
                 }
