@@ -304,3 +304,56 @@ async fn match_rate_embedded_and_shared() {
     );
     clean_up(&pg, &schema, &rd, &prefix).await;
 }
+
+/// The same cap on one embedded hub: concurrent matches must not over-reserve either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_embedded_hub_never_grants_more_reservations_than_slots() {
+    let mut cfg = Config::default();
+    cfg.storage.ephemeral = true;
+    let hub = TestHub::start(cfg).await.expect("hub starts");
+    let api = Api::new(hub.api_addr);
+    const SLOTS: u32 = 4;
+    let mut over = Vec::new();
+    for trial in 0..20u32 {
+        let model = format!("solo-{trial}");
+        let m = addr(1200 + trial);
+        let token = api.register(&m, &[&model], 16384, SLOTS).await;
+        assert_eq!(api.heartbeat(&m, &token, 0).await.status, StatusCode::OK);
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(16));
+        let clients: Vec<_> = (0..16)
+            .map(|_| {
+                let hub = hub.hub.clone();
+                let (model, barrier) = (model.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    hub.match_job(poolhub::hub::MatchRequest {
+                        model,
+                        job_type: None,
+                        min_gpu_memory: None,
+                        max_latency: None,
+                        limit: Some(1),
+                        exclude: Vec::new(),
+                        reserve: true,
+                    })
+                    .await
+                    .unwrap()
+                    .reserved
+                })
+            })
+            .collect();
+        let mut granted = 0;
+        for c in clients {
+            if c.await.unwrap() {
+                granted += 1;
+            }
+        }
+        if granted > SLOTS {
+            over.push((trial, granted));
+        }
+    }
+    hub.stop().await;
+    assert!(
+        over.is_empty(),
+        "more reservations than slots (trial, granted): {over:?}"
+    );
+}

@@ -73,10 +73,15 @@ pub struct OutcomeResult {
     pub cooldown_until: u64,
 }
 
-/// Slots held by matches until their outcome arrives or their TTL passes.
+/// Slots held by matches until their outcome arrives or their TTL passes, as this hub's
+/// index counts them (its own reservations and those other hubs announced).
 ///
-/// Kept by the hub, not the hot store: releasing must happen exactly once, and the map
-/// removal is the single place where that is decided.
+/// Releasing must happen exactly once, and the map removal is the single place where that
+/// is decided. When several hubs share the hot store this is only the index's view, which
+/// hears of other hubs' reservations late; the cap itself is enforced by
+/// [`HotStore::reserve_slot`](crate::store::HotStore::reserve_slot) in the shared store,
+/// released there on outcome ([`HotStore::release_slot`](crate::store::HotStore::release_slot))
+/// and by the same TTL.
 #[derive(Default)]
 pub(crate) struct Reservations {
     inner: Mutex<ResInner>,

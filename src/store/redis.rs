@@ -392,7 +392,7 @@ async fn writer(
         let mut last = 0;
         let n = batch.len();
         for q in batch.drain(..) {
-            last = q.seq;
+            last = last.max(q.seq);
             match q.write {
                 Write::Ledger(t) => {
                     let key = format!("{ns}match:{}", t.id);
@@ -677,5 +677,48 @@ async fn subscriber(client: redis::Client, channel: String, tx: mpsc::Sender<Bus
             _ = tx.closed() => return,
         }
         delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 9, defect 3: `flushed` never moves backwards, even if the queue delivered
+    /// writes out of number order (`enqueue` now prevents that; the writer does not rely
+    /// on it). It used to be set to the batch's *last* number, so a batch [2, 1] left it at
+    /// 1 after 2 had been reported, and a claim could pass `flush` too early.
+    #[tokio::test]
+    async fn flushed_is_monotonic_whatever_the_queue_order() {
+        // Nothing listens there: the pipeline fails fast, and the writes count as handled.
+        let client = redis::Client::open("redis://127.0.0.1:1").unwrap();
+        let cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(200)))
+            .set_number_of_retries(0);
+        let conn = ConnectionManager::new_lazy_with_config(client, cfg).unwrap();
+        let (tx, rx) = mpsc::channel(8);
+        let (flushed_tx, mut flushed) = watch::channel(0u64);
+        for seq in [2, 1] {
+            tx.try_send(Queued {
+                seq,
+                write: Write::Publish(String::new()),
+            })
+            .unwrap();
+        }
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(writer(
+            conn,
+            "poolhub:unit:".into(),
+            1000,
+            rx,
+            flushed_tx,
+            None,
+            cancel.clone(),
+        ));
+        flushed.wait_for(|f| *f != 0).await.unwrap();
+        assert_eq!(*flushed.borrow(), 2);
+        drop(tx);
+        task.await.unwrap();
+        assert_eq!(*flushed.borrow(), 2, "flushed went backwards");
     }
 }
