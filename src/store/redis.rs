@@ -8,7 +8,8 @@
 //!   even when two hubs receive the same outcome;
 //! * `…slots:<address>`: a miner's slot reservations, a sorted set of match ids scored by
 //!   their expiry (unix ms, Redis's clock); taking a slot is one Lua script that drops
-//!   expired entries and checks the cap, so hubs sharing Redis never over-reserve a miner;
+//!   expired entries and checks the cap, so hubs sharing Redis never over-reserve a miner
+//!   (the script reads `TIME` before it writes, which needs Redis 5 or later);
 //! * `…events`: the pub/sub channel hubs use to keep each other's indexes current.
 //!
 //! Status values and ledgers carry a format version (`v`, now [`FORMAT`]) so a later change
