@@ -263,11 +263,35 @@ async fn match_rate_embedded_and_shared() {
             t.await.unwrap();
         }
         let rate = (TASKS * PER_TASK) as f64 / started.elapsed().as_secs_f64();
-        eprintln!("{name}: {rate:.0} reserving matches/s ({TASKS} concurrent callers)");
+        eprintln!("{name}: {rate:.0} reserving matches/s in process ({TASKS} concurrent callers)");
+        rates.push(rate);
+        // The same over HTTP (client in this process too).
+        let api = Api::new(hub.api_addr);
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|_| {
+                let api = api.clone();
+                tokio::spawn(async move {
+                    for _ in 0..PER_TASK / 2 {
+                        let r = api.match_model("rate", 3).await;
+                        assert_eq!(r.json["reserved"], true, "{}", r.text);
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let rate = (TASKS * PER_TASK / 2) as f64 / started.elapsed().as_secs_f64();
+        eprintln!("{name}: {rate:.0} reserving matches/s over HTTP ({TASKS} concurrent clients)");
         rates.push(rate);
         hub.stop().await;
     }
-    eprintln!("shared / embedded = {:.2}", rates[1] / rates[0]);
+    eprintln!(
+        "shared / embedded: {:.2} in process, {:.2} over HTTP",
+        rates[2] / rates[0],
+        rates[3] / rates[1]
+    );
     // The slot claim alone: the round trip each shared reserving match adds.
     let store = std::sync::Arc::new(
         poolhub::store::redis::RedisHotStore::open(poolhub::store::redis::RedisOptions {
