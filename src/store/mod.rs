@@ -192,8 +192,8 @@ pub enum ClaimError {
 /// The hot store. See the module doc.
 ///
 /// # Contract
-/// (checked for every backend by [`testing::hot::hot_suite`](crate::store::testing), with the
-/// `test-util` feature)
+/// (checked for every backend by `store::testing::hot::hot_suite`, built with the `test-util`
+/// feature)
 /// * A status expires after the heartbeat timeout.
 /// * `claim_outcome` succeeds once per offered `(match, address)` pair, whichever hub and
 ///   however many callers try at once; a claim made right after `record_match` on the same
