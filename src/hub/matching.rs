@@ -6,7 +6,7 @@ use crate::domain::miner::{validate_name, DEFAULT_JOB_TYPE};
 use crate::domain::scoring::MinerStats;
 use crate::domain::{Address, Invalid};
 use crate::registry::Live;
-use crate::store::{MatchId, MatchTicket, OutcomeRecord, StoreError};
+use crate::store::{ClaimError, MatchId, MatchTicket, OutcomeRecord, StoreError};
 use parking_lot::Mutex;
 use rand::Rng;
 use std::collections::{HashMap, VecDeque};
@@ -16,6 +16,9 @@ use std::time::Instant;
 
 /// Longest accepted failure description in an outcome.
 const MAX_ERROR_LEN: usize = 1024;
+/// Candidates a match tries to reserve on, when the shared store finds them full, before
+/// it answers without a reservation (bounds the Redis round trips of one match).
+const MAX_REFUSED_RESERVATIONS: usize = 4;
 
 /// A match request, parsed.
 #[derive(Debug, Clone)]
@@ -70,10 +73,15 @@ pub struct OutcomeResult {
     pub cooldown_until: u64,
 }
 
-/// Slots held by matches until their outcome arrives or their TTL passes.
+/// Slots held by matches until their outcome arrives or their TTL passes, as this hub's
+/// index counts them (its own reservations and those other hubs announced).
 ///
-/// Kept by the hub, not the hot store: releasing must happen exactly once, and the map
-/// removal is the single place where that is decided.
+/// Releasing must happen exactly once, and the map removal is the single place where that
+/// is decided. When several hubs share the hot store this is only the index's view, which
+/// hears of other hubs' reservations late; the cap itself is enforced by
+/// [`HotStore::reserve_slot`](crate::store::HotStore::reserve_slot) in the shared store,
+/// released there on outcome ([`HotStore::release_slot`](crate::store::HotStore::release_slot))
+/// and by the same TTL.
 #[derive(Default)]
 pub(crate) struct Reservations {
     inner: Mutex<ResInner>,
@@ -151,36 +159,78 @@ impl Hub {
         if req.exclude.len() > 1000 {
             return Err(Invalid::new("exclude", "must list at most 1000 addresses").into());
         }
-        let crit = MatchCriteria {
-            model: &req.model,
-            job_type,
-            min_gpu_memory: req.min_gpu_memory.unwrap_or(0),
-            max_latency: req.max_latency,
-            limit,
-            exclude: &req.exclude,
-        };
         let now = now_ms();
-        let (chosen, panic, match_id) = {
-            // ThreadRng is not Send: keep it out of the awaits below.
-            let mut rng = rand::rng();
-            let (chosen, panic) = self.registry.select(&crit, &self.policy, now, &mut rng);
-            (chosen, panic, MatchId(rng.random()))
+        let ttl_ms = m.reservation_ttl.saturating_mul(1000);
+        // Hubs sharing the hot store hear of each other's reservations late, so there the
+        // slot is taken in the store, atomically, for the miner chosen; when the store says
+        // it is full, the next candidate is tried. A store only this process sees holds
+        // nothing the index does not already count, so the embedded path skips the call.
+        let shared = self.hot.bus().is_some();
+        let mut exclude = req.exclude;
+        let mut refused = 0;
+        let (chosen, panic, match_id, reserved) = loop {
+            let crit = MatchCriteria {
+                model: &req.model,
+                job_type,
+                min_gpu_memory: req.min_gpu_memory.unwrap_or(0),
+                max_latency: req.max_latency,
+                limit,
+                exclude: &exclude,
+            };
+            let (mut chosen, panic, match_id) = {
+                // ThreadRng is not Send: keep it out of the awaits below.
+                let mut rng = rand::rng();
+                let (chosen, panic) = self.registry.select(&crit, &self.policy, now, &mut rng);
+                (chosen, panic, MatchId(rng.random()))
+            };
+            let Some(first) = chosen.first() else {
+                break (chosen, panic, match_id, false);
+            };
+            if !req.reserve || !shared {
+                break (chosen, panic, match_id, req.reserve);
+            }
+            let load = first.live.status().map_or(0, |s| s.current_load);
+            let slots = first
+                .miner
+                .capabilities
+                .max_concurrent_jobs
+                .saturating_sub(load);
+            let ttl = std::time::Duration::from_millis(ttl_ms);
+            match self
+                .hot
+                .reserve_slot(&first.pick.address, match_id, slots, ttl)
+                .await
+            {
+                Ok(true) => break (chosen, panic, match_id, true),
+                Ok(false) => {
+                    // Full through other hubs' reservations this index has not heard of.
+                    refused += 1;
+                    exclude.push(first.pick.address);
+                    if refused >= MAX_REFUSED_RESERVATIONS {
+                        chosen.remove(0);
+                        break (chosen, panic, match_id, false);
+                    }
+                }
+                Err(e) => {
+                    // Redis is down: answer from the index, without a reservation (one
+                    // that other hubs cannot see could over-reserve the miner).
+                    let _ = self.store_error(e);
+                    break (chosen, panic, match_id, false);
+                }
+            }
         };
-        let mut reserved = false;
         if let Some(first) = chosen.first() {
-            if req.reserve {
-                let ttl = m.reservation_ttl.saturating_mul(1000);
+            if reserved {
                 self.reservations.add(
                     match_id,
                     first.pick.address,
                     first.live.clone(),
-                    now.saturating_add(ttl),
+                    now.saturating_add(ttl_ms),
                 );
-                reserved = true;
                 self.publish(super::Event::Reserved {
                     match_id: match_id.to_string(),
                     address: first.pick.address,
-                    expires: now.saturating_add(ttl),
+                    expires: now.saturating_add(ttl_ms),
                 });
             }
             let ticket = MatchTicket {
@@ -191,6 +241,9 @@ impl Hub {
             if let Err(e) = self.hot.record_match(ticket).await {
                 if reserved {
                     self.reservations.release(match_id, &first.pick.address);
+                    if shared {
+                        let _ = self.hot.release_slot(&first.pick.address, match_id).await;
+                    }
                 }
                 return Err(self.store_error(e));
             }
@@ -248,7 +301,14 @@ impl Hub {
         if rep.error.as_ref().is_some_and(|e| e.len() > MAX_ERROR_LEN) {
             return Err(Invalid::new("error", "must be at most 1024 characters").into());
         }
-        self.hot.claim_outcome(id, &rep.address).await?;
+        self.hot
+            .claim_outcome(id, &rep.address)
+            .await
+            .map_err(|e| match e {
+                // Redis down: counted and logged like every other storage failure.
+                ClaimError::Store(e) => self.store_error(e),
+                other => HubError::Claim(other),
+            })?;
         let _guard = self.lock_for(&rep.address).lock().await;
         let record = OutcomeRecord {
             match_id: rep.match_id,
@@ -274,7 +334,14 @@ impl Hub {
         if let Some(live) = self.reservations.release(id, &rep.address) {
             self.registry.note(&live);
         }
-        // The match may have been made (and its slot reserved) by another hub.
+        if self.hot.bus().is_some() {
+            // The match may have been made (and its slot reserved) by another hub; freed in
+            // the store before the event goes out, so a hub acting on the event finds it free.
+            if let Err(e) = self.hot.release_slot(&rep.address, id).await {
+                // The reservation's TTL frees it anyway.
+                let _ = self.store_error(e);
+            }
+        }
         self.publish(super::Event::Released {
             match_id: id.to_string(),
             address: rep.address,
@@ -309,5 +376,95 @@ impl Hub {
             score,
             cooldown_until,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::MinerStatus;
+    use crate::store::moka::MokaHotStore;
+    use crate::store::redb::RedbStore;
+    use crate::store::{HotStore, Result as StoreResult};
+    use std::time::Duration;
+
+    /// A hot store whose claims fail as Redis's do while it is down.
+    struct ClaimsFail(MokaHotStore);
+
+    #[async_trait::async_trait]
+    impl HotStore for ClaimsFail {
+        fn backend(&self) -> &'static str {
+            "redis"
+        }
+        async fn put_status(&self, a: &Address, s: &MinerStatus) -> StoreResult<()> {
+            self.0.put_status(a, s).await
+        }
+        async fn get_status(&self, a: &Address) -> StoreResult<Option<MinerStatus>> {
+            self.0.get_status(a).await
+        }
+        async fn remove_status(&self, a: &Address) -> StoreResult<()> {
+            self.0.remove_status(a).await
+        }
+        async fn record_match(&self, t: MatchTicket) -> StoreResult<()> {
+            self.0.record_match(t).await
+        }
+        async fn claim_outcome(&self, _: MatchId, _: &Address) -> Result<(), ClaimError> {
+            Err(StoreError::unavailable("redis", "connection refused").into())
+        }
+        async fn unclaim_outcome(&self, id: MatchId, a: &Address) -> StoreResult<()> {
+            self.0.unclaim_outcome(id, a).await
+        }
+        async fn reserve_slot(
+            &self,
+            a: &Address,
+            id: MatchId,
+            slots: u32,
+            ttl: Duration,
+        ) -> StoreResult<bool> {
+            self.0.reserve_slot(a, id, slots, ttl).await
+        }
+        async fn release_slot(&self, a: &Address, id: MatchId) -> StoreResult<()> {
+            self.0.release_slot(a, id).await
+        }
+        async fn health(&self) -> StoreResult<()> {
+            Ok(())
+        }
+    }
+
+    /// Issue 9, defect 8: a claim that fails because the hot store is down is counted in
+    /// poolhub_store_errors_total under the hot store's backend (and logged).
+    #[tokio::test]
+    async fn claim_failures_are_counted_as_store_errors() {
+        let hot = ClaimsFail(MokaHotStore::new(
+            Duration::from_secs(30),
+            Duration::from_secs(60),
+            100,
+        ));
+        let hub = Hub::open(
+            crate::config::Config::default(),
+            Arc::new(RedbStore::in_memory(None).unwrap()),
+            Arc::new(hot),
+            Arc::new(crate::metrics::Metrics::new()),
+        )
+        .await
+        .unwrap();
+        let errors = || {
+            hub.metrics
+                .store_errors_total
+                .with_label_values(&["redis"])
+                .get()
+        };
+        let before = errors();
+        let r = hub
+            .report_outcome(OutcomeReport {
+                match_id: format!("{:032x}", 1),
+                address: Address::from_bytes([7; 20]),
+                success: true,
+                latency_ms: Some(10.0),
+                error: None,
+            })
+            .await;
+        assert!(matches!(r, Err(HubError::Store(_))), "{r:?}");
+        assert_eq!(errors(), before + 1);
     }
 }

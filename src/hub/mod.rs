@@ -458,9 +458,11 @@ impl Hub {
         }
     }
 
-    /// Stops background work and flushes storage.
+    /// Stops background work and flushes storage (the hot store's queued ledger writes
+    /// and events too).
     pub async fn close(&self) {
         self.checkpoint().await;
         self.durable.close().await;
+        self.hot.close().await;
     }
 }

@@ -278,6 +278,18 @@ pub enum ClaimError {
 }
 
 /// The hot store. See the module doc.
+///
+/// # Contract
+/// (checked for every backend by `store::testing::hot::hot_suite`, built with the `test-util`
+/// feature)
+/// * A status expires after the heartbeat timeout.
+/// * `claim_outcome` succeeds once per offered `(match, address)` pair, whichever hub and
+///   however many callers try at once; a claim made right after `record_match` on the same
+///   store finds the match.
+/// * `reserve_slot` never lets a miner hold more unexpired reservations than the `slots`
+///   the caller passes, however many processes share the store; a reservation ends by
+///   `release_slot` or when its TTL passes.
+/// * `close` returns only after the writes the store accepted have been sent.
 #[async_trait]
 pub trait HotStore: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
@@ -296,6 +308,22 @@ pub trait HotStore: Send + Sync + 'static {
     ) -> std::result::Result<(), ClaimError>;
     /// Gives back a claim whose outcome could not be stored, so the client may retry.
     async fn unclaim_outcome(&self, id: MatchId, address: &Address) -> Result<()>;
+    /// Takes one of `address`'s `slots` for match `id` until `ttl` has passed: `Ok(true)`
+    /// when taken (or already held by `id`, whose TTL is then renewed), `Ok(false)` when
+    /// unexpired reservations of other matches hold every slot.
+    ///
+    /// The check and the write are one atomic step in the store, so when several hubs share
+    /// it this — not a hub's index, which hears of the others' reservations only later —
+    /// is what keeps a miner from holding more reservations than it has slots.
+    async fn reserve_slot(
+        &self,
+        address: &Address,
+        id: MatchId,
+        slots: u32,
+        ttl: std::time::Duration,
+    ) -> Result<bool>;
+    /// Gives back the slot match `id` holds on `address`, if any (the outcome arrived).
+    async fn release_slot(&self, address: &Address, id: MatchId) -> Result<()>;
     async fn health(&self) -> Result<()>;
     /// Live statuses of many miners at once (periodic resync); same order as `addresses`.
     async fn get_statuses(&self, addresses: &[Address]) -> Result<Vec<Option<MinerStatus>>> {
@@ -310,6 +338,10 @@ pub trait HotStore: Send + Sync + 'static {
     fn bus(&self) -> Option<&dyn EventBus> {
         None
     }
+    /// Sends the writes still queued in the background and stops the store's background
+    /// tasks, so a hub that shuts down does not lose the ledger entries of its last matches.
+    /// Later background writes are dropped (and counted).
+    async fn close(&self) {}
 }
 
 /// What a subscription delivers.

@@ -3,20 +3,51 @@
 use super::{ClaimError, HotStore, MatchId, MatchTicket, Result};
 use crate::domain::{Address, MinerStatus};
 use async_trait::async_trait;
+use moka::ops::compute::Op;
 use moka::sync::Cache;
 use parking_lot::Mutex;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 struct Ledger {
     offered: Vec<Address>,
     reported: Mutex<Vec<bool>>,
 }
 
-/// Live status and the match ledger in moka caches.
+/// One miner's slot reservations: which match holds each, and until when.
+type Slots = Arc<Vec<(MatchId, Instant)>>;
+
+/// Keeps a miner's reservation entry exactly as long as its latest reservation, so the
+/// cache forgets a miner once nothing is reserved on it (and never earlier).
+struct UntilLastExpires;
+
+fn until_last(v: &Slots, now: Instant) -> Option<Duration> {
+    v.iter()
+        .map(|(_, until)| until.saturating_duration_since(now))
+        .max()
+}
+
+impl moka::Expiry<Address, Slots> for UntilLastExpires {
+    fn expire_after_create(&self, _: &Address, v: &Slots, now: Instant) -> Option<Duration> {
+        until_last(v, now)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &Address,
+        v: &Slots,
+        now: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        until_last(v, now)
+    }
+}
+
+/// Live status, the match ledger and slot reservations in moka caches.
 pub struct MokaHotStore {
     status: Cache<Address, MinerStatus>,
     matches: Cache<MatchId, Arc<Ledger>>,
+    slots: Cache<Address, Slots>,
 }
 
 impl MokaHotStore {
@@ -31,6 +62,12 @@ impl MokaHotStore {
                 .time_to_live(outcome_window)
                 .max_capacity(max_matches)
                 .eviction_policy(moka::policy::EvictionPolicy::lru())
+                .build(),
+            // At most one entry per miner with a live reservation, and no more miners than
+            // matches are remembered (each reservation belongs to a match).
+            slots: Cache::builder()
+                .max_capacity(max_matches)
+                .expire_after(UntilLastExpires)
                 .build(),
         }
     }
@@ -93,6 +130,63 @@ impl HotStore for MokaHotStore {
                 ledger.reported.lock()[i] = false;
             }
         }
+        Ok(())
+    }
+
+    async fn reserve_slot(
+        &self,
+        address: &Address,
+        id: MatchId,
+        slots: u32,
+        ttl: Duration,
+    ) -> Result<bool> {
+        let now = Instant::now();
+        let until = now + ttl;
+        let mut granted = false;
+        // `and_compute_with` runs one closure per key at a time: the check and the insert
+        // are one step, as the Redis script makes them.
+        self.slots.entry(*address).and_compute_with(|current| {
+            let mut held: Vec<(MatchId, Instant)> = current
+                .map(|e| {
+                    e.into_value()
+                        .iter()
+                        .copied()
+                        .filter(|(_, t)| *t > now)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(r) = held.iter_mut().find(|(m, _)| *m == id) {
+                r.1 = until;
+                granted = true;
+            } else if held.len() < slots as usize {
+                held.push((id, until));
+                granted = true;
+            }
+            if held.is_empty() {
+                Op::Remove
+            } else {
+                Op::Put(Arc::new(held))
+            }
+        });
+        Ok(granted)
+    }
+
+    async fn release_slot(&self, address: &Address, id: MatchId) -> Result<()> {
+        let now = Instant::now();
+        self.slots.entry(*address).and_compute_with(|current| {
+            let Some(e) = current else { return Op::Nop };
+            let held: Vec<(MatchId, Instant)> = e
+                .into_value()
+                .iter()
+                .copied()
+                .filter(|(m, t)| *m != id && *t > now)
+                .collect();
+            if held.is_empty() {
+                Op::Remove
+            } else {
+                Op::Put(Arc::new(held))
+            }
+        });
         Ok(())
     }
 

@@ -6,14 +6,25 @@
 //! * `…match:<id>`: the match ledger, a hash from each offered address to `0`/`1` (reported),
 //!   with the outcome window as TTL; claims are one Lua script, so a pair is claimed once
 //!   even when two hubs receive the same outcome;
+//! * `…slots:<address>`: a miner's slot reservations, a sorted set of match ids scored by
+//!   their expiry (unix ms, Redis's clock); taking a slot is one Lua script that drops
+//!   expired entries and checks the cap, so hubs sharing Redis never over-reserve a miner
+//!   (the script reads `TIME` before it writes, which needs Redis 5 or later);
 //! * `…events`: the pub/sub channel hubs use to keep each other's indexes current.
 //!
-//! Matching must not wait on the network, so ledger writes and published events go through
-//! one background writer that pipelines whatever is queued. A claim first waits until this
-//! hub's queued ledger writes are flushed, so an outcome reported to the hub that made the
-//! match always finds it. When Redis is down those writes are dropped (logged): matching
-//! keeps serving from the index, and outcomes for matches made meanwhile are refused as
-//! unknown.
+//! Status values and ledgers carry a format version (`v`, now [`FORMAT`]) so a later change
+//! of format is detected instead of misread; values written before versions existed are
+//! read as version 1.
+//!
+//! Matching must not wait on the network for the ledger, so ledger writes and published
+//! events go through one background writer that pipelines whatever is queued, in the order
+//! they were queued. A claim first waits until this hub's queued ledger writes are flushed,
+//! so an outcome reported to the hub that made the match always finds it. When Redis is
+//! down those writes are dropped (logged and counted): matching keeps serving from the
+//! index, and outcomes for matches made meanwhile are refused as unknown.
+//!
+//! The writer and the event subscriptions are owned by the store (a cancellation token and
+//! a task tracker): [`HotStore::close`] flushes the queue, then stops and awaits them.
 //!
 //! The connection is a `ConnectionManager`, which reconnects by itself.
 
@@ -21,9 +32,12 @@ use super::{BusMessage, ClaimError, EventBus, HotStore, MatchId, MatchTicket, Re
 use crate::domain::{Address, MinerStatus};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 const BACKEND: &str = "redis";
 /// Ledger writes and events that may wait for the writer; more are dropped (and logged).
@@ -31,13 +45,37 @@ const QUEUE: usize = 65_536;
 /// Most queued writes one pipeline carries.
 const MAX_BATCH: usize = 1024;
 
+/// The format version of the values this build writes (status JSON, ledger hashes).
+pub const FORMAT: u32 = 1;
+/// The ledger hash field holding its format version (never an address).
+const VERSION_FIELD: &str = "v";
+
+/// KEYS[1] = ledger; ARGV[1] = address, ARGV[2] = the newest ledger format this build reads.
 const CLAIM: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local fmt = redis.call('HGET', KEYS[1], 'v')
+if fmt and tonumber(fmt) > tonumber(ARGV[2]) then return -4 end
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return -2 end
 if v == '1' then return -3 end
 redis.call('HSET', KEYS[1], ARGV[1], '1')
 return 0
+";
+
+/// KEYS[1] = the miner's reservations; ARGV[1] = match id, ARGV[2] = slots, ARGV[3] = TTL
+/// in ms. Redis's own clock dates the entries, so hubs whose clocks differ agree on expiry.
+/// Answers 1 when the slot is taken (or renewed), 0 when every slot is held.
+const RESERVE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+end
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return 1
 ";
 
 const UNCLAIM: &str = r"
@@ -53,6 +91,49 @@ fn unavailable(e: impl Into<super::BoxError>) -> StoreError {
 
 fn corrupt(e: impl Into<super::BoxError>) -> StoreError {
     StoreError::corrupt(BACKEND, e)
+}
+
+/// A live status as stored: its own type, so renaming a domain field does not silently
+/// change (or break reading) what other hubs and older builds wrote.
+#[derive(Serialize, Deserialize)]
+struct StatusRow {
+    /// Format version; absent (0) in values written before versions existed.
+    #[serde(default)]
+    v: u32,
+    available: bool,
+    current_load: u32,
+    gpu_utilization: f64,
+    temperature: Option<f64>,
+    reported_at: u64,
+}
+
+fn encode_status(s: &MinerStatus) -> Result<String> {
+    serde_json::to_string(&StatusRow {
+        v: FORMAT,
+        available: s.available,
+        current_load: s.current_load,
+        gpu_utilization: s.gpu_utilization,
+        temperature: s.temperature,
+        reported_at: s.reported_at,
+    })
+    .map_err(corrupt)
+}
+
+fn decode_status(raw: &str) -> Result<MinerStatus> {
+    let r: StatusRow = serde_json::from_str(raw).map_err(corrupt)?;
+    if r.v > FORMAT {
+        return Err(corrupt(format!(
+            "a status in format version {} (this build reads up to {FORMAT})",
+            r.v
+        )));
+    }
+    Ok(MinerStatus {
+        available: r.available,
+        current_load: r.current_load,
+        gpu_utilization: r.gpu_utilization,
+        temperature: r.temperature,
+        reported_at: r.reported_at,
+    })
 }
 
 /// Checks a key prefix: printable, no spaces, bounded.
@@ -87,11 +168,19 @@ pub struct RedisHotStore {
     ns: String,
     status_ttl_ms: u64,
     queue: mpsc::Sender<Queued>,
-    enqueued: AtomicU64,
+    /// The sequence number of the last write queued. Held while a write is numbered *and*
+    /// queued, so the channel's order is the numbers' order and `flushed` (the writer's
+    /// last number) can only grow: `flushed >= n` then means every write numbered up to
+    /// `n` has been handled. A write the queue refuses takes no number.
+    enqueued: parking_lot::Mutex<u64>,
     flushed: watch::Receiver<u64>,
     claim: redis::Script,
     unclaim: redis::Script,
+    reserve: redis::Script,
     on_dropped: Option<DropObserver>,
+    /// Stops the writer and every subscription (on `close`, or when the store is dropped).
+    cancel: CancellationToken,
+    tasks: TaskTracker,
 }
 
 /// Told how many background writes were dropped (feeds `poolhub_store_errors_total`).
@@ -126,13 +215,16 @@ impl RedisHotStore {
         let (queue, rx) = mpsc::channel(QUEUE);
         let (flushed_tx, flushed) = watch::channel(0u64);
         let window_ms = opts.outcome_window.as_millis() as u64;
-        tokio::spawn(writer(
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        tasks.spawn(writer(
             conn.clone(),
             ns.clone(),
             window_ms,
             rx,
             flushed_tx,
             on_dropped.clone(),
+            cancel.clone(),
         ));
         Ok(Self {
             client,
@@ -140,11 +232,14 @@ impl RedisHotStore {
             ns,
             status_ttl_ms: (opts.heartbeat_timeout.as_millis() as u64).max(1),
             queue,
-            enqueued: AtomicU64::new(0),
+            enqueued: parking_lot::Mutex::new(0),
             flushed,
             claim: redis::Script::new(CLAIM),
             unclaim: redis::Script::new(UNCLAIM),
+            reserve: redis::Script::new(RESERVE),
             on_dropped,
+            cancel,
+            tasks,
         })
     }
 
@@ -161,44 +256,119 @@ impl RedisHotStore {
         format!("{}match:{id}", self.ns)
     }
 
+    fn slots_key(&self, a: &Address) -> String {
+        format!("{}slots:{a}", self.ns)
+    }
+
     fn enqueue(&self, write: Write) {
-        let seq = self.enqueued.fetch_add(1, Ordering::AcqRel) + 1;
-        if self.queue.try_send(Queued { seq, write }).is_err() {
-            // The writer is far behind (Redis is slow or down): keep the hub responsive.
-            tracing::warn!("Redis write queue is full; a ledger write or event was dropped");
+        let refused = {
+            // Numbering and queueing under one lock: see `enqueued`. `try_send` never waits.
+            let mut last = self.enqueued.lock();
+            let seq = *last + 1;
+            match self.queue.try_send(Queued { seq, write }) {
+                Ok(()) => {
+                    *last = seq;
+                    None
+                }
+                Err(e) => Some(e),
+            }
+        };
+        if let Some(e) = refused {
+            match e {
+                // The writer is far behind (Redis is slow or down): keep the hub responsive.
+                mpsc::error::TrySendError::Full(_) => {
+                    tracing::warn!("Redis write queue is full; a ledger write or event was dropped")
+                }
+                mpsc::error::TrySendError::Closed(_) => {
+                    tracing::debug!("Redis store is closed; a ledger write or event was dropped")
+                }
+            }
             if let Some(f) = &self.on_dropped {
                 f(1);
             }
         }
     }
 
-    /// Waits (briefly) until everything this hub queued so far has been written.
+    /// Waits (at most 2 s) until every write this store queued so far has been handled by
+    /// the writer: sent, or dropped and counted because Redis could not take it.
     async fn flush(&self) {
-        let target = self.enqueued.load(Ordering::Acquire);
+        let target = *self.enqueued.lock();
         let mut rx = self.flushed.clone();
         let _ = tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|f| *f >= target)).await;
     }
 
-    /// Deletes every key under this store's namespace (tests).
-    pub async fn clear_namespace(&self) -> Result<()> {
+    /// Whether `key` is one of the keys this store writes under its own namespace. Strict,
+    /// because namespaces nest: with prefixes `""` and `"a:"`, `poolhub:a:status:…` starts
+    /// with `poolhub:` but belongs to the other pool.
+    #[cfg(any(test, feature = "test-util"))]
+    fn owns(&self, key: &str) -> bool {
+        let Some(rest) = key.strip_prefix(self.ns.as_str()) else {
+            return false;
+        };
+        let canonical_address = |a: &str| a.parse::<Address>().is_ok_and(|p| p.to_string() == a);
+        if let Some(a) = rest.strip_prefix("status:") {
+            canonical_address(a)
+        } else if let Some(a) = rest.strip_prefix("slots:") {
+            canonical_address(a)
+        } else if let Some(id) = rest.strip_prefix("match:") {
+            id.parse::<MatchId>().is_ok_and(|p| p.to_string() == id)
+        } else {
+            false
+        }
+    }
+
+    /// Deletes every key this store wrote under its namespace, and nothing else (not the
+    /// keys of a pool whose prefix extends this one's); returns how many. For tests only:
+    /// it walks the keyspace with `SCAN` (never `KEYS`, which blocks Redis).
+    #[cfg(any(test, feature = "test-util"))]
+    pub async fn clear_namespace(&self) -> Result<u64> {
+        let mut pattern = String::with_capacity(self.ns.len() + 1);
+        for ch in self.ns.chars() {
+            if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(ch);
+        }
+        pattern.push('*');
         let mut c = self.conn.clone();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}*", self.ns))
-            .query_async(&mut c)
-            .await
-            .map_err(unavailable)?;
-        for chunk in keys.chunks(500) {
-            let _: () = redis::cmd("DEL")
-                .arg(chunk)
+        let mut cursor: u64 = 0;
+        let mut deleted = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
                 .query_async(&mut c)
                 .await
                 .map_err(unavailable)?;
+            let ours: Vec<String> = keys.into_iter().filter(|k| self.owns(k)).collect();
+            if !ours.is_empty() {
+                let n: u64 = redis::cmd("DEL")
+                    .arg(&ours)
+                    .query_async(&mut c)
+                    .await
+                    .map_err(unavailable)?;
+                deleted += n;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
         }
-        Ok(())
     }
 }
 
-/// Sends queued ledger writes and events, pipelined, in order.
+impl Drop for RedisHotStore {
+    fn drop(&mut self) {
+        // Background tasks never outlive their store, even one that was not closed.
+        self.cancel.cancel();
+    }
+}
+
+/// Sends queued ledger writes and events, pipelined, in order, until cancelled; then
+/// counts what is left in the queue as dropped.
 async fn writer(
     mut conn: ConnectionManager,
     ns: String,
@@ -206,21 +376,29 @@ async fn writer(
     mut rx: mpsc::Receiver<Queued>,
     flushed: watch::Sender<u64>,
     on_dropped: Option<DropObserver>,
+    cancel: CancellationToken,
 ) {
     let channel = format!("{ns}events");
     let failing = AtomicBool::new(false);
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    loop {
+        let n = tokio::select! {
+            n = rx.recv_many(&mut batch, MAX_BATCH) => n,
+            _ = cancel.cancelled() => break,
+        };
+        if n == 0 {
+            break;
+        }
         let mut pipe = redis::pipe();
         let mut last = 0;
         let n = batch.len();
         for q in batch.drain(..) {
-            last = q.seq;
+            last = last.max(q.seq);
             match q.write {
                 Write::Ledger(t) => {
                     let key = format!("{ns}match:{}", t.id);
                     let mut hset = redis::cmd("HSET");
-                    hset.arg(&key);
+                    hset.arg(&key).arg(VERSION_FIELD).arg(FORMAT);
                     for a in &t.offered {
                         hset.arg(a.to_string()).arg(0);
                     }
@@ -247,7 +425,27 @@ async fn writer(
                 }
             }
         }
-        flushed.send_replace(last);
+        // Numbers arrive in order (see `RedisHotStore::enqueued`); `max` keeps `flushed`
+        // monotonic whatever happens.
+        flushed.send_if_modified(|f| {
+            let moved = last > *f;
+            *f = (*f).max(last);
+            moved
+        });
+    }
+    rx.close();
+    let mut left = 0;
+    while rx.try_recv().is_ok() {
+        left += 1;
+    }
+    if left > 0 {
+        tracing::warn!(
+            dropped = left,
+            "Redis store closed with writes still queued"
+        );
+        if let Some(f) = &on_dropped {
+            f(left);
+        }
     }
 }
 
@@ -258,7 +456,7 @@ impl HotStore for RedisHotStore {
     }
 
     async fn put_status(&self, address: &Address, status: &MinerStatus) -> Result<()> {
-        let v = serde_json::to_string(status).map_err(corrupt)?;
+        let v = encode_status(status)?;
         let mut c = self.conn.clone();
         redis::cmd("SET")
             .arg(self.status_key(address))
@@ -277,8 +475,7 @@ impl HotStore for RedisHotStore {
             .query_async(&mut c)
             .await
             .map_err(unavailable)?;
-        v.map(|s| serde_json::from_str(&s).map_err(corrupt))
-            .transpose()
+        v.map(|s| decode_status(&s)).transpose()
     }
 
     async fn get_statuses(&self, addresses: &[Address]) -> Result<Vec<Option<MinerStatus>>> {
@@ -293,7 +490,7 @@ impl HotStore for RedisHotStore {
                 .map_err(unavailable)?;
             for v in vs {
                 // An unreadable entry is treated as absent: it expires with its TTL anyway.
-                out.push(v.and_then(|s| serde_json::from_str(&s).ok()));
+                out.push(v.and_then(|s| decode_status(&s).ok()));
             }
         }
         Ok(out)
@@ -324,6 +521,7 @@ impl HotStore for RedisHotStore {
             .claim
             .key(self.match_key(id))
             .arg(address.to_string())
+            .arg(FORMAT)
             .invoke_async(&mut c)
             .await
             .map_err(unavailable)?;
@@ -332,6 +530,10 @@ impl HotStore for RedisHotStore {
             -1 => Err(ClaimError::UnknownMatch),
             -2 => Err(ClaimError::NotOffered),
             -3 => Err(ClaimError::AlreadyReported),
+            -4 => Err(corrupt(format!(
+                "match {id}'s ledger is in a newer format than version {FORMAT}"
+            ))
+            .into()),
             other => Err(corrupt(format!("claim script answered {other}")).into()),
         }
     }
@@ -345,6 +547,43 @@ impl HotStore for RedisHotStore {
             .await
             .map(|_| ())
             .map_err(unavailable)
+    }
+
+    async fn reserve_slot(
+        &self,
+        address: &Address,
+        id: MatchId,
+        slots: u32,
+        ttl: Duration,
+    ) -> Result<bool> {
+        let mut c = self.conn.clone();
+        let r: i64 = self
+            .reserve
+            .key(self.slots_key(address))
+            .arg(id.to_string())
+            .arg(slots)
+            .arg((ttl.as_millis() as u64).max(1))
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(r == 1)
+    }
+
+    async fn release_slot(&self, address: &Address, id: MatchId) -> Result<()> {
+        let mut c = self.conn.clone();
+        redis::cmd("ZREM")
+            .arg(self.slots_key(address))
+            .arg(id.to_string())
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn close(&self) {
+        self.flush().await;
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 
     async fn health(&self) -> Result<()> {
@@ -370,7 +609,13 @@ impl EventBus for RedisHotStore {
         let (tx, rx) = mpsc::channel(QUEUE);
         let client = self.client.clone();
         let channel = format!("{}events", self.ns);
-        tokio::spawn(subscriber(client, channel, tx));
+        let cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = subscriber(client, channel, tx) => {}
+                _ = cancel.cancelled() => {}
+            }
+        });
         rx
     }
 }
@@ -433,5 +678,48 @@ async fn subscriber(client: redis::Client, channel: String, tx: mpsc::Sender<Bus
             _ = tx.closed() => return,
         }
         delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 9, defect 3: `flushed` never moves backwards, even if the queue delivered
+    /// writes out of number order (`enqueue` now prevents that; the writer does not rely
+    /// on it). It used to be set to the batch's *last* number, so a batch [2, 1] left it at
+    /// 1 after 2 had been reported, and a claim could pass `flush` too early.
+    #[tokio::test]
+    async fn flushed_is_monotonic_whatever_the_queue_order() {
+        // Nothing listens there: the pipeline fails fast, and the writes count as handled.
+        let client = redis::Client::open("redis://127.0.0.1:1").unwrap();
+        let cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(200)))
+            .set_number_of_retries(0);
+        let conn = ConnectionManager::new_lazy_with_config(client, cfg).unwrap();
+        let (tx, rx) = mpsc::channel(8);
+        let (flushed_tx, mut flushed) = watch::channel(0u64);
+        for seq in [2, 1] {
+            tx.try_send(Queued {
+                seq,
+                write: Write::Publish(String::new()),
+            })
+            .unwrap();
+        }
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(writer(
+            conn,
+            "poolhub:unit:".into(),
+            1000,
+            rx,
+            flushed_tx,
+            None,
+            cancel.clone(),
+        ));
+        flushed.wait_for(|f| *f != 0).await.unwrap();
+        assert_eq!(*flushed.borrow(), 2);
+        drop(tx);
+        task.await.unwrap();
+        assert_eq!(*flushed.borrow(), 2, "flushed went backwards");
     }
 }

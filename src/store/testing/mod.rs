@@ -6,10 +6,12 @@
 //! a plain `cargo test` needs no flags). Nothing here is part of the production API.
 //!
 //! * [`durable`]: `durable_suite` and one function per behaviour of a `DurableStore`;
+//! * [`hot`]: `hot_suite` and one function per behaviour of a `HotStore`;
 //! * [`fixtures`]: a miner, an outcome, a status, ... so tests stop copying them.
 
 pub mod durable;
 pub mod fixtures;
+pub mod hot;
 
 /// The value of a test server's environment variable (`POOLHUB_TEST_DATABASE_URL`, ...).
 ///
