@@ -214,7 +214,6 @@ async fn run(cfg: Config) -> Result<(), server::StartError> {
     poolhub::systemd::notify_ready(&format!(
         "serving API on {api_addr}, metrics on {metrics_addr}"
     ));
-    let _watchdog = poolhub::systemd::spawn_watchdog();
     let stop = async {
         signals.await;
         poolhub::systemd::notify_stopping();

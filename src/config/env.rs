@@ -220,6 +220,15 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_documents_every_variable() {
+        let readme = include_str!("../../README.md");
+        for var in ENV_VARS {
+            let row = format!("| `{}` | `{}`", var.name, var.key);
+            assert!(readme.contains(&row), "README has no row {row}");
+        }
+    }
+
+    #[test]
     fn empty_values_count_as_unset() {
         let mut c = Config::default();
         assert!(c.apply_env(|_| Some(String::new())).is_empty());
