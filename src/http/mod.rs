@@ -1,5 +1,6 @@
 //! The HTTP adapter: routes, request metrics and logging, body limit, timeouts.
 
+pub mod dto;
 mod error;
 mod extract;
 mod handlers;
