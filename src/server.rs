@@ -245,3 +245,47 @@ impl Drop for TestHub {
         self.stop.cancel();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_series_start_at_zero_for_the_configured_backends() {
+        let mut cfg = Config::default();
+        cfg.storage.durable = DurableKind::Postgres;
+        cfg.storage.hot = HotKind::Redis;
+        let text = metrics_for(&cfg).encode();
+        for series in [
+            "poolhub_store_errors_total{backend=\"postgres\"} 0",
+            "poolhub_store_errors_total{backend=\"redis\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing");
+        }
+        let text = metrics_for(&Config::default()).encode();
+        assert!(text.contains("poolhub_store_errors_total{backend=\"redb\"} 0"));
+        assert!(text.contains("poolhub_store_errors_total{backend=\"moka\"} 0"));
+    }
+
+    #[tokio::test]
+    async fn a_bad_storage_setting_is_a_config_error_not_an_unavailable_store() {
+        let metrics = Arc::new(Metrics::new());
+        let mut cfg = Config::default();
+        cfg.storage.durable = DurableKind::Postgres;
+        cfg.storage.database_url = None;
+        match open_stores(&cfg, &metrics).await {
+            Err(StartError::Config(e)) => {
+                assert!(e.to_string().contains("storage.database_url"), "{e}")
+            }
+            Err(e) => panic!("reported as {e}"),
+            Ok(_) => panic!("opened stores without a database URL"),
+        }
+        let mut cfg = Config::default();
+        cfg.storage.path = std::env::temp_dir();
+        match open_stores(&cfg, &metrics).await {
+            Err(StartError::Config(e)) => assert!(e.to_string().contains("storage.path"), "{e}"),
+            Err(e) => panic!("reported as {e}"),
+            Ok(_) => panic!("opened a directory as the redb file"),
+        }
+    }
+}
