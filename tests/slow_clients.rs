@@ -239,3 +239,21 @@ async fn requests_still_running_after_the_grace_period_are_aborted() {
     let got = closed_by_hub(&mut s).await;
     assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
 }
+
+#[tokio::test]
+async fn a_request_whose_body_never_arrives_gets_408_after_the_request_timeout() {
+    let mut c = cfg(600, 600, 100);
+    c.server.request_timeout = 1;
+    let hub = TestHub::start(c).await.expect("hub starts");
+    let mut s = TcpStream::connect(hub.api_addr).await.unwrap();
+    s.write_all(
+        b"POST /api/v1/match HTTP/1.1\r\nHost: poolhub\r\nContent-Length: 100\r\n\r\n{\"model\"",
+    )
+    .await
+    .unwrap();
+    let got = closed_by_hub(&mut s).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"code\":\"timeout\""), "{text}");
+    hub.stop().await;
+}
