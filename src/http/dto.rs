@@ -312,7 +312,6 @@ mod tests {
     use crate::hub::views::StorageHealth;
     use crate::registry::Registry;
     use serde_json::json;
-    use std::sync::Arc;
 
     fn view(status: Option<MinerStatus>, cooldown: u64) -> MinerView {
         let cfg = Config::default();

@@ -21,13 +21,14 @@ use tower::{BoxError, ServiceBuilder};
 /// What the timeout layer's errors become.
 type OnError = fn(BoxError) -> std::future::Ready<ApiError>;
 
+/// The timeout layer: tower's timeout inside axum's error handler.
+type Timeout = ServiceBuilder<
+    Stack<tower::timeout::TimeoutLayer, Stack<HandleErrorLayer<OnError, ()>, Identity>>,
+>;
+
 /// `server.request_timeout` seconds (0 = no limit) for the whole request, body reading
 /// included; a request that takes longer is answered 408 `timeout`.
-pub(super) fn timeout(
-    seconds: u64,
-) -> ServiceBuilder<
-    Stack<tower::timeout::TimeoutLayer, Stack<HandleErrorLayer<OnError, ()>, Identity>>,
-> {
+pub(super) fn timeout(seconds: u64) -> Timeout {
     // "No limit" as a century, so both settings give the same service type.
     let limit = Duration::from_secs(if seconds > 0 {
         seconds
