@@ -149,6 +149,13 @@ pub async fn serve(
         abort: CancellationToken::new(),
         conns: TaskTracker::new(),
     };
+    // Should this future be dropped before it finishes (its runtime shutting down, a test
+    // abandoning it), nothing it started keeps running: the guards cancel everything.
+    let _guards = (
+        background.clone().drop_guard(),
+        stop.drain.clone().drop_guard(),
+        stop.abort.clone().drop_guard(),
+    );
     let limits = conn::Limits::from_config(&hub.config().server);
     let api_loop = tokio::spawn(conn::accept_loop(
         api,
