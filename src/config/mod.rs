@@ -3,7 +3,7 @@
 //! program with one message naming every bad key before anything binds.
 //!
 //! * `mod.rs` (here): the typed sections, their defaults, loading and rendering.
-//! * [`env`]: the one table of environment variables and the overlay it drives.
+//! * `env.rs`: the one table of environment variables and the overlay it drives.
 //! * `validate.rs`: the checks of the whole, each naming its key.
 
 mod env;
