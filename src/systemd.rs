@@ -121,22 +121,31 @@ pub fn watchdog_interval_from(get: impl Fn(&str) -> Option<String>, pid: u32) ->
     Some(Duration::from_micros(usec))
 }
 
-/// When systemd's watchdog is on ([`watchdog_interval`]), spawns a task on the current tokio
-/// runtime that sends `WATCHDOG=1` every half interval, and returns it. `None` (nothing
-/// spawned) when the watchdog is off. Must be called from within a tokio runtime.
-pub fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
-    let interval = watchdog_interval()?;
+/// When systemd's watchdog is on ([`watchdog_interval`]), spawns a task on `tracker` that
+/// sends `WATCHDOG=1` every half interval until `cancel` fires, and returns true. Returns false
+/// (nothing spawned) when the watchdog is off. The server cancels it only after requests are
+/// drained, so a long drain is not mistaken for a hang. Must be called within a tokio runtime.
+pub fn spawn_watchdog(
+    cancel: tokio_util::sync::CancellationToken,
+    tracker: &tokio_util::task::TaskTracker,
+) -> bool {
+    let Some(interval) = watchdog_interval() else {
+        return false;
+    };
     let period = (interval / 2).max(Duration::from_millis(1));
     tracing::info!(
         interval_ms = interval.as_millis() as u64,
         "systemd watchdog on: pinging every {period:?}"
     );
-    Some(tokio::spawn(async move {
+    tracker.spawn(async move {
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = cancel.cancelled() => break,
+            }
             match notify("WATCHDOG=1") {
                 Ok(_) => failing = false,
                 Err(e) if !failing => {
@@ -146,7 +155,8 @@ pub fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
                 Err(_) => {}
             }
         }
-    }))
+    });
+    true
 }
 
 #[cfg(test)]

@@ -641,3 +641,46 @@ async fn storage_failure_answers_503_and_health_says_so() {
     );
     hub.stop().await;
 }
+
+/// A storage failure is named (which backend, a generic reason) but its detail, which can
+/// carry hosts, users or file paths, stays in the log and never reaches a client.
+#[tokio::test]
+async fn storage_errors_name_the_backend_but_do_not_leak_its_error() {
+    let (hub, api) = start().await;
+    hub.hub.close().await;
+    // What the closed redb store says about itself.
+    let detail = "the store is closed";
+    let h = api.get("/health").await;
+    assert_eq!(h.status, StatusCode::SERVICE_UNAVAILABLE, "{}", h.text);
+    assert_eq!(
+        h.json["storage"][0]["error"], "redb is unavailable",
+        "{}",
+        h.text
+    );
+    assert!(!h.text.contains(detail), "{}", h.text);
+    let s = api.get("/api/v1/status").await;
+    assert_eq!(
+        s.json["storage"][0]["error"], "redb is unavailable",
+        "{}",
+        s.text
+    );
+    assert!(!s.text.contains(detail), "{}", s.text);
+    let r = api
+        .post(
+            "/api/v1/miners/register",
+            &registration(&addr(402), &["m"], 16384, 4),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    assert_eq!(r.json["error"]["code"], "storage_unavailable");
+    assert!(
+        r.json["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("redb")),
+        "{}",
+        r.text
+    );
+    assert!(!r.text.contains(detail), "{}", r.text);
+    hub.stop().await;
+}

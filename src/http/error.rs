@@ -3,6 +3,7 @@
 //! Body: `{"error":{"code":"...","message":"..."}}`, plus `"field"` when one field is to blame.
 
 use crate::domain::Invalid;
+use crate::hub::views::{error_chain, public_reason};
 use crate::hub::HubError;
 use crate::store::{ClaimError, StoreError};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -79,11 +80,20 @@ impl From<HubError> for ApiError {
                 StoreError::NotFound => Self::new(StatusCode::NOT_FOUND, "not_found", msg),
                 StoreError::AlreadyExists => Self::new(StatusCode::CONFLICT, "conflict", msg),
                 StoreError::TokenMismatch => Self::new(StatusCode::FORBIDDEN, "forbidden", msg),
-                StoreError::Unavailable { .. } | StoreError::Corrupt { .. } => Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "storage_unavailable",
-                    format!("the change was not stored: {msg}"),
-                ),
+                StoreError::Unavailable { backend, .. } | StoreError::Corrupt { backend, .. } => {
+                    // The detail (the backend's own error and its causes) can name hosts,
+                    // users or paths: it goes to the log, the client learns the backend.
+                    tracing::warn!(
+                        backend,
+                        error = %error_chain(&s),
+                        "answering 503: storage failed"
+                    );
+                    Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "storage_unavailable",
+                        format!("the change was not stored: {}", public_reason(&s)),
+                    )
+                }
             },
         }
     }

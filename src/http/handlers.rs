@@ -1,18 +1,22 @@
 //! Handlers: parse into domain values, call the hub, render. Nothing here knows which
 //! storage backend is configured.
 
+use super::dto::{
+    DeregisteredDto, HealthDto, HubStatusDto, MatchDto, MatchedMinerDto, MinerDto, MinerListDto,
+    OutcomeDto, RegisteredDto, StatusDto,
+};
 use super::error::ApiError;
 use super::extract::{AddressPath, ApiJson, Bearer};
 use super::AppState;
 use crate::domain::{Address, Capabilities, Endpoint, MinerStatus};
+use crate::hub::views::MinerFilter;
 use crate::hub::{now_ms, MatchRequest, OutcomeReport, Registration};
 use crate::registry::MinerView;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde::Deserialize;
 
 #[derive(Deserialize)]
 pub struct RegisterBody {
@@ -69,75 +73,10 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
-struct MatchedMiner<'a> {
-    address: Address,
-    endpoint: &'a str,
-    score: f64,
-    estimated_time: u64,
-}
-
-#[derive(Serialize)]
-struct MatchResponse<'a> {
-    match_id: String,
-    miners: Vec<MatchedMiner<'a>>,
-    reserved: bool,
-    panic: bool,
-}
-
-#[derive(Serialize)]
-struct StatusResponse {
-    address: Address,
-    status: MinerStatus,
-}
-
-/// JSON rendering of one miner.
-fn miner_json(
-    view: &MinerView,
-    online: bool,
-    cooldown_now: bool,
-    params: &crate::config::Config,
-) -> Value {
-    let m = &view.miner;
-    let f = &view.score.factors;
-    let st = &view.stats;
-    json!({
-        "address": m.address,
-        "endpoint": m.endpoint,
-        "capabilities": m.capabilities,
-        "stake": m.stake,
-        "registered_at": m.registered_at,
-        "updated_at": m.updated_at,
-        "online": online,
-        "status": view.status,
-        "reserved_slots": view.reserved,
-        "stats": {
-            "jobs_total": st.jobs_total,
-            "jobs_succeeded": st.jobs_succeeded,
-            "jobs_failed": st.jobs_failed,
-            "consecutive_failures": st.consecutive_failures,
-            "avg_latency_ms": f.avg_latency_ms,
-            "availability_samples": view.availability.total,
-            "cooled_down": cooldown_now,
-            "cooldown_until": (view.cooldown_until > 0).then_some(view.cooldown_until),
-        },
-        "score": {
-            "value": view.score.value,
-            "max": params.scoring.max_score,
-            "components": {
-                "success_rate": f.success_rate,
-                "latency": f.latency,
-                "availability": f.availability,
-                "reputation": f.reputation,
-            },
-            "weights": params.weights,
-        },
-    })
-}
-
-fn render(state: &AppState, view: &MinerView) -> Value {
+/// Renders one miner at this instant.
+fn render<'a>(state: &'a AppState, view: &'a MinerView) -> MinerDto<'a> {
     let now = now_ms();
-    miner_json(
+    MinerDto::new(
         view,
         state.hub.is_online(view, now),
         view.cooldown_until > now,
@@ -157,27 +96,22 @@ pub async fn register(
         stake: body.stake,
     };
     let r = state.hub.register(reg, token.as_deref()).await?;
-    let miner = render(&state, &r.view);
-    Ok(if let Some(token) = r.token {
-        (
-            StatusCode::CREATED,
-            Json(json!({
-                "address": r.view.miner.address,
-                "status": "registered",
-                "token": token,
-                "token_note": "shown once: send it as `Authorization: Bearer <token>` to change this miner",
-                "miner": miner,
-            })),
-        )
-            .into_response()
+    let created = r.token.is_some();
+    let body = RegisteredDto {
+        address: r.view.miner.address,
+        miner: render(&state, &r.view),
+        status: if created { "registered" } else { "updated" },
+        token_note: created.then_some(
+            "shown once: send it as `Authorization: Bearer <token>` to change this miner",
+        ),
+        token: r.token,
+    };
+    let code = if created {
+        StatusCode::CREATED
     } else {
-        Json(json!({
-            "address": r.view.miner.address,
-            "status": "updated",
-            "miner": miner,
-        }))
-        .into_response()
-    })
+        StatusCode::OK
+    };
+    Ok((code, Json(body)).into_response())
 }
 
 pub async fn update_status(
@@ -197,7 +131,7 @@ pub async fn update_status(
         .hub
         .update_status(&address, token.as_deref(), status)
         .await?;
-    Ok(Json(StatusResponse { address, status: s }).into_response())
+    Ok(Json(StatusDto { address, status: s }).into_response())
 }
 
 pub async fn get_miner(
@@ -214,7 +148,11 @@ pub async fn delete_miner(
     Bearer(token): Bearer,
 ) -> Result<Response, ApiError> {
     state.hub.deregister(&address, token.as_deref()).await?;
-    Ok(Json(json!({ "address": address, "status": "deregistered" })).into_response())
+    Ok(Json(DeregisteredDto {
+        address,
+        status: "deregistered",
+    })
+    .into_response())
 }
 
 pub async fn list_miners(
@@ -233,20 +171,16 @@ pub async fn list_miners(
         })?),
         None => None,
     };
-    let now = now_ms();
     let hub = &state.hub;
-    let views = hub.registry().list(after.as_ref(), limit, |v| {
-        q.model.as_deref().is_none_or(|m| v.miner.serves_model(m))
-            && q.available.is_none_or(|want| {
-                let avail = hub.is_online(v, now) && v.status.is_some_and(|s| s.available);
-                avail == want
-            })
+    let page = hub.list_miners(&MinerFilter {
+        model: q.model,
+        available: q.available,
+        after,
+        limit,
     });
-    let next = (views.len() == limit)
-        .then(|| views.last().map(|v| v.miner.address))
-        .flatten();
-    let miners: Vec<Value> = views.iter().map(|v| render(&state, v)).collect();
-    Ok(Json(json!({ "miners": miners, "next_cursor": next })).into_response())
+    let now = now_ms();
+    let body = MinerListDto::new(&page, |v| hub.is_online(v, now), now, hub.config());
+    Ok(Json(body).into_response())
 }
 
 pub async fn match_job(
@@ -263,17 +197,17 @@ pub async fn match_job(
         reserve: body.reserve.unwrap_or(true),
     };
     let out = state.hub.match_job(req).await?;
-    let miners: Vec<MatchedMiner<'_>> = out
+    let miners: Vec<MatchedMinerDto<'_>> = out
         .miners
         .iter()
-        .map(|m| MatchedMiner {
+        .map(|m| MatchedMinerDto {
             address: m.address,
             endpoint: &m.endpoint,
             score: m.score,
             estimated_time: m.estimated_time.round() as u64,
         })
         .collect();
-    Ok(Json(MatchResponse {
+    Ok(Json(MatchDto {
         match_id: out.match_id.to_string(),
         miners,
         reserved: out.reserved,
@@ -296,65 +230,23 @@ pub async fn report_outcome(
             error: body.error,
         })
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "address": r.address,
-            "recorded": true,
-            "score": r.score.value,
-            "components": {
-                "success_rate": r.score.factors.success_rate,
-                "latency": r.score.factors.latency,
-                "availability": r.score.factors.availability,
-                "reputation": r.score.factors.reputation,
-            },
-            "consecutive_failures": r.stats.consecutive_failures,
-            "cooldown_until": (r.cooldown_until > now_ms()).then_some(r.cooldown_until),
-        })),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(OutcomeDto::new(&r, now_ms()))).into_response())
 }
 
 pub async fn health(State(state): State<AppState>) -> Response {
-    let backends = state.hub.health().await;
-    let ok = backends.iter().all(|b| b.healthy);
+    let storage = state.hub.storage_health().await;
+    let (body, ok) = HealthDto::new(&storage);
     let code = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        code,
-        Json(json!({ "status": if ok { "ok" } else { "unavailable" }, "storage": backends })),
-    )
-        .into_response()
+    (code, Json(body)).into_response()
 }
 
 pub async fn status(State(state): State<AppState>) -> Response {
-    let hub = &state.hub;
-    let cfg = hub.config();
-    let counts = hub.registry().counts(now_ms(), hub.heartbeat_timeout_ms());
-    let backends = hub.health().await;
-    let last = hub.last_score_update();
-    Json(json!({
-        "service": "poolhub",
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_seconds": hub.uptime().as_secs(),
-        "storage": backends,
-        "ephemeral": cfg.storage.ephemeral,
-        "miners": counts,
-        "matches_served": hub.matches_served(),
-        "reservations_in_flight": hub.reservations_in_flight(),
-        "last_score_update": (last > 0).then_some(last),
-        "config": {
-            "weights": cfg.weights,
-            "thresholds": cfg.thresholds,
-            "scoring": cfg.scoring,
-            "heartbeat_timeout": cfg.matching.heartbeat_timeout,
-            "reservation_ttl": cfg.matching.reservation_ttl,
-        },
-    }))
-    .into_response()
+    let status = state.hub.status().await;
+    Json(HubStatusDto::new(&status, state.hub.config())).into_response()
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {

@@ -1,21 +1,21 @@
-//! The HTTP adapter: routes, request metrics and logging, body limit, timeouts.
+//! The HTTP adapter: routes and the layers around them (body limit, timeout, request
+//! metrics and logging, panic guard).
 
+pub mod dto;
 mod error;
 mod extract;
 mod handlers;
+mod layers;
 
 pub use error::ApiError;
 pub use extract::parse_json;
 
 use crate::hub::Hub;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::StatusCode;
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 /// What every handler receives.
 #[derive(Clone)]
@@ -47,9 +47,17 @@ pub fn api_router(hub: Arc<Hub>) -> Router {
     }
     r.fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
+        // Innermost first: the body limit, then the request timeout (so its 408 is counted),
+        // then counting and logging, then panics turned into 500s.
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
+        .layer(layers::timeout(cfg.request_timeout))
+        .layer(middleware::from_fn_with_state(
+            state.hub.metrics().clone(),
+            layers::record,
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            layers::on_panic,
+        ))
         .with_state(state)
 }
 
@@ -59,69 +67,4 @@ pub fn metrics_router(hub: Arc<Hub>) -> Router {
         .route("/metrics", get(handlers::metrics))
         .fallback(handlers::not_found)
         .with_state(AppState { hub })
-}
-
-fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    tracing::error!("a request handler panicked; answering 500");
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "internal error; the hub logged it",
-    )
-    .into_response()
-}
-
-fn method_label(m: &axum::http::Method) -> &'static str {
-    use axum::http::Method;
-    match *m {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::DELETE => "DELETE",
-        Method::PUT => "PUT",
-        Method::HEAD => "HEAD",
-        Method::PATCH => "PATCH",
-        Method::OPTIONS => "OPTIONS",
-        _ => "OTHER",
-    }
-}
-
-/// Counts and times every request by its matched route (never the raw path, which would
-/// let clients create unbounded series), applies the request timeout, logs at debug.
-async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = method_label(req.method());
-    // MatchedPath shares its string with the router: cloning it does not allocate.
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let timeout = state.hub.config().server.request_timeout;
-    let res = if timeout > 0 {
-        match tokio::time::timeout(Duration::from_secs(timeout), next.run(req)).await {
-            Ok(r) => r,
-            Err(_) => ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "timeout",
-                "the request took longer than server.request_timeout",
-            )
-            .into_response(),
-        }
-    } else {
-        next.run(req).await
-    };
-    let elapsed = started.elapsed();
-    let status = res.status();
-    let m = state.hub.metrics();
-    m.api_requests_total
-        .with_label_values(&[method, route, status.as_str()])
-        .inc();
-    m.http_request_duration
-        .with_label_values(&[route])
-        .observe(elapsed.as_secs_f64());
-    tracing::debug!(
-        method,
-        route,
-        status = status.as_u16(),
-        micros = elapsed.as_micros() as u64,
-        "request"
-    );
-    res
 }

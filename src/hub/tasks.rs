@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 /// Entries re-indexed per write-lock acquisition, so matches never wait long.
 const APPLY_CHUNK: usize = 4096;
@@ -95,13 +94,23 @@ impl Hub {
         );
     }
 
-    /// Starts the background tasks; they stop when `shutdown` turns true.
-    pub fn spawn_tasks(self: &Arc<Self>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    /// Starts the background tasks on `tracker`; they stop when `cancel` is cancelled.
+    pub fn spawn_tasks(
+        self: &Arc<Self>,
+        cancel: tokio_util::sync::CancellationToken,
+        tracker: &tokio_util::task::TaskTracker,
+    ) {
+        // The tasks below still watch a channel; the token drives it.
+        let (stop_tx, shutdown) = watch::channel(false);
+        tracker.spawn(async move {
+            cancel.cancelled().await;
+            let _ = stop_tx.send(true);
+        });
         let interval = Duration::from_secs(self.config.scoring.update_interval);
         let scorer = {
             let hub = self.clone();
             let mut stop = shutdown.clone();
-            tokio::spawn(async move {
+            tracker.spawn(async move {
                 let mut tick = tokio::time::interval(interval);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 tick.tick().await;
@@ -117,7 +126,7 @@ impl Hub {
         let sweeper = {
             let hub = self.clone();
             let mut stop = shutdown;
-            tokio::spawn(async move {
+            tracker.spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_millis(250));
                 loop {
                     tokio::select! {
@@ -137,8 +146,11 @@ impl Hub {
                 }
             })
         };
-        let mut tasks = vec![scorer, sweeper];
-        tasks.extend(sync);
-        tasks
+        let _ = (scorer, sweeper);
+        if let Some(sync) = sync {
+            tracker.spawn(async move {
+                let _ = sync.await;
+            });
+        }
     }
 }

@@ -1,6 +1,15 @@
 //! One typed configuration: `poolhub.toml`, then the seed's environment variables over it,
 //! then the command line, then validation of the whole. An invalid configuration stops the
 //! program with one message naming every bad key before anything binds.
+//!
+//! * `mod.rs` (here): the typed sections, their defaults, loading and rendering.
+//! * `env.rs`: the one table of environment variables and the overlay it drives.
+//! * `validate.rs`: the checks of the whole, each naming its key.
+
+mod env;
+mod validate;
+
+pub use env::{EnvVar, ENV_VARS};
 
 use crate::domain::scoring::{FailoverParams, Priors, ScoringParams, Thresholds, Weights};
 use serde::{Deserialize, Serialize};
@@ -57,8 +66,18 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Seconds a request may take before the hub answers 408 (0 = no limit).
     pub request_timeout: u64,
-    /// Seconds to let in-flight requests finish after SIGTERM.
+    /// Seconds to let in-flight requests finish after SIGTERM; then they are aborted.
     pub shutdown_grace: u64,
+    /// Seconds a client has to send a request's complete headers, counted from its first
+    /// byte. A client that trickles its headers is disconnected after this, so slow clients
+    /// cannot hold connections (and file descriptors) for ever.
+    pub header_timeout: u64,
+    /// Seconds a connection may stay open with no request in progress (a fresh connection
+    /// that sends nothing, or a keep-alive connection between requests) before it is closed.
+    pub idle_timeout: u64,
+    /// Most client connections the API port holds at once; connections beyond it are closed
+    /// as soon as they are accepted. Keep it below the process's file-descriptor limit.
+    pub max_connections: usize,
     pub log_level: String,
     pub log_format: LogFormat,
 }
@@ -73,6 +92,9 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             request_timeout: 30,
             shutdown_grace: 10,
+            header_timeout: 10,
+            idle_timeout: 60,
+            max_connections: 10_000,
             log_level: "info".into(),
             log_format: LogFormat::Text,
         }
@@ -210,38 +232,6 @@ pub struct Config {
     pub failover: FailoverParams,
 }
 
-/// Environment variables poolhub reads, with the key each one sets.
-pub const ENV_VARS: &[(&str, &str)] = &[
-    ("API_HOST", "server.host"),
-    ("API_PORT", "server.port"),
-    ("METRICS_PORT", "server.metrics_port"),
-    ("LOG_LEVEL", "server.log_level"),
-    ("LOG_FORMAT", "server.log_format"),
-    ("SCORE_UPDATE_INTERVAL", "scoring.update_interval"),
-    ("DECAY_FACTOR", "scoring.decay_factor"),
-    ("MAX_MINER_SCORE", "scoring.max_score"),
-    ("MIN_SUCCESS_RATE", "thresholds.min_success_rate"),
-    ("MAX_LATENCY", "thresholds.max_latency"),
-    ("MIN_AVAILABILITY", "thresholds.min_availability"),
-    ("HEARTBEAT_TIMEOUT", "matching.heartbeat_timeout"),
-    ("POOLHUB_DB_PATH", "storage.path"),
-    ("DATABASE_URL", "storage.database_url"),
-    ("REDIS_URL", "storage.redis_url"),
-];
-
-fn parse_env<T: std::str::FromStr>(var: &str, value: &str, errors: &mut Vec<BadKey>) -> Option<T> {
-    match value.trim().parse() {
-        Ok(v) => Some(v),
-        Err(_) => {
-            errors.push(BadKey {
-                key: var.to_string(),
-                message: format!("cannot parse {value:?}"),
-            });
-            None
-        }
-    }
-}
-
 impl Config {
     /// Reads `path` (or the defaults when `None`), then applies the environment.
     pub fn load(
@@ -271,324 +261,6 @@ impl Config {
     /// Parses TOML text; unknown keys are errors that name the key.
     pub fn from_toml(text: &str) -> Result<Self, String> {
         toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', " | "))
-    }
-
-    /// Applies the seed's environment variables; returns the ones that did not parse.
-    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Vec<BadKey> {
-        let mut e = Vec::new();
-        let get = |k: &str| env(k).filter(|v| !v.is_empty());
-        if let Some(v) = get("API_HOST") {
-            self.server.host = v;
-        }
-        if let Some(v) = get("API_PORT").and_then(|v| parse_env("API_PORT", &v, &mut e)) {
-            self.server.port = v;
-        }
-        if let Some(v) = get("METRICS_PORT").and_then(|v| parse_env("METRICS_PORT", &v, &mut e)) {
-            self.server.metrics_port = v;
-        }
-        if let Some(v) = get("LOG_LEVEL") {
-            self.server.log_level = v;
-        }
-        if let Some(v) = get("LOG_FORMAT") {
-            match v.as_str() {
-                "text" => self.server.log_format = LogFormat::Text,
-                "json" => self.server.log_format = LogFormat::Json,
-                _ => e.push(BadKey {
-                    key: "LOG_FORMAT".into(),
-                    message: "must be \"text\" or \"json\"".into(),
-                }),
-            }
-        }
-        if let Some(v) = get("SCORE_UPDATE_INTERVAL")
-            .and_then(|v| parse_env("SCORE_UPDATE_INTERVAL", &v, &mut e))
-        {
-            self.scoring.update_interval = v;
-        }
-        if let Some(v) = get("DECAY_FACTOR").and_then(|v| parse_env("DECAY_FACTOR", &v, &mut e)) {
-            self.scoring.decay_factor = v;
-        }
-        if let Some(v) =
-            get("MAX_MINER_SCORE").and_then(|v| parse_env("MAX_MINER_SCORE", &v, &mut e))
-        {
-            self.scoring.max_score = v;
-        }
-        if let Some(v) =
-            get("MIN_SUCCESS_RATE").and_then(|v| parse_env("MIN_SUCCESS_RATE", &v, &mut e))
-        {
-            self.thresholds.min_success_rate = v;
-        }
-        if let Some(v) = get("MAX_LATENCY").and_then(|v| parse_env("MAX_LATENCY", &v, &mut e)) {
-            self.thresholds.max_latency = v;
-        }
-        if let Some(v) =
-            get("MIN_AVAILABILITY").and_then(|v| parse_env("MIN_AVAILABILITY", &v, &mut e))
-        {
-            self.thresholds.min_availability = v;
-        }
-        if let Some(v) =
-            get("HEARTBEAT_TIMEOUT").and_then(|v| parse_env("HEARTBEAT_TIMEOUT", &v, &mut e))
-        {
-            self.matching.heartbeat_timeout = v;
-        }
-        if let Some(v) = get("POOLHUB_DB_PATH") {
-            self.storage.path = PathBuf::from(v);
-        }
-        if let Some(v) = get("DATABASE_URL") {
-            self.storage.durable = DurableKind::Postgres;
-            self.storage.database_url = Some(v);
-        }
-        if let Some(v) = get("REDIS_URL") {
-            self.storage.hot = HotKind::Redis;
-            self.storage.redis_url = Some(v);
-        }
-        e
-    }
-
-    /// Checks the whole configuration; returns every problem, each naming its key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut bad = Vec::new();
-        let mut check = |ok: bool, key: &str, message: String| {
-            if !ok {
-                bad.push(BadKey {
-                    key: key.to_string(),
-                    message,
-                });
-            }
-        };
-        let unit = |x: f64| x.is_finite() && (0.0..=1.0).contains(&x);
-        let s = &self.server;
-        check(
-            s.host.parse::<std::net::IpAddr>().is_ok() || s.host == "localhost",
-            "server.host",
-            format!("{:?} is not an IP address", s.host),
-        );
-        check(
-            s.port == 0 || s.port != s.metrics_port,
-            "server.metrics_port",
-            format!("must differ from server.port ({})", s.port),
-        );
-        check(
-            (1024..=64 * 1024 * 1024).contains(&s.max_body_bytes),
-            "server.max_body_bytes",
-            "must be between 1024 and 67108864".into(),
-        );
-        check(
-            tracing_subscriber::EnvFilter::try_new(&s.log_level).is_ok(),
-            "server.log_level",
-            format!(
-                "{:?} is not a level (error, warn, info, debug, trace) or filter",
-                s.log_level
-            ),
-        );
-        let w = &self.weights;
-        let ws = [w.success_rate, w.latency, w.availability, w.reputation];
-        check(
-            ws.iter().all(|x| unit(*x)),
-            "weights",
-            "every weight must be between 0 and 1".into(),
-        );
-        let sum: f64 = ws.iter().sum();
-        check(
-            (sum - 1.0).abs() < 1e-6,
-            "weights",
-            format!("must sum to 1 (they sum to {sum})"),
-        );
-        let t = &self.thresholds;
-        check(
-            unit(t.min_success_rate),
-            "thresholds.min_success_rate",
-            "must be between 0 and 1".into(),
-        );
-        check(
-            unit(t.min_availability),
-            "thresholds.min_availability",
-            "must be between 0 and 1".into(),
-        );
-        check(
-            t.max_latency.is_finite() && t.max_latency > 0.0 && t.max_latency <= 86_400_000.0,
-            "thresholds.max_latency",
-            "must be more than 0 and at most 86400000 ms".into(),
-        );
-        let sc = &self.scoring;
-        check(
-            (1..=86_400).contains(&sc.update_interval),
-            "scoring.update_interval",
-            "must be between 1 and 86400 seconds".into(),
-        );
-        check(
-            sc.decay_factor.is_finite() && sc.decay_factor > 0.0 && sc.decay_factor <= 1.0,
-            "scoring.decay_factor",
-            "must be more than 0 and at most 1".into(),
-        );
-        check(
-            sc.max_score.is_finite() && sc.max_score > 0.0 && sc.max_score <= 1e9,
-            "scoring.max_score",
-            "must be a positive number".into(),
-        );
-        let p = &self.priors;
-        check(
-            unit(p.success_rate),
-            "priors.success_rate",
-            "must be between 0 and 1".into(),
-        );
-        check(
-            unit(p.availability),
-            "priors.availability",
-            "must be between 0 and 1".into(),
-        );
-        check(
-            p.latency_ms.is_finite() && p.latency_ms >= 0.0,
-            "priors.latency_ms",
-            "must be 0 or more".into(),
-        );
-        check(
-            p.weight.is_finite() && p.weight > 0.0,
-            "priors.weight",
-            "must be more than 0".into(),
-        );
-        check(
-            p.availability_weight.is_finite() && p.availability_weight > 0.0,
-            "priors.availability_weight",
-            "must be more than 0".into(),
-        );
-        check(
-            t.min_jobs.is_finite() && t.min_jobs >= 0.0,
-            "thresholds.min_jobs",
-            "must be 0 or more".into(),
-        );
-        check(
-            p.stake_half.is_finite() && p.stake_half > 0.0,
-            "priors.stake_half",
-            "must be more than 0".into(),
-        );
-        check(
-            p.experience_half.is_finite() && p.experience_half > 0.0,
-            "priors.experience_half",
-            "must be more than 0".into(),
-        );
-        let m = &self.matching;
-        check(
-            m.heartbeat_timeout >= 1,
-            "matching.heartbeat_timeout",
-            "must be at least 1 second".into(),
-        );
-        check(
-            (1..=1000).contains(&m.max_limit),
-            "matching.max_limit",
-            "must be between 1 and 1000".into(),
-        );
-        check(
-            (1..=m.max_limit).contains(&m.default_limit),
-            "matching.default_limit",
-            "must be between 1 and matching.max_limit".into(),
-        );
-        check(
-            m.reservation_ttl >= 1,
-            "matching.reservation_ttl",
-            "must be at least 1 second".into(),
-        );
-        check(
-            m.outcome_window >= 1,
-            "matching.outcome_window",
-            "must be at least 1 second".into(),
-        );
-        check(
-            m.max_tracked_matches >= 1,
-            "matching.max_tracked_matches",
-            "must be at least 1".into(),
-        );
-        check(
-            m.tie_epsilon.is_finite() && m.tie_epsilon >= 0.0,
-            "matching.tie_epsilon",
-            "must be 0 or more".into(),
-        );
-        check(
-            m.scan_cap >= 1,
-            "matching.scan_cap",
-            "must be at least 1".into(),
-        );
-        let f = &self.failover;
-        check(
-            unit(f.panic_threshold),
-            "failover.panic_threshold",
-            "must be between 0 and 1".into(),
-        );
-        check(
-            f.base_cooldown <= f.max_cooldown,
-            "failover.base_cooldown",
-            "must not exceed failover.max_cooldown".into(),
-        );
-        let st = &self.storage;
-        if st.durable == DurableKind::Postgres {
-            let ok = st.database_url.as_deref().is_some_and(|u| {
-                (u.starts_with("postgresql://") || u.starts_with("postgres://"))
-                    && u.parse::<tokio_postgres::Config>().is_ok()
-            });
-            check(
-                ok,
-                "storage.database_url",
-                "durable = \"postgres\" needs a postgresql://user:pass@host/db URL (or DATABASE_URL)"
-                    .into(),
-            );
-            let tls_required = st
-                .database_url
-                .as_deref()
-                .and_then(|u| u.parse::<tokio_postgres::Config>().ok())
-                .is_some_and(|c| c.get_ssl_mode() == tokio_postgres::config::SslMode::Require);
-            check(
-                !tls_required,
-                "storage.database_url",
-                "sslmode=require: this build has no TLS; reach PostgreSQL over a private network or a TLS tunnel"
-                    .into(),
-            );
-            check(
-                crate::store::postgres::valid_schema_name(&st.postgres_schema),
-                "storage.postgres_schema",
-                "must be a lowercase identifier (a-z, 0-9, _; at most 63 characters)".into(),
-            );
-            check(
-                (1..=1000).contains(&st.postgres_max_connections),
-                "storage.postgres_max_connections",
-                "must be between 1 and 1000".into(),
-            );
-        } else {
-            check(
-                st.ephemeral || !st.path.as_os_str().is_empty(),
-                "storage.path",
-                "must name a file".into(),
-            );
-        }
-        if st.hot == HotKind::Redis {
-            let ok = st.redis_url.as_deref().is_some_and(|u| {
-                (u.starts_with("redis://") || u.starts_with("unix://"))
-                    && redis::Client::open(u).is_ok()
-            });
-            check(
-                ok,
-                "storage.redis_url",
-                "hot = \"redis\" needs a redis://host:port URL (or REDIS_URL)".into(),
-            );
-            check(
-                crate::store::redis::valid_prefix(&st.redis_prefix),
-                "storage.redis_prefix",
-                "must be at most 64 printable characters without spaces".into(),
-            );
-            check(
-                (1..=86_400).contains(&st.resync_interval),
-                "storage.resync_interval",
-                "must be between 1 and 86400 seconds".into(),
-            );
-        }
-        check(
-            st.connect_timeout <= 3600,
-            "storage.connect_timeout",
-            "must be at most 3600 seconds".into(),
-        );
-        if bad.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid(bad))
-        }
     }
 
     /// The scoring engine's view of the configuration.
@@ -649,7 +321,7 @@ mod tests {
 
     #[test]
     fn shipped_poolhub_toml_is_the_defaults() {
-        let text = include_str!("../poolhub.toml");
+        let text = include_str!("../../poolhub.toml");
         let c = Config::from_toml(text).unwrap();
         assert_eq!(c, Config::default());
     }
@@ -720,8 +392,9 @@ mod tests {
 
     #[test]
     fn compose_deployment_is_valid_and_in_the_seeds_shape() {
-        let mut c = Config::from_toml(include_str!("../packaging/compose/poolhub.toml")).unwrap();
-        let compose = include_str!("../packaging/compose/docker-compose.yml");
+        let mut c =
+            Config::from_toml(include_str!("../../packaging/compose/poolhub.toml")).unwrap();
+        let compose = include_str!("../../packaging/compose/docker-compose.yml");
         let url = |var: &str| {
             compose
                 .lines()
@@ -747,6 +420,33 @@ mod tests {
         ] {
             assert!(compose.contains(needle), "compose file lacks {needle}");
         }
+    }
+
+    #[test]
+    fn connection_limits_are_validated() {
+        let mut c = Config::default();
+        c.server.header_timeout = 0;
+        c.server.idle_timeout = 0;
+        c.server.max_connections = 0;
+        let msg = c.validate().unwrap_err().to_string();
+        for key in [
+            "server.header_timeout",
+            "server.idle_timeout",
+            "server.max_connections",
+        ] {
+            assert!(msg.contains(key), "{msg}");
+        }
+    }
+
+    #[test]
+    fn a_directory_as_the_redb_file_is_a_config_error() {
+        let dir = std::env::temp_dir();
+        let mut c = Config::default();
+        c.storage.path = dir.clone();
+        let msg = c.validate().unwrap_err().to_string();
+        assert!(msg.contains("storage.path"), "{msg}");
+        c.storage.ephemeral = true;
+        c.validate().unwrap();
     }
 
     #[test]
