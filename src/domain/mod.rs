@@ -1,6 +1,7 @@
 //! Plain types and pure logic: no I/O, no clock, no HTTP. Everything here is a function of
 //! its arguments, which is what makes it unit-, property- and benchmark-testable.
 
+pub mod identity;
 pub mod matching;
 pub mod miner;
 pub mod scoring;
