@@ -6,6 +6,7 @@ mod error;
 mod extract;
 mod handlers;
 mod layers;
+pub mod limits;
 
 pub use error::ApiError;
 pub use extract::parse_json;
