@@ -14,6 +14,7 @@
 //! * [`metrics`], [`telemetry`]: Prometheus metrics and logging.
 //! * [`server`]: start-up, listeners, graceful shutdown; [`server::TestHub`] for tests.
 
+pub mod admin_client;
 pub mod auth;
 pub mod config;
 pub mod domain;
