@@ -250,7 +250,7 @@ mod tests {
             Err(SignatureError::Malformed)
         );
         assert_eq!(
-            format!("{}", "ab".repeat(65)).parse::<RawSignature>(),
+            "ab".repeat(65).parse::<RawSignature>(),
             Err(SignatureError::Malformed)
         );
         let v = vectors();
