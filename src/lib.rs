@@ -21,6 +21,7 @@ pub mod domain;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod net;
 pub mod registry;
 pub mod server;
 pub mod store;

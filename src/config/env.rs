@@ -2,7 +2,7 @@
 //! documents them, so a variable cannot be listed without being read or read without being
 //! listed.
 
-use super::{BadKey, Config, DurableKind, HotKind, LogFormat};
+use super::{BadKey, ClientAuth, Config, DurableKind, HotKind, LogFormat, MinerIdentity};
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -151,6 +151,39 @@ pub const ENV_VARS: &[EnvVar] = &[
             Ok(())
         },
     },
+    EnvVar {
+        name: "POOLHUB_MINER_IDENTITY",
+        key: "auth.miner_identity",
+        apply: |c, v| {
+            c.auth.miner_identity = match v.trim() {
+                "token" => MinerIdentity::Token,
+                "signature" => MinerIdentity::Signature,
+                other => return Err(format!("must be \"token\" or \"signature\", not {other:?}")),
+            };
+            Ok(())
+        },
+    },
+    EnvVar {
+        name: "POOLHUB_CLIENT_AUTH",
+        key: "auth.clients",
+        apply: |c, v| {
+            c.auth.clients = match v.trim() {
+                "open" => ClientAuth::Open,
+                "keys" => ClientAuth::Keys,
+                other => return Err(format!("must be \"open\" or \"keys\", not {other:?}")),
+            };
+            Ok(())
+        },
+    },
+    // The admin secret itself: never logged, redacted by check-config.
+    EnvVar {
+        name: "POOLHUB_ADMIN_TOKEN",
+        key: "auth.admin_token",
+        apply: |c, v| {
+            c.auth.admin_token = v.trim().to_string();
+            Ok(())
+        },
+    },
 ];
 
 impl Config {
@@ -197,7 +230,9 @@ mod tests {
                 "LOG_FORMAT" => "json",
                 "DATABASE_URL" => "postgresql://u@h/db",
                 "REDIS_URL" => "redis://h:6379",
-                "API_HOST" | "LOG_LEVEL" | "POOLHUB_DB_PATH" => "changed",
+                "API_HOST" | "LOG_LEVEL" | "POOLHUB_DB_PATH" | "POOLHUB_ADMIN_TOKEN" => "changed",
+                "POOLHUB_MINER_IDENTITY" => "signature",
+                "POOLHUB_CLIENT_AUTH" => "keys",
                 _ => "0.5",
             };
             let value = if [

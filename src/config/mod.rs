@@ -6,8 +6,11 @@
 //! * `env.rs`: the one table of environment variables and the overlay it drives.
 //! * `validate.rs`: the checks of the whole, each naming its key.
 
+mod auth;
 mod env;
 mod validate;
+
+pub use auth::{AuthConfig, ClientAuth, MinerIdentity, Rate, RateLimits};
 
 pub use env::{EnvVar, ENV_VARS};
 
@@ -78,6 +81,10 @@ pub struct ServerConfig {
     /// Most client connections the API port holds at once; connections beyond it are closed
     /// as soon as they are accepted. Keep it below the process's file-descriptor limit.
     pub max_connections: usize,
+    /// Proxies (IP addresses or CIDR networks) whose `X-Forwarded-For` names the client.
+    /// From any other peer the header is ignored, so a client cannot choose the address its
+    /// rate limits are counted against.
+    pub trusted_proxies: Vec<String>,
     pub log_level: String,
     pub log_format: LogFormat,
 }
@@ -95,6 +102,7 @@ impl Default for ServerConfig {
             header_timeout: 10,
             idle_timeout: 60,
             max_connections: 10_000,
+            trusted_proxies: Vec::new(),
             log_level: "info".into(),
             log_format: LogFormat::Text,
         }
@@ -230,6 +238,7 @@ pub struct Config {
     pub priors: Priors,
     pub matching: MatchingConfig,
     pub failover: FailoverParams,
+    pub auth: AuthConfig,
 }
 
 impl Config {
@@ -279,6 +288,9 @@ impl Config {
         let mut c = self.clone();
         c.storage.database_url = c.storage.database_url.as_deref().map(redact_url);
         c.storage.redis_url = c.storage.redis_url.as_deref().map(redact_url);
+        if !c.auth.admin_token.is_empty() {
+            c.auth.admin_token = "***".into();
+        }
         toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 }

@@ -56,6 +56,41 @@ impl Config {
                 s.log_level
             ),
         );
+        for (i, p) in s.trusted_proxies.iter().enumerate() {
+            let parsed = p.parse::<crate::net::Cidr>();
+            check(
+                parsed.is_ok(),
+                &format!("server.trusted_proxies[{i}]"),
+                parsed.err().unwrap_or_default(),
+            );
+        }
+        let a = &self.auth;
+        check(
+            a.max_reservations_per_client >= 1,
+            "auth.max_reservations_per_client",
+            "must be at least 1".into(),
+        );
+        check(
+            (10..=3600).contains(&a.challenge_ttl),
+            "auth.challenge_ttl",
+            "must be between 10 and 3600 seconds".into(),
+        );
+        check(
+            !a.domain.contains(char::is_whitespace),
+            "auth.domain",
+            format!(
+                "{:?} must be a host name (and port), without spaces",
+                a.domain
+            ),
+        );
+        for class in ["register", "status", "match", "outcome", "admin"] {
+            let r = a.rate_limits.rate(class);
+            check(
+                r.per_second == 0 || r.burst >= 1,
+                &format!("auth.rate_limits.{class}.burst"),
+                "must be at least 1 when per_second is set".into(),
+            );
+        }
         let w = &self.weights;
         let ws = [w.success_rate, w.latency, w.availability, w.reputation];
         check(

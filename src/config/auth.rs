@@ -1,0 +1,141 @@
+//! The `[auth]` section: who may register which address, who may request matches and report
+//! outcomes, the operator's admin secret, and the rate limits.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// What a registration must prove (`auth.miner_identity`, env `POOLHUB_MINER_IDENTITY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MinerIdentity {
+    /// The seed's unsigned registrations keep working (the first registrant gets the token);
+    /// a signature by the address's key is still accepted, and takes over an unsigned one.
+    #[default]
+    Token,
+    /// A registration must carry a valid EIP-4361 signature by the address's key.
+    Signature,
+}
+
+/// Who may request matches and report outcomes (`auth.clients`, env `POOLHUB_CLIENT_AUTH`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// Anyone who reaches the port (the built-in default, so the seed's requests and tests need
+    /// no set-up). The hub warns at start when it is open on a non-loopback address.
+    #[default]
+    Open,
+    /// Only holders of a client or admin key (`Authorization: Bearer <key>`).
+    Keys,
+}
+
+/// One class's token bucket: a sustained rate and the burst allowed above it. A rate of 0
+/// turns the class's limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// Requests per second, sustained.
+    pub per_second: u32,
+    /// Requests allowed at once before the sustained rate applies.
+    pub burst: u32,
+}
+
+impl Rate {
+    const fn new(per_second: u32, burst: u32) -> Self {
+        Self { per_second, burst }
+    }
+}
+
+/// Per-class rates (`[auth.rate_limits]`), each per party: a client key when one is given,
+/// else the source address; status updates per miner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    /// Registrations of new addresses, identity challenges and token recovery, per source IP.
+    pub register: Rate,
+    /// Status updates, per miner.
+    pub status: Rate,
+    /// Match requests, per client key (per source IP when clients are open).
+    #[serde(rename = "match")]
+    pub match_: Rate,
+    /// Outcome reports, per client key (per source IP when clients are open).
+    pub outcome: Rate,
+    /// Admin calls, per source IP.
+    pub admin: Rate,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            register: Rate::new(20, 100),
+            status: Rate::new(10, 50),
+            match_: Rate::new(10_000, 20_000),
+            outcome: Rate::new(20_000, 40_000),
+            admin: Rate::new(20, 100),
+        }
+    }
+}
+
+impl RateLimits {
+    /// The rate of a class by its name ("register", "status", "match", "outcome", "admin").
+    pub fn rate(&self, class: &str) -> Rate {
+        match class {
+            "register" => self.register,
+            "status" => self.status,
+            "match" => self.match_,
+            "outcome" => self.outcome,
+            _ => self.admin,
+        }
+    }
+
+    /// Every class off (benchmarks, and tests that register thousands of miners at once).
+    pub fn unlimited() -> Self {
+        let off = Rate::new(0, 0);
+        Self {
+            register: off,
+            status: off,
+            match_: off,
+            outcome: off,
+            admin: off,
+        }
+    }
+}
+
+/// The `[auth]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub miner_identity: MinerIdentity,
+    pub clients: ClientAuth,
+    /// The operator's admin secret. Prefer `POOLHUB_ADMIN_TOKEN` or `admin_token_file` to
+    /// writing it here; it is never printed (`check-config` redacts it). Empty: no admin
+    /// secret (keys can then only be managed by an admin-role key).
+    pub admin_token: String,
+    /// A file holding the admin secret (first line), e.g. a systemd credential.
+    pub admin_token_file: Option<PathBuf>,
+    /// Most reservations one client key may hold at once, so no client can drain the pool.
+    pub max_reservations_per_client: u32,
+    /// The domain a miner signs in to, named in the EIP-4361 message. Empty: the `Host` the
+    /// challenge request was sent to.
+    pub domain: String,
+    /// The chain id named in the EIP-4361 message (the signature proves a key, not a chain).
+    pub chain_id: u64,
+    /// Seconds a challenge's nonce stays valid.
+    pub challenge_ttl: u64,
+    pub rate_limits: RateLimits,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            miner_identity: MinerIdentity::Token,
+            clients: ClientAuth::Open,
+            admin_token: String::new(),
+            admin_token_file: None,
+            max_reservations_per_client: 256,
+            domain: String::new(),
+            chain_id: 1,
+            challenge_ttl: 300,
+            rate_limits: RateLimits::default(),
+        }
+    }
+}
