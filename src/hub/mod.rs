@@ -28,6 +28,35 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 const LOCK_STRIPES: usize = 256;
 
+/// Serialises changes to one miner (so the index applies them in commit order) while changes
+/// to different miners run concurrently: one of `LOCK_STRIPES` mutexes per address.
+struct LockStripes {
+    locks: Vec<tokio::sync::Mutex<()>>,
+    /// Keyed per process (SipHash), so nobody can choose addresses that share one stripe.
+    hasher: std::hash::RandomState,
+}
+
+impl LockStripes {
+    fn new() -> Self {
+        Self {
+            locks: (0..LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    /// Which stripe guards `a`: a hash of all 20 bytes, since addresses may share any part.
+    fn index(&self, a: &Address) -> usize {
+        use std::hash::BuildHasher;
+        (self.hasher.hash_one(a.as_bytes()) % LOCK_STRIPES as u64) as usize
+    }
+
+    fn lock_for(&self, a: &Address) -> &tokio::sync::Mutex<()> {
+        &self.locks[self.index(a)]
+    }
+}
+
 /// Unix milliseconds now.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -101,7 +130,7 @@ pub struct Hub {
     hot: Arc<dyn HotStore>,
     reservations: matching::Reservations,
     metrics: Arc<Metrics>,
-    locks: Vec<tokio::sync::Mutex<()>>,
+    locks: LockStripes,
     started: Instant,
     matches_served: AtomicU64,
     last_score_update: AtomicU64,
@@ -155,9 +184,7 @@ impl Hub {
             hot,
             reservations: matching::Reservations::default(),
             metrics,
-            locks: (0..LOCK_STRIPES)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
+            locks: LockStripes::new(),
             started: Instant::now(),
             matches_served: AtomicU64::new(0),
             last_score_update: AtomicU64::new(0),
@@ -201,8 +228,7 @@ impl Hub {
     }
 
     fn lock_for(&self, a: &Address) -> &tokio::sync::Mutex<()> {
-        let b = a.as_bytes();
-        &self.locks[(usize::from(b[18]) << 8 | usize::from(b[19])) % LOCK_STRIPES]
+        self.locks.lock_for(a)
     }
 
     /// Counts (by the backend that failed) and logs a storage failure, once per operation.
@@ -462,5 +488,28 @@ impl Hub {
     pub async fn close(&self) {
         self.checkpoint().await;
         self.durable.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    /// Defect 10: the stripe came from the last byte alone, so miners whose addresses share
+    /// it (vanity prefixes aside, any 1/256 of them) all queued on one lock.
+    #[test]
+    fn lock_stripes_spread_addresses_that_differ_outside_the_last_byte() {
+        let stripes = LockStripes::new();
+        let mut used = HashSet::new();
+        for i in 0..=255u8 {
+            for byte in [0usize, 7, 18] {
+                let mut b = [0x11u8; 20];
+                b[byte] = i;
+                used.insert(stripes.index(&Address::from_bytes(b)));
+            }
+        }
+        // 768 addresses over 256 stripes: a uniform hash uses about 244 of them.
+        assert!(used.len() > 128, "only {} stripes used", used.len());
     }
 }
