@@ -1,9 +1,11 @@
 //! Plain types and pure logic: no I/O, no clock, no HTTP. Everything here is a function of
 //! its arguments, which is what makes it unit-, property- and benchmark-testable.
 
+pub mod job;
 pub mod matching;
 pub mod miner;
 pub mod scoring;
 
+pub use job::{MatchId, MatchTicket, OutcomeRecord};
 pub use miner::{Address, Capabilities, Endpoint, Invalid, Miner, MinerStatus};
 pub use scoring::{Availability, MinerStats, Score, ScoringParams};

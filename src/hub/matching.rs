@@ -6,7 +6,8 @@ use crate::domain::miner::{validate_name, DEFAULT_JOB_TYPE};
 use crate::domain::scoring::MinerStats;
 use crate::domain::{Address, Invalid};
 use crate::registry::Live;
-use crate::store::{MatchId, MatchTicket, OutcomeRecord, StoreError};
+use crate::domain::{MatchId, MatchTicket, OutcomeRecord};
+use crate::store::StoreError;
 use parking_lot::Mutex;
 use rand::Rng;
 use std::collections::{HashMap, VecDeque};
@@ -230,12 +231,7 @@ impl Hub {
     /// Accepts a job's outcome for a miner that match `match_id` offered; each pair once.
     /// Answered only after the outcome and the new statistics are durable.
     pub async fn report_outcome(&self, rep: OutcomeReport) -> Result<OutcomeResult, HubError> {
-        let id: MatchId = rep.match_id.parse().map_err(|_| {
-            Invalid::new(
-                "match_id",
-                "must be the 32 hex digits a match answer returned",
-            )
-        })?;
+        let id: MatchId = rep.match_id.parse()?;
         if let Some(l) = rep.latency_ms {
             if !l.is_finite() || !(0.0..=86_400_000.0).contains(&l) {
                 return Err(Invalid::new(
@@ -251,7 +247,8 @@ impl Hub {
         self.hot.claim_outcome(id, &rep.address).await?;
         let _guard = self.lock_for(&rep.address).lock().await;
         let record = OutcomeRecord {
-            match_id: rep.match_id,
+            // The canonical form, whatever the client's spelling (only that one parses).
+            match_id: id.to_string(),
             address: rep.address,
             success: rep.success,
             latency_ms: rep.latency_ms,

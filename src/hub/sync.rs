@@ -14,7 +14,8 @@
 use super::{now_ms, Hub};
 use crate::domain::scoring::MinerStats;
 use crate::domain::{Address, MinerStatus};
-use crate::store::{BusMessage, MatchId, StoreError};
+use crate::domain::MatchId;
+use crate::store::{BusMessage, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::Arc;
