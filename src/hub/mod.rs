@@ -274,52 +274,33 @@ impl Hub {
         let _guard = self.lock_for(&reg.address).lock().await;
         let now = now_ms();
         if let Some(view) = self.registry.get(&reg.address) {
-            self.authorize(&view.miner, token)?;
-            let miner = Miner {
-                address: reg.address,
-                endpoint: reg.endpoint,
-                capabilities: reg.capabilities,
-                stake: reg.stake,
-                token_hash: view.miner.token_hash.clone(),
-                registered_at: view.miner.registered_at,
-                updated_at: now,
+            // The index may hold an older registration than the store (deleted and
+            // registered again through another hub): a token it refuses is checked against
+            // the stored record before the answer is 403.
+            return match self.authorize(&view.miner, token) {
+                Ok(()) => {
+                    self.reregister(reg, view.miner.as_ref(), view.stats, view.availability, now)
+                        .await
+                }
+                Err(HubError::Forbidden(_)) => self.reregister_stored(reg, token, now).await,
+                Err(e) => Err(e),
             };
-            self.durable
-                .update_miner(&miner)
-                .await
-                .map_err(|e| self.store_error(e))?;
-            let (score, cooldown) =
-                self.score_now(&view.stats, &view.availability, miner.stake, now);
-            self.registry
-                .upsert(miner, view.stats, view.availability, score, cooldown);
-            self.publish(Event::Miner {
-                address: reg.address,
-            });
-            tracing::info!(address = %reg.address, "miner re-registered");
-            let view = self
-                .registry
-                .get(&reg.address)
-                .ok_or(HubError::MinerNotFound(reg.address))?;
-            return Ok(Registered {
-                created: false,
-                token: None,
-                view,
-            });
         }
-        let token = new_token();
+        let issued = new_token();
         let miner = Miner {
             address: reg.address,
-            endpoint: reg.endpoint,
-            capabilities: reg.capabilities,
+            endpoint: reg.endpoint.clone(),
+            capabilities: reg.capabilities.clone(),
             stake: reg.stake,
-            token_hash: hash_token(&token),
+            token_hash: hash_token(&issued),
             registered_at: now,
             updated_at: now,
         };
         match self.durable.insert_miner(&miner).await {
             Ok(()) => {}
-            // Registered meanwhile through another hub sharing the store.
-            Err(StoreError::AlreadyExists) => return Err(HubError::Unauthorized),
+            // Registered through another hub sharing the store, and this index has not
+            // caught up yet: the stored record decides whether the token is right.
+            Err(StoreError::AlreadyExists) => return self.reregister_stored(reg, token, now).await,
             Err(e) => return Err(self.store_error(e)),
         }
         let stats = MinerStats::default();
@@ -337,7 +318,72 @@ impl Hub {
             .ok_or(HubError::MinerNotFound(reg.address))?;
         Ok(Registered {
             created: true,
-            token: Some(token),
+            token: Some(issued),
+            view,
+        })
+    }
+
+    /// Re-registers a miner this hub's index does not know (or knows in an older version)
+    /// against its record in the durable store. The caller holds the miner's lock.
+    async fn reregister_stored(
+        &self,
+        reg: Registration,
+        token: Option<&str>,
+        now: u64,
+    ) -> Result<Registered, HubError> {
+        let stored = self
+            .durable
+            .load_miner(&reg.address)
+            .await
+            .map_err(|e| self.store_error(e))?
+            // Deleted again meanwhile: there is nothing this token could belong to.
+            .ok_or(HubError::MinerNotFound(reg.address))?;
+        self.authorize(&stored.miner, token)?;
+        self.reregister(reg, &stored.miner, stored.stats, stored.availability, now)
+            .await
+    }
+
+    /// Replaces the registration of `current` (whose token the caller checked), keeping its
+    /// token, history and first registration time. The caller holds the miner's lock.
+    async fn reregister(
+        &self,
+        reg: Registration,
+        current: &Miner,
+        stats: MinerStats,
+        availability: Availability,
+        now: u64,
+    ) -> Result<Registered, HubError> {
+        let miner = Miner {
+            address: reg.address,
+            endpoint: reg.endpoint,
+            capabilities: reg.capabilities,
+            stake: reg.stake,
+            token_hash: current.token_hash.clone(),
+            registered_at: current.registered_at,
+            updated_at: now,
+        };
+        match self.durable.update_miner(&miner).await {
+            Ok(()) => {}
+            // Deleted or registered anew through another hub since it was read.
+            Err(StoreError::TokenMismatch) => return Err(HubError::Forbidden(reg.address)),
+            Err(StoreError::NotFound) => return Err(HubError::MinerNotFound(reg.address)),
+            Err(e) => return Err(self.store_error(e)),
+        }
+        let (score, cooldown) = self.score_now(&stats, &availability, miner.stake, now);
+        self.registry
+            .upsert(miner, stats, availability, score, cooldown);
+        self.metrics.miners_total.set(self.registry.len() as i64);
+        self.publish(Event::Miner {
+            address: reg.address,
+        });
+        tracing::info!(address = %reg.address, "miner re-registered");
+        let view = self
+            .registry
+            .get(&reg.address)
+            .ok_or(HubError::MinerNotFound(reg.address))?;
+        Ok(Registered {
+            created: false,
+            token: None,
             view,
         })
     }
@@ -581,6 +627,45 @@ pub(crate) mod tests {
             latency_ms: Some(100.0),
             error: None,
         }
+    }
+
+    /// Defect 5: a miner registered through another hub sharing the durable store, before
+    /// this hub's index caught up, was refused (401) even with its own token.
+    #[tokio::test]
+    async fn reregistration_through_a_hub_that_has_not_caught_up_checks_the_stored_token() {
+        let durable = Arc::new(RedbStore::in_memory(None).expect("redb"));
+        let behind = hub_on(durable.clone()).await;
+        let first = hub_on(durable).await;
+        let token = first
+            .register(registration(1), None)
+            .await
+            .expect("register")
+            .token
+            .expect("token");
+        assert!(behind.registry.get(&address(1)).is_none(), "not caught up");
+
+        assert!(matches!(
+            behind.register(registration(1), None).await,
+            Err(HubError::Unauthorized)
+        ));
+        assert!(matches!(
+            behind.register(registration(1), Some("ph_wrong")).await,
+            Err(HubError::Forbidden(_))
+        ));
+        let mut changed = registration(1);
+        changed.stake = 500;
+        let r = behind
+            .register(changed, Some(&token))
+            .await
+            .expect("the right token is accepted");
+        assert!(!r.created);
+        assert!(r.token.is_none());
+        assert_eq!(r.view.miner.stake, 500);
+        assert_eq!(
+            behind.registry.get(&address(1)).map(|v| v.miner.stake),
+            Some(500),
+            "and the index caught up"
+        );
     }
 
     /// Defect 7: an uppercase spelling of a real match id was accepted and stored verbatim.

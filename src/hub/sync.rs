@@ -13,8 +13,8 @@
 
 use super::{now_ms, Hub};
 use crate::domain::scoring::MinerStats;
-use crate::domain::{Address, MinerStatus};
 use crate::domain::MatchId;
+use crate::domain::{Address, MinerStatus};
 use crate::store::{BusMessage, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
