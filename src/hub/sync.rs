@@ -15,13 +15,61 @@ use super::{now_ms, Hub};
 use crate::domain::scoring::MinerStats;
 use crate::domain::MatchId;
 use crate::domain::{Address, MinerStatus};
-use crate::store::{BusMessage, StoreError};
+use crate::registry::MinerView;
+use crate::store::{BusMessage, StoreError, StoredMiner};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// What a resync does with one stored record, given the index's entry for that address.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Merge {
+    /// The index has nothing at this address.
+    Insert,
+    /// The stored registration is newer; keep whichever statistics are newer.
+    Replace {
+        stats: MinerStats,
+        availability: crate::domain::Availability,
+    },
+    /// Same registration, newer statistics in the store.
+    Stats {
+        availability: crate::domain::Availability,
+        stake: u64,
+    },
+    /// The index is as new as the store, or newer.
+    Keep,
+}
+
+/// Never replaces newer with older: a registration by its `updated_at`, statistics (of the
+/// same registration, i.e. the same `registered_at`) by the number of outcomes behind them.
+fn merge(v: Option<&MinerView>, s: &StoredMiner) -> Merge {
+    let Some(v) = v else {
+        return Merge::Insert;
+    };
+    let same = v.miner.registered_at == s.miner.registered_at;
+    if *v.miner != s.miner && s.miner.updated_at >= v.miner.updated_at {
+        let stats = if same && v.stats.jobs_total >= s.stats.jobs_total {
+            v.stats
+        } else {
+            s.stats
+        };
+        let availability = if same { v.availability } else { s.availability };
+        Merge::Replace {
+            stats,
+            availability,
+        }
+    } else if same && s.stats.jobs_total > v.stats.jobs_total {
+        Merge::Stats {
+            availability: v.availability,
+            stake: v.miner.stake,
+        }
+    } else {
+        Merge::Keep
+    }
+}
 
 /// One change, as published to the other hubs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,6 +163,9 @@ impl Hub {
                 }
             }
             Event::Stats { address, stats } => {
+                // Under the lock like every other writer of a miner's statistics, so a
+                // resync deciding what to keep cannot interleave with it.
+                let _guard = self.lock_for(&address).lock().await;
                 if let Some(view) = self.registry.get(&address) {
                     let (score, cooldown) =
                         self.score_now(&stats, &view.availability, view.miner.stake, now_ms());
@@ -162,8 +213,10 @@ impl Hub {
 
     /// Reloads one miner from the durable store into the index (or removes it).
     async fn reload_miner(&self, address: &Address) -> Result<(), StoreError> {
-        let stored = self.durable.load_miner(address).await?;
+        // Read under the lock, so a change this hub commits meanwhile is not undone by an
+        // older copy.
         let _guard = self.lock_for(address).lock().await;
+        let stored = self.durable.load_miner(address).await?;
         match stored {
             Some(s) => {
                 // Outcomes this hub applied may be newer than what was read; a miner
@@ -195,44 +248,63 @@ impl Hub {
     pub async fn resync(&self) -> Result<(), StoreError> {
         let started = now_ms();
         let stored = self.durable.load_all().await?;
+        self.apply_snapshot(stored, started).await
+    }
+
+    /// The second half of [`Hub::resync`]: takes `stored`, read from the durable store at
+    /// `started`, into the index.
+    async fn apply_snapshot(
+        &self,
+        stored: Vec<StoredMiner>,
+        started: u64,
+    ) -> Result<(), StoreError> {
         let mut seen = HashSet::with_capacity(stored.len());
         let (mut added, mut changed, mut removed) = (0usize, 0usize, 0usize);
         for s in stored {
             let address = s.miner.address;
             seen.insert(address);
-            match self.registry.get(&address) {
-                None => {
-                    let _guard = self.lock_for(&address).lock().await;
-                    if self.registry.get(&address).is_none() {
+            // Most entries are current: decide without the lock first, and again under it,
+            // since an outcome or a registration may be applied while we wait for it.
+            if matches!(merge(self.registry.get(&address).as_ref(), &s), Merge::Keep) {
+                continue;
+            }
+            let _guard = self.lock_for(&address).lock().await;
+            match merge(self.registry.get(&address).as_ref(), &s) {
+                Merge::Keep => {}
+                Merge::Insert => {
+                    // Missing here: registered elsewhere (the event was lost), or deleted
+                    // here after the snapshot was read. The store's current record decides.
+                    if let Some(cur) = self.durable.load_miner(&address).await? {
                         let (score, cooldown) =
-                            self.score_now(&s.stats, &s.availability, s.miner.stake, started);
-                        self.registry
-                            .upsert(s.miner, s.stats, s.availability, score, cooldown);
+                            self.score_now(&cur.stats, &cur.availability, cur.miner.stake, started);
+                        self.registry.upsert(
+                            cur.miner,
+                            cur.stats,
+                            cur.availability,
+                            score,
+                            cooldown,
+                        );
                         added += 1;
                     }
                 }
-                Some(v) => {
-                    if *v.miner != s.miner && s.miner.updated_at >= v.miner.updated_at {
-                        let _guard = self.lock_for(&address).lock().await;
-                        let same = v.miner.registered_at == s.miner.registered_at;
-                        let stats = if same && v.stats.jobs_total > s.stats.jobs_total {
-                            v.stats
-                        } else {
-                            s.stats
-                        };
-                        let availability = if same { v.availability } else { s.availability };
-                        let (score, cooldown) =
-                            self.score_now(&stats, &availability, s.miner.stake, started);
-                        self.registry
-                            .upsert(s.miner, stats, availability, score, cooldown);
-                        changed += 1;
-                    } else if s.stats.jobs_total > v.stats.jobs_total {
-                        let (score, cooldown) =
-                            self.score_now(&s.stats, &v.availability, v.miner.stake, started);
-                        self.registry
-                            .update_stats(&address, s.stats, score, cooldown);
-                        changed += 1;
-                    }
+                Merge::Replace {
+                    stats,
+                    availability,
+                } => {
+                    let (score, cooldown) =
+                        self.score_now(&stats, &availability, s.miner.stake, started);
+                    self.registry
+                        .upsert(s.miner, stats, availability, score, cooldown);
+                    changed += 1;
+                }
+                Merge::Stats {
+                    availability,
+                    stake,
+                } => {
+                    let (score, cooldown) = self.score_now(&s.stats, &availability, stake, started);
+                    self.registry
+                        .update_stats(&address, s.stats, score, cooldown);
+                    changed += 1;
                 }
             }
         }
@@ -313,6 +385,55 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::tests::{address, hub_on, registration};
+    use crate::store::redb::RedbStore;
+    use crate::store::DurableStore;
+
+    /// Defect 6: resync read the index's entry before it took the miner's lock, so stats
+    /// applied while it waited for that lock were overwritten by the older snapshot.
+    #[tokio::test]
+    async fn resync_never_rolls_back_statistics_applied_while_it_waited() {
+        let durable = Arc::new(RedbStore::in_memory(None).expect("redb"));
+        let hub = Arc::new(hub_on(durable.clone()).await);
+        hub.register(registration(1), None).await.expect("register");
+        let a = address(1);
+        // Another hub re-registers it (a new endpoint), and the event is lost.
+        let mut moved = (*hub.registry.get(&a).expect("indexed").miner).clone();
+        moved.endpoint =
+            crate::domain::Endpoint::try_from("http://moved.example.com".to_string()).expect("url");
+        moved.updated_at += 1;
+        durable.update_miner(&moved).await.expect("update");
+        let snapshot = durable.load_all().await.expect("load");
+
+        // An outcome is being applied (under the miner's lock) when the resync arrives.
+        let guard = hub.lock_for(&a).lock().await;
+        let resync = tokio::spawn({
+            let hub = hub.clone();
+            async move { hub.apply_snapshot(snapshot, now_ms()).await }
+        });
+        // Single-threaded runtime: the resync runs until it waits for the lock.
+        tokio::task::yield_now().await;
+        let v = hub.registry.get(&a).expect("indexed");
+        let newer = v.stats.with_outcome(
+            crate::domain::scoring::OutcomeSample {
+                success: true,
+                latency_ms: Some(50.0),
+                at: now_ms(),
+            },
+            hub.params.decay_factor,
+        );
+        let (score, cooldown) = hub.score_now(&newer, &v.availability, v.miner.stake, now_ms());
+        hub.registry.update_stats(&a, newer, score, cooldown);
+        drop(guard);
+        resync.await.expect("join").expect("resync");
+
+        let v = hub.registry.get(&a).expect("indexed");
+        assert_eq!(v.miner.endpoint.as_str(), "http://moved.example.com");
+        assert_eq!(
+            v.stats.jobs_total, 1,
+            "the outcome applied meanwhile is kept"
+        );
+    }
 
     #[test]
     fn envelope_starts_with_the_sender_and_round_trips() {
