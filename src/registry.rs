@@ -13,7 +13,7 @@
 //! reservation that gives a miner room again notes it, and the noted entries are moved in or
 //! out under a short write lock before the next match (or by the sweeper).
 
-use crate::domain::matching::{self, Candidate, MatchCriteria, MatchPolicy, Pick};
+use crate::domain::matching::{self, Candidate, Eligible, MatchCriteria, MatchPolicy, Pick};
 use crate::domain::scoring::{passes_thresholds, Availability, MinerStats, Score, Thresholds};
 use crate::domain::{Address, Miner, MinerStatus};
 use parking_lot::{Mutex, RwLock};
@@ -187,13 +187,42 @@ fn key(score: f64, id: u32) -> ScoreKey {
     (Reverse(score.max(0.0).to_bits()), id)
 }
 
+/// One model's match set, with the counts panic mode is decided on.
+#[derive(Default)]
+struct ModelSet {
+    /// Listed miners serving the model, best score first.
+    by_score: BTreeSet<ScoreKey>,
+    /// Listed miners that meet the thresholds: the eligible set of [`Eligible`].
+    qualified: usize,
+    /// Of those, the ones with a cooldown that had not ended at the last expiry pass, by the
+    /// time it ends. Counting the cooled-down ones at `now` then only skips the few at the
+    /// front that ended since that pass.
+    cooling: BTreeSet<(u64, u32)>,
+}
+
+impl ModelSet {
+    fn eligible(&self, now: u64) -> Eligible {
+        let ended = self
+            .cooling
+            .iter()
+            .take_while(|(until, _)| *until <= now)
+            .count();
+        Eligible {
+            total: self.qualified,
+            cooled: self.cooling.len() - ended,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     ids: BTreeMap<Address, u32>,
     slots: Vec<Option<Slot>>,
     hot: Vec<Option<Hot>>,
     free: Vec<u32>,
-    by_model: HashMap<String, BTreeSet<ScoreKey>>,
+    by_model: HashMap<String, ModelSet>,
+    /// Cooldowns ending at or before this (unix ms) are no longer filed in `cooling`.
+    cooldowns_ended: u64,
 }
 
 impl Inner {
@@ -220,11 +249,16 @@ impl Inner {
             return;
         }
         let k = key(h.score, id);
+        let (qualified, cooling) = (h.qualified, (h.cooldown_until, id));
         let miner = h.miner.clone();
         for m in &miner.capabilities.models {
             if let Some(set) = self.by_model.get_mut(m) {
-                set.remove(&k);
-                if set.is_empty() {
+                set.by_score.remove(&k);
+                if qualified {
+                    set.qualified -= 1;
+                    set.cooling.remove(&cooling);
+                }
+                if set.by_score.is_empty() {
                     self.by_model.remove(m);
                 }
             }
@@ -241,9 +275,28 @@ impl Inner {
         }
         h.live.listed.store(true, Ordering::Relaxed);
         let k = key(h.score, id);
+        let qualified = h.qualified;
+        let cooling = (h.cooldown_until > self.cooldowns_ended).then_some((h.cooldown_until, id));
         let miner = h.miner.clone();
         for m in &miner.capabilities.models {
-            self.by_model.entry(m.clone()).or_default().insert(k);
+            let set = self.by_model.entry(m.clone()).or_default();
+            set.by_score.insert(k);
+            if qualified {
+                set.qualified += 1;
+                if let Some(c) = cooling {
+                    set.cooling.insert(c);
+                }
+            }
+        }
+    }
+
+    /// Forgets cooldowns that have ended, so counting the current ones stays cheap.
+    fn end_cooldowns(&mut self, now: u64) {
+        self.cooldowns_ended = self.cooldowns_ended.max(now);
+        for set in self.by_model.values_mut() {
+            while set.cooling.first().is_some_and(|(until, _)| *until <= now) {
+                set.cooling.pop_first();
+            }
         }
     }
 
@@ -266,6 +319,11 @@ impl Inner {
 
     /// Sets a slot's score-dependent fields, keeping the model sets in order.
     fn rescore(&mut self, id: u32, score: Score, cooldown_until: u64, thresholds: &Thresholds) {
+        // Re-listed only if it was listed: `index` cannot judge freshness, so an entry that
+        // was left out stays out until `refresh` decides.
+        let was_listed = self.hot[id as usize]
+            .as_ref()
+            .is_some_and(|h| h.live.listed());
         self.unindex(id);
         if let Some(s) = self.slots[id as usize].as_mut() {
             s.score = score;
@@ -276,7 +334,9 @@ impl Inner {
             h.qualified = passes_thresholds(&score.factors, thresholds);
             h.cooldown_until = cooldown_until;
         }
-        self.index(id);
+        if was_listed {
+            self.index(id);
+        }
     }
 }
 
@@ -328,6 +388,39 @@ impl Registry {
         }
     }
 
+    /// Notes every listed miner that can no longer take a job (its heartbeat went stale, or
+    /// it filled up without a match walk meeting it), so the match sets and their counts stay
+    /// close to the truth between matches. The sweeper calls this a few times a second; it
+    /// reads two atomics per miner under the read lock.
+    pub fn note_stale(&self, now: u64, heartbeat_timeout_ms: u64) {
+        let stale: Vec<u32> = {
+            let g = self.inner.read();
+            g.hot
+                .iter()
+                .flatten()
+                .filter(|h| h.live.listed())
+                .filter(|h| {
+                    !h.live.has_room()
+                        || h.live
+                            .reported_at
+                            .load(Ordering::Acquire)
+                            .saturating_add(heartbeat_timeout_ms)
+                            < now
+                })
+                .map(|h| h.live.id)
+                .collect()
+        };
+        if !stale.is_empty() {
+            self.note_ids(stale);
+        }
+    }
+
+    /// Forgets cooldowns that ended by `now` (the sweeper calls this a few times a second),
+    /// which keeps the per-match count of cooled-down miners to a short walk.
+    pub fn end_cooldowns(&self, now: u64) {
+        self.inner.write().end_cooldowns(now);
+    }
+
     /// Registered miners.
     pub fn len(&self) -> usize {
         self.inner.read().ids.len()
@@ -349,8 +442,10 @@ impl Registry {
         let mut g = self.inner.write();
         let address = miner.address;
         let existing = g.ids.get(&address).copied();
+        let mut was_listed = false;
         let (id, live) = match existing {
             Some(id) => {
+                was_listed = g.hot[id as usize].as_ref().is_some_and(|h| h.live.listed());
                 g.unindex(id);
                 let live = g.hot[id as usize]
                     .as_ref()
@@ -389,7 +484,13 @@ impl Registry {
             availability,
             score,
         });
-        g.index(id);
+        // As in `rescore`; and its capacity may have changed, so it is re-filed (with its
+        // freshness checked) before the next match.
+        if was_listed {
+            g.index(id);
+        }
+        drop(g);
+        self.note_ids([id]);
     }
 
     /// Removes a miner; returns whether it was there.
@@ -500,9 +601,11 @@ impl Registry {
         let hb = policy.heartbeat_timeout_ms;
         self.settle(now, hb);
         let g = self.inner.read();
-        let Some(set) = g.by_model.get(crit.model) else {
+        let Some(model) = g.by_model.get(crit.model) else {
             return (Vec::new(), false);
         };
+        let eligible = model.eligible(now);
+        let set = &model.by_score;
         let Some(&(top, _)) = set.first() else {
             return (Vec::new(), false);
         };
@@ -538,7 +641,7 @@ impl Registry {
                 cooldown_until: h.cooldown_until,
             })
         });
-        let sel = matching::select(candidates, crit, policy, now, rng);
+        let sel = matching::select(candidates, crit, policy, eligible, now, rng);
         let chosen = sel
             .picks
             .into_iter()
@@ -666,6 +769,14 @@ mod tests {
         Reserve(u8),
         Release(u8),
         Remove(u8),
+        /// A new score: cooled down until `NOW + cool` (when positive), and qualified or not.
+        Rescore {
+            i: u8,
+            cool: i64,
+            qualified: bool,
+        },
+        /// The sweeper's pass over ended cooldowns, at `NOW + at`.
+        EndCooldowns(i64),
         Match,
     }
 
@@ -686,6 +797,13 @@ mod tests {
             (0u8..12).prop_map(Op::Reserve),
             (0u8..12).prop_map(Op::Release),
             (0u8..12).prop_map(Op::Remove),
+            (
+                0u8..12,
+                prop_oneof![Just(0i64), Just(-1), Just(0), Just(1000)],
+                any::<bool>()
+            )
+                .prop_map(|(i, cool, qualified)| Op::Rescore { i, cool, qualified }),
+            prop_oneof![Just(-2000i64), Just(-1), Just(0)].prop_map(Op::EndCooldowns),
             Just(Op::Match),
         ]
     }
@@ -699,10 +817,65 @@ mod tests {
         }
     }
 
+    fn address16(i: u16) -> Address {
+        let mut b = [0u8; 20];
+        b[18..].copy_from_slice(&i.to_be_bytes());
+        b[0] = 0x42;
+        Address::from_bytes(b)
+    }
+
+    /// Defect 1: panic mode was decided over the few candidates scanned before the walk
+    /// stopped. Two cooled-down miners at the top of 1,010 made a `limit=1` match see one
+    /// healthy miner out of three, panic, and offer a cooled-down miner first.
+    #[test]
+    fn panic_mode_is_judged_on_the_whole_eligible_set() {
+        let p = ScoringParams::default();
+        let r = Registry::new(p.thresholds);
+        let base = scoring::score(&MinerStats::default(), &Availability::default(), 0, NOW, &p);
+        for i in 0..1010u16 {
+            let mut m = miner(0);
+            m.address = address16(i);
+            let mut sc = base;
+            sc.value = 0.9 - f64::from(i) * 1e-4;
+            let cooldown = if i < 2 { NOW + 60_000 } else { 0 };
+            r.upsert(
+                m,
+                MinerStats::default(),
+                Availability::default(),
+                sc,
+                cooldown,
+            );
+            let (_, live) = r.live(&address16(i)).expect("registered");
+            live.set_status(&MinerStatus {
+                available: true,
+                current_load: 0,
+                gpu_utilization: 0.1,
+                temperature: None,
+                reported_at: NOW,
+            });
+            r.note(&live);
+        }
+        let crit = MatchCriteria {
+            model: "m",
+            job_type: "inference",
+            min_gpu_memory: 0,
+            max_latency: None,
+            limit: 1,
+            exclude: &[],
+        };
+        let mut rng = StdRng::seed_from_u64(1);
+        let (chosen, panic) = r.select(&crit, &policy(), NOW, &mut rng);
+        assert!(!panic, "1,008 of 1,010 are healthy");
+        assert_eq!(chosen.len(), 1);
+        assert_eq!(chosen[0].pick.address, address16(2), "best healthy miner");
+        assert!(!chosen[0].pick.cooled_down);
+    }
+
     proptest! {
         /// The lazily maintained match sets never hide a miner that could take the job, and
         /// never offer one that cannot: a match returns exactly the miners a brute-force
-        /// check of every registered miner finds eligible.
+        /// check of every registered miner finds eligible, and decides panic mode exactly as
+        /// that check does over the whole eligible set.
         #[test]
         fn match_sets_agree_with_brute_force(ops in proptest::collection::vec(op(), 1..80)) {
             let p = ScoringParams::default();
@@ -724,26 +897,47 @@ mod tests {
                             r.note(&live);
                         }
                     }
-                    Op::Reserve(i) => if let Some((_, live)) = r.live(&address(i)) { live.reserve() },
+                    Op::Reserve(i) => if let Some((_, live)) = r.live(&address(i)) {
+                        live.reserve();
+                        r.note(&live);
+                    },
                     Op::Release(i) => if let Some((_, live)) = r.live(&address(i)) {
                         live.release();
                         r.note(&live);
                     },
                     Op::Remove(i) => { r.remove(&address(i)); }
+                    Op::Rescore { i, cool, qualified } => if let Some(v) = r.get(&address(i)) {
+                        let mut sc = v.score;
+                        sc.factors.availability = if qualified { 1.0 } else { 0.0 };
+                        let until = if cool == 0 { 0 } else { NOW.saturating_add_signed(cool) };
+                        r.upsert((*v.miner).clone(), v.stats, v.availability, sc, until);
+                    },
+                    Op::EndCooldowns(at) => r.end_cooldowns(NOW.saturating_add_signed(at)),
                     Op::Match => {}
                 }
                 let crit = MatchCriteria {
                     model: "m", job_type: "inference", min_gpu_memory: 0,
                     max_latency: None, limit: 100, exclude: &[],
                 };
-                let (chosen, _) = r.select(&crit, &policy(), NOW, &mut rng);
+                let (chosen, panic) = r.select(&crit, &policy(), NOW, &mut rng);
                 let got: BTreeSet<Address> = chosen.iter().map(|c| c.pick.address).collect();
-                let want: BTreeSet<Address> = (0..12u8)
+                let eligible: Vec<MinerView> = (0..12u8)
                     .filter_map(|i| r.get(&address(i)))
                     .filter(|v| v.status.is_some_and(|s| {
                         s.available && matching::is_fresh(&s, NOW, HB)
                             && s.current_load + v.reserved < v.miner.capabilities.max_concurrent_jobs
                     }))
+                    .filter(|v| passes_thresholds(&v.score.factors, &p.thresholds))
+                    .collect();
+                let counts = Eligible {
+                    total: eligible.len(),
+                    cooled: eligible.iter().filter(|v| v.cooldown_until > NOW).count(),
+                };
+                let want_panic = counts.panic(policy().panic_threshold);
+                prop_assert_eq!(panic, want_panic, "{:?}", counts);
+                let want: BTreeSet<Address> = eligible
+                    .iter()
+                    .filter(|v| want_panic || v.cooldown_until <= NOW)
                     .map(|v| v.miner.address)
                     .collect();
                 prop_assert_eq!(got, want);

@@ -10,8 +10,11 @@
 //! matches therefore spread over equally good miners instead of all naming the same one.
 //!
 //! Failover: cooled-down miners (see [`crate::domain::scoring::cooldown_until`]) are left out,
-//! unless fewer than `panic_threshold` of the eligible candidates seen are healthy; then the
-//! hub "panics" as Envoy does and ranks all of them, so failures can never empty the pool.
+//! unless fewer than `panic_threshold` of the eligible miners are healthy; then the hub
+//! "panics" as Envoy does and ranks all of them, so failures can never empty the pool. Like
+//! Envoy, the share is taken over the whole eligible set ([`Eligible`], counts the index
+//! keeps), never over the few candidates a scan looked at before it stopped: those are the
+//! best-scored ones, exactly where recently failed miners may cluster.
 
 use crate::domain::miner::{Address, Miner, MinerStatus};
 use rand::Rng;
@@ -68,6 +71,23 @@ pub struct Candidate<'a, K> {
     pub cooldown_until: u64,
 }
 
+/// The set panic mode is judged on: the miners that could take a job for the model (online,
+/// with room, meeting the thresholds), and how many of them are cooled down right now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Eligible {
+    pub total: usize,
+    pub cooled: usize,
+}
+
+impl Eligible {
+    /// Whether cooled-down miners must be ranked too: fewer than `threshold` of the eligible
+    /// miners are healthy (Envoy's panic threshold).
+    pub fn panic(&self, threshold: f64) -> bool {
+        let healthy = self.total.saturating_sub(self.cooled);
+        self.cooled > 0 && (healthy as f64) < threshold * self.total as f64
+    }
+}
+
 /// A chosen miner.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pick<K> {
@@ -100,7 +120,7 @@ pub fn is_fresh(status: &MinerStatus, now: u64, heartbeat_timeout_ms: u64) -> bo
     now.saturating_sub(status.reported_at) <= heartbeat_timeout_ms
 }
 
-fn eligible<K: Copy>(
+fn eligible_pick<K: Copy>(
     c: &Candidate<'_, K>,
     crit: &MatchCriteria<'_>,
     policy: &MatchPolicy,
@@ -136,54 +156,44 @@ fn eligible<K: Copy>(
 }
 
 /// Chooses up to `crit.limit` miners from `candidates` (best score first), see the module doc.
+/// `eligible` decides panic mode (see [`Eligible::panic`]).
 pub fn select<'a, K: Copy + 'a>(
     candidates: impl IntoIterator<Item = Candidate<'a, K>>,
     crit: &MatchCriteria<'_>,
     policy: &MatchPolicy,
+    eligible: Eligible,
     now: u64,
     rng: &mut impl Rng,
 ) -> Selection<K> {
     let limit = crit.limit;
+    let panic = eligible.panic(policy.panic_threshold);
     if limit == 0 {
         return Selection {
             picks: Vec::new(),
-            panic: false,
+            panic,
         };
     }
     let cap = policy.scan_cap.max(limit);
-    let mut healthy: Vec<(Pick<K>, u32)> = Vec::with_capacity(limit.min(64));
-    let mut cooled: Vec<(Pick<K>, u32)> = Vec::new();
+    let mut pool: Vec<(Pick<K>, u32)> = Vec::with_capacity(limit.min(64));
     let mut best: Option<f64> = None;
     for c in candidates {
-        if healthy.len() >= limit {
+        if pool.len() >= limit {
             if let Some(b) = best {
-                if c.score < b - policy.tie_epsilon || healthy.len() >= cap {
+                if c.score < b - policy.tie_epsilon || pool.len() >= cap {
                     break;
                 }
             }
         }
-        let Some(pick) = eligible(&c, crit, policy, now) else {
+        let Some(pick) = eligible_pick(&c, crit, policy, now) else {
             continue;
         };
-        let max_conc = c.max_concurrent_jobs;
-        if pick.cooled_down {
-            // Bound the memory a mass cooldown can make one match use.
-            if cooled.len() < cap {
-                cooled.push((pick, max_conc));
-            }
-        } else {
-            best = Some(best.map_or(pick.score, |b: f64| b.max(pick.score)));
-            healthy.push((pick, max_conc));
+        if pick.cooled_down && !panic {
+            continue;
         }
+        best = Some(best.map_or(pick.score, |b: f64| b.max(pick.score)));
+        pool.push((pick, c.max_concurrent_jobs));
     }
 
-    let total = healthy.len() + cooled.len();
-    let panic =
-        !cooled.is_empty() && (healthy.len() as f64) < policy.panic_threshold * total as f64;
-    let mut pool = healthy;
-    if panic {
-        pool.extend(cooled);
-    }
     pool.sort_by(|a, b| b.0.score.total_cmp(&a.0.score));
 
     // Equally good miners: least loaded first, the rest of the tie broken at random.
@@ -309,6 +319,26 @@ mod tests {
             v.sort_by(|a, b| b.score.total_cmp(&a.score));
             v
         }
+
+        /// The counts the index keeps: online, with room, qualified; and of those, cooled.
+        fn eligible(&self) -> Eligible {
+            let p = policy();
+            let mut e = Eligible::default();
+            for c in self.candidates() {
+                let open = c.status.is_some_and(|s| {
+                    s.available
+                        && is_fresh(&s, NOW, p.heartbeat_timeout_ms)
+                        && s.current_load + c.reserved < c.max_concurrent_jobs
+                });
+                if open && c.qualified {
+                    e.total += 1;
+                    if c.cooldown_until > NOW {
+                        e.cooled += 1;
+                    }
+                }
+            }
+            e
+        }
     }
 
     fn world(n: u8) -> World {
@@ -328,6 +358,7 @@ mod tests {
             w.candidates(),
             c,
             &policy(),
+            w.eligible(),
             NOW,
             &mut StdRng::seed_from_u64(7),
         )
@@ -398,7 +429,14 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         let mut seen = std::collections::HashSet::new();
         for _ in 0..200 {
-            let sel = select(w.candidates(), &crit(1), &policy(), NOW, &mut rng);
+            let sel = select(
+                w.candidates(),
+                &crit(1),
+                &policy(),
+                w.eligible(),
+                NOW,
+                &mut rng,
+            );
             seen.insert(sel.picks[0].key);
         }
         assert!(seen.len() >= 8, "only {} distinct first picks", seen.len());
@@ -422,6 +460,30 @@ mod tests {
         assert_eq!(pick_keys(&w, &crit(5)).picks.len(), 4);
     }
 
+    #[test]
+    fn panic_threshold_is_a_share_of_the_whole_eligible_set() {
+        let e = |total, cooled| Eligible { total, cooled };
+        assert!(!e(0, 0).panic(0.5));
+        assert!(!e(10, 0).panic(0.5));
+        assert!(!e(1010, 2).panic(0.5));
+        assert!(!e(10, 5).panic(0.5), "exactly half healthy is enough");
+        assert!(e(10, 6).panic(0.5));
+        assert!(e(3, 3).panic(0.5));
+        assert!(!e(3, 3).panic(0.0), "a zero threshold never panics");
+    }
+
+    /// Defect 1 at the matcher: the scan stops early, yet two cooled-down miners at the top
+    /// of a large healthy pool neither trigger panic nor come first.
+    #[test]
+    fn cooled_miners_at_the_top_of_a_healthy_pool_are_skipped() {
+        let mut w = world(200);
+        w.cooldown[199] = NOW + 1000;
+        w.cooldown[198] = NOW + 1000;
+        let sel = pick_keys(&w, &crit(1));
+        assert!(!sel.panic);
+        assert_eq!(sel.picks[0].key, 197);
+    }
+
     proptest! {
         #[test]
         fn result_is_bounded_filtered_and_ordered(
@@ -439,7 +501,7 @@ mod tests {
                 w.statuses[i].as_mut().unwrap().available = avail[i];
             }
             let p = policy();
-            let sel = select(w.candidates(), &crit(limit), &p, NOW, &mut StdRng::seed_from_u64(seed));
+            let sel = select(w.candidates(), &crit(limit), &p, w.eligible(), NOW, &mut StdRng::seed_from_u64(seed));
             prop_assert!(sel.picks.len() <= limit);
             let eligible = (0..n).filter(|&i| avail[i] && loads[i] < 4).count();
             prop_assert_eq!(sel.picks.len(), eligible.min(limit));

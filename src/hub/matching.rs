@@ -177,6 +177,8 @@ impl Hub {
                     first.live.clone(),
                     now.saturating_add(ttl),
                 );
+                // A miner this filled leaves the match sets (and the panic counts) now.
+                self.registry.note(&first.live);
                 reserved = true;
                 self.publish(super::Event::Reserved {
                     match_id: match_id.to_string(),

@@ -184,7 +184,8 @@ impl Hub {
                 if let Some((_, live)) = self.registry.live(&address) {
                     let ttl = self.config.matching.reservation_ttl.saturating_mul(1000);
                     let expires = expires.min(now_ms().saturating_add(ttl));
-                    self.reservations.add(id, address, live, expires);
+                    self.reservations.add(id, address, live.clone(), expires);
+                    self.registry.note(&live);
                 }
             }
             Event::Released { match_id, address } => {

@@ -130,7 +130,12 @@ impl Hub {
                             if !freed.is_empty() {
                                 tracing::debug!(released = freed.len(), "reservations expired");
                             }
-                            hub.registry.settle(now, hub.policy.heartbeat_timeout_ms);
+                            // Keep the match sets and their panic counts current between
+                            // matches: silent miners out, ended cooldowns forgotten.
+                            let hb = hub.policy.heartbeat_timeout_ms;
+                            hub.registry.note_stale(now, hb);
+                            hub.registry.end_cooldowns(now);
+                            hub.registry.settle(now, hb);
                         }
                         _ = stop.changed() => break,
                     }
