@@ -920,6 +920,10 @@ mod tests {
                     max_latency: None, limit: 100, exclude: &[],
                 };
                 let (chosen, panic) = r.select(&crit, &policy(), NOW, &mut rng);
+                // A walk stopped after one candidate decides from the index's counts.
+                let one = MatchCriteria { limit: 1, ..crit.clone() };
+                let short = MatchPolicy { scan_cap: 1, ..policy() };
+                let (_, panic_short) = r.select(&one, &short, NOW, &mut rng);
                 let got: BTreeSet<Address> = chosen.iter().map(|c| c.pick.address).collect();
                 let eligible: Vec<MinerView> = (0..12u8)
                     .filter_map(|i| r.get(&address(i)))
@@ -935,6 +939,7 @@ mod tests {
                 };
                 let want_panic = counts.panic(policy().panic_threshold);
                 prop_assert_eq!(panic, want_panic, "{:?}", counts);
+                prop_assert_eq!(panic_short, want_panic, "{:?} (short walk)", counts);
                 let want: BTreeSet<Address> = eligible
                     .iter()
                     .filter(|v| want_panic || v.cooldown_until <= NOW)

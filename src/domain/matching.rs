@@ -156,7 +156,11 @@ fn eligible_pick<K: Copy>(
 }
 
 /// Chooses up to `crit.limit` miners from `candidates` (best score first), see the module doc.
-/// `eligible` decides panic mode (see [`Eligible::panic`]).
+///
+/// Panic mode: a scan that stops early has seen only the best-scored few, so it goes by
+/// `eligible`, the index's counts over the model's whole eligible set. A scan that walked
+/// every candidate has seen this request's whole eligible set (its filters included) and
+/// goes by that.
 pub fn select<'a, K: Copy + 'a>(
     candidates: impl IntoIterator<Item = Candidate<'a, K>>,
     crit: &MatchCriteria<'_>,
@@ -166,20 +170,25 @@ pub fn select<'a, K: Copy + 'a>(
     rng: &mut impl Rng,
 ) -> Selection<K> {
     let limit = crit.limit;
-    let panic = eligible.panic(policy.panic_threshold);
+    let by_counts = eligible.panic(policy.panic_threshold);
     if limit == 0 {
         return Selection {
             picks: Vec::new(),
-            panic,
+            panic: by_counts,
         };
     }
     let cap = policy.scan_cap.max(limit);
     let mut pool: Vec<(Pick<K>, u32)> = Vec::with_capacity(limit.min(64));
+    // Cooled-down candidates, in case the walk ends up deciding on panic after all.
+    let mut aside: Vec<(Pick<K>, u32)> = Vec::new();
+    let mut seen = Eligible::default();
+    let mut truncated = false;
     let mut best: Option<f64> = None;
     for c in candidates {
         if pool.len() >= limit {
             if let Some(b) = best {
                 if c.score < b - policy.tie_epsilon || pool.len() >= cap {
+                    truncated = true;
                     break;
                 }
             }
@@ -187,11 +196,29 @@ pub fn select<'a, K: Copy + 'a>(
         let Some(pick) = eligible_pick(&c, crit, policy, now) else {
             continue;
         };
-        if pick.cooled_down && !panic {
-            continue;
+        seen.total += 1;
+        if pick.cooled_down {
+            seen.cooled += 1;
+            if !by_counts {
+                // Bound the memory a mass cooldown can make one match use.
+                if aside.len() < cap {
+                    aside.push((pick, c.max_concurrent_jobs));
+                }
+                continue;
+            }
         }
         best = Some(best.map_or(pick.score, |b: f64| b.max(pick.score)));
         pool.push((pick, c.max_concurrent_jobs));
+    }
+    let panic = if truncated {
+        by_counts
+    } else {
+        seen.panic(policy.panic_threshold)
+    };
+    if panic && !by_counts {
+        pool.extend(aside);
+    } else if !panic && by_counts {
+        pool.retain(|p| !p.0.cooled_down);
     }
 
     pool.sort_by(|a, b| b.0.score.total_cmp(&a.0.score));
@@ -470,6 +497,23 @@ mod tests {
         assert!(e(10, 6).panic(0.5));
         assert!(e(3, 3).panic(0.5));
         assert!(!e(3, 3).panic(0.0), "a zero threshold never panics");
+    }
+
+    /// A walk that saw every candidate knows this request's eligible set exactly: when its
+    /// filters leave only cooled-down miners, it panics rather than answer nothing, whatever
+    /// the model-wide counts say.
+    #[test]
+    fn a_complete_walk_decides_panic_on_what_this_request_can_use() {
+        let mut w = world(4);
+        w.cooldown[3] = NOW + 1000;
+        let ex: Vec<Address> = w.miners[..3].iter().map(|m| m.address).collect();
+        let c = MatchCriteria {
+            exclude: &ex,
+            ..crit(5)
+        };
+        let sel = pick_keys(&w, &c);
+        assert!(sel.panic);
+        assert_eq!(sel.picks.iter().map(|p| p.key).collect::<Vec<_>>(), vec![3]);
     }
 
     /// Defect 1 at the matcher: the scan stops early, yet two cooled-down miners at the top
