@@ -117,7 +117,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let tasks = hub.spawn_tasks(stop_rx.clone());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let tracker = tokio_util::task::TaskTracker::new();
+    hub.spawn_tasks(cancel.clone(), &tracker);
 
     let wait = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -144,9 +146,9 @@ pub async fn serve(
     if drained.is_err() {
         tracing::warn!("requests still running after the grace period; closing anyway");
     }
-    for t in tasks {
-        let _ = t.await;
-    }
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
     hub.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -530,7 +530,9 @@ impl Hub {
         }
     }
 
-    /// Stops background work and flushes storage.
+    /// Checkpoints availability and closes the durable store. Stop the background tasks
+    /// first (cancel the token given to [`Hub::spawn_tasks`] and wait on its tracker), so
+    /// none of them writes after this.
     pub async fn close(&self) {
         self.checkpoint().await;
         self.durable.close().await;

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// What a resync does with one stored record, given the index's entry for that address.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -348,16 +348,14 @@ impl Hub {
         Ok(())
     }
 
-    /// Follows the other hubs' events and resyncs periodically; `None` when the hot store
-    /// is not shared.
-    pub(crate) fn spawn_sync(
-        self: &Arc<Self>,
-        mut stop: watch::Receiver<bool>,
-    ) -> Option<JoinHandle<()>> {
-        let mut rx = self.hot.bus()?.subscribe();
+    /// Follows the other hubs' events and resyncs periodically, on `tracker` until `cancel`
+    /// fires; nothing to do when the hot store is not shared.
+    pub(crate) fn spawn_sync(self: &Arc<Self>, cancel: CancellationToken, tracker: &TaskTracker) {
+        let Some(bus) = self.hot.bus() else { return };
+        let mut rx = bus.subscribe();
         let hub = self.clone();
         let every = Duration::from_secs(self.config.storage.resync_interval.max(1));
-        Some(tokio::spawn(async move {
+        tracker.spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
@@ -370,10 +368,10 @@ impl Hub {
                         None => break,
                     },
                     _ = tick.tick() => hub.resync_logged().await,
-                    _ = stop.changed() => break,
+                    _ = cancel.cancelled() => break,
                 }
             }
-        }))
+        });
     }
 
     async fn resync_logged(&self) {

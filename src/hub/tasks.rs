@@ -1,5 +1,6 @@
 //! Background work: the periodic score update (which also samples availability and
-//! checkpoints it) and the reservation sweeper.
+//! checkpoints it) and the reservation sweeper. Whoever starts them owns them: they run on
+//! the caller's `TaskTracker` and stop on its `CancellationToken`.
 
 use super::{now_ms, Hub};
 use crate::domain::matching::is_fresh;
@@ -8,8 +9,8 @@ use crate::registry::ScoringOutput;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Entries re-indexed per write-lock acquisition, so matches never wait long.
 const APPLY_CHUNK: usize = 4096;
@@ -95,55 +96,81 @@ impl Hub {
         );
     }
 
-    /// Starts the background tasks; they stop when `shutdown` turns true.
-    pub fn spawn_tasks(self: &Arc<Self>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    /// Starts the background work — the score updater, the reservation sweeper and (with a
+    /// shared hot store) the sync between hubs — on `tracker`, so whoever owns the hub can
+    /// wait for it; every task stops at its next await once `cancel` fires.
+    pub fn spawn_tasks(self: &Arc<Self>, cancel: CancellationToken, tracker: &TaskTracker) {
         let interval = Duration::from_secs(self.config.scoring.update_interval);
-        let scorer = {
+        {
             let hub = self.clone();
-            let mut stop = shutdown.clone();
-            tokio::spawn(async move {
+            let cancel = cancel.clone();
+            tracker.spawn(async move {
                 let mut tick = tokio::time::interval(interval);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 tick.tick().await;
                 loop {
                     tokio::select! {
                         _ = tick.tick() => hub.score_tick().await,
-                        _ = stop.changed() => break,
+                        _ = cancel.cancelled() => break,
                     }
                 }
-            })
-        };
-        let sync = self.spawn_sync(shutdown.clone());
-        let sweeper = {
-            let hub = self.clone();
-            let mut stop = shutdown;
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(250));
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => {
-                            let now = now_ms();
-                            let freed = hub.reservations.expire(now);
-                            for live in &freed {
-                                hub.registry.note(live);
-                            }
-                            if !freed.is_empty() {
-                                tracing::debug!(released = freed.len(), "reservations expired");
-                            }
-                            // Keep the match sets and their panic counts current between
-                            // matches: silent miners out, ended cooldowns forgotten.
-                            let hb = hub.policy.heartbeat_timeout_ms;
-                            hub.registry.note_stale(now, hb);
-                            hub.registry.end_cooldowns(now);
-                            hub.registry.settle(now, hb);
-                        }
-                        _ = stop.changed() => break,
-                    }
+            });
+        }
+        self.spawn_sync(cancel.clone(), tracker);
+        let hub = self.clone();
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => hub.sweep(now_ms()),
+                    _ = cancel.cancelled() => break,
                 }
-            })
-        };
-        let mut tasks = vec![scorer, sweeper];
-        tasks.extend(sync);
-        tasks
+            }
+        });
+    }
+
+    /// One sweeper pass: expired reservations released, and the match sets and their panic
+    /// counts brought up to date between matches (silent miners out, ended cooldowns
+    /// forgotten).
+    fn sweep(&self, now: u64) {
+        let freed = self.reservations.expire(now);
+        for live in &freed {
+            self.registry.note(live);
+        }
+        if !freed.is_empty() {
+            tracing::debug!(released = freed.len(), "reservations expired");
+        }
+        let hb = self.policy.heartbeat_timeout_ms;
+        self.registry.note_stale(now, hb);
+        self.registry.end_cooldowns(now);
+        self.registry.settle(now, hb);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::hub::tests::hub;
+    use std::sync::Arc;
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    #[tokio::test]
+    async fn background_tasks_run_on_the_callers_tracker_and_stop_on_cancel() {
+        let hub = Arc::new(hub().await);
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        hub.spawn_tasks(cancel.clone(), &tracker);
+        assert_eq!(
+            tracker.len(),
+            2,
+            "scorer and sweeper (no shared hot store: no sync)"
+        );
+        cancel.cancel();
+        tracker.close();
+        // Only a guard against hanging the suite: the tasks stop at their next await.
+        tokio::time::timeout(std::time::Duration::from_secs(60), tracker.wait())
+            .await
+            .expect("tasks stopped");
+        assert_eq!(Arc::strong_count(&hub), 1, "no task holds the hub any more");
     }
 }
