@@ -181,7 +181,7 @@ impl Hub {
                 self.registry.note(&first.live);
                 reserved = true;
                 self.publish(super::Event::Reserved {
-                    match_id: match_id.to_string(),
+                    match_id,
                     address: first.pick.address,
                     expires: now.saturating_add(ttl),
                 });
@@ -275,7 +275,7 @@ impl Hub {
         }
         // The match may have been made (and its slot reserved) by another hub.
         self.publish(super::Event::Released {
-            match_id: id.to_string(),
+            match_id: id,
             address: rep.address,
         });
         self.publish(super::Event::Stats {

@@ -9,6 +9,7 @@
 mod matching;
 mod sync;
 mod tasks;
+mod wire;
 
 pub use matching::{MatchOutcome, MatchRequest, OutcomeReport, OutcomeResult};
 pub use sync::Event;

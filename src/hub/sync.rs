@@ -11,13 +11,13 @@
 //! every re-subscription) reloads every miner from the durable store and every status from
 //! the hot store. Reservations are not resynced: they end by outcome or by their TTL.
 
+use super::wire::Envelope;
 use super::{now_ms, Hub};
 use crate::domain::scoring::MinerStats;
 use crate::domain::MatchId;
 use crate::domain::{Address, MinerStatus};
 use crate::registry::MinerView;
 use crate::store::{BusMessage, StoreError, StoredMiner};
-use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,9 +71,9 @@ fn merge(v: Option<&MinerView>, s: &StoredMiner) -> Merge {
     }
 }
 
-/// One change, as published to the other hubs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+/// One change this hub made, as the other hubs need to hear of it. On the bus it travels
+/// as [`super::wire::Envelope`], the versioned protocol, never in this form.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// Registered or re-registered: reload it from the durable store.
     Miner {
@@ -91,33 +91,21 @@ pub enum Event {
         status: MinerStatus,
     },
     Reserved {
-        match_id: String,
+        match_id: MatchId,
         address: Address,
         expires: u64,
     },
     Released {
-        match_id: String,
+        match_id: MatchId,
         address: Address,
     },
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Envelope {
-    /// The publishing hub's instance id.
-    from: String,
-    #[serde(flatten)]
-    event: Event,
 }
 
 impl Hub {
     /// Tells the other hubs about a change (no-op without a shared hot store).
     pub(crate) fn publish(&self, event: Event) {
         let Some(bus) = self.hot.bus() else { return };
-        let env = Envelope {
-            from: self.instance.clone(),
-            event,
-        };
-        match serde_json::to_string(&env) {
+        match serde_json::to_string(&Envelope::new(&self.instance, &event)) {
             Ok(p) => bus.publish(p),
             Err(e) => tracing::error!(error = %e, "cannot encode an event"),
         }
@@ -138,18 +126,26 @@ impl Hub {
         {
             return;
         }
-        let env: Envelope = match serde_json::from_str(payload) {
+        let env = match Envelope::parse(payload) {
             Ok(e) => e,
             Err(e) => {
-                tracing::warn!(error = %e, "ignoring an event that does not parse");
+                tracing::warn!(error = %e, "ignoring an event this build cannot read");
                 return;
             }
         };
         if env.from == self.instance {
             return;
         }
-        tracing::trace!(event = ?env.event, from = %env.from, "remote event");
-        match env.event {
+        let from = env.from.clone();
+        let event = match env.into_event() {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, from = %from, "ignoring an invalid event");
+                return;
+            }
+        };
+        tracing::trace!(event = ?event, from = %from, "remote event");
+        match event {
             Event::Miner { address } => {
                 if let Err(e) = self.reload_miner(&address).await {
                     tracing::warn!(address = %address, error = %e,
@@ -174,13 +170,10 @@ impl Hub {
             }
             Event::Status { address, status } => self.apply_status(&address, &status),
             Event::Reserved {
-                match_id,
+                match_id: id,
                 address,
                 expires,
             } => {
-                let Ok(id) = match_id.parse::<MatchId>() else {
-                    return;
-                };
                 if let Some((_, live)) = self.registry.live(&address) {
                     let ttl = self.config.matching.reservation_ttl.saturating_mul(1000);
                     let expires = expires.min(now_ms().saturating_add(ttl));
@@ -188,10 +181,10 @@ impl Hub {
                     self.registry.note(&live);
                 }
             }
-            Event::Released { match_id, address } => {
-                let Ok(id) = match_id.parse::<MatchId>() else {
-                    return;
-                };
+            Event::Released {
+                match_id: id,
+                address,
+            } => {
                 if let Some(live) = self.reservations.release(id, &address) {
                     self.registry.note(&live);
                 }
@@ -432,24 +425,5 @@ mod tests {
             v.stats.jobs_total, 1,
             "the outcome applied meanwhile is kept"
         );
-    }
-
-    #[test]
-    fn envelope_starts_with_the_sender_and_round_trips() {
-        let address: Address = "0x00000000000000000000000000000000000000aa"
-            .parse()
-            .unwrap();
-        let env = Envelope {
-            from: "0123456789abcdef".into(),
-            event: Event::Released {
-                match_id: format!("{:032x}", 7),
-                address,
-            },
-        };
-        let s = serde_json::to_string(&env).unwrap();
-        // apply_remote skips its own events by this prefix, without parsing.
-        assert!(s.starts_with("{\"from\":\"0123456789abcdef\""), "{s}");
-        let back: Envelope = serde_json::from_str(&s).unwrap();
-        assert_eq!(back.event, env.event);
     }
 }
