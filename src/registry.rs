@@ -13,7 +13,7 @@
 //! reservation that gives a miner room again notes it, and the noted entries are moved in or
 //! out under a short write lock before the next match (or by the sweeper).
 
-use crate::domain::matching::{self, Candidate, Eligible, MatchCriteria, MatchPolicy, Pick};
+use crate::domain::matching::{self, Candidate, Eligible, Match, MatchCriteria, MatchPolicy};
 use crate::domain::scoring::{passes_thresholds, Availability, MinerStats, Score, Thresholds};
 use crate::domain::{Address, Miner, MinerStatus};
 use parking_lot::{Mutex, RwLock};
@@ -129,10 +129,10 @@ pub struct MinerView {
     pub reserved: u32,
 }
 
-/// What a match chose, with what the caller needs to answer and reserve.
+/// An indexed miner as a match offers it: its registration (to answer) and its live part
+/// (to reserve a slot on). The key of the offers [`Registry::select`] returns.
 #[derive(Debug, Clone)]
-pub struct Chosen {
-    pub pick: Pick<u32>,
+pub struct Handle {
     pub miner: Arc<Miner>,
     pub live: Arc<Live>,
 }
@@ -171,7 +171,7 @@ struct Slot {
 /// What the match walk reads of each miner, kept small and contiguous (one `Vec`, indexed by
 /// slot) so that walking past busy or offline miners costs one cache line here and one in
 /// `Live`, instead of chasing the full record.
-struct Hot {
+struct MatchEntry {
     miner: Arc<Miner>,
     live: Arc<Live>,
     score: f64,
@@ -218,7 +218,7 @@ impl ModelSet {
 struct Inner {
     ids: BTreeMap<Address, u32>,
     slots: Vec<Option<Slot>>,
-    hot: Vec<Option<Hot>>,
+    entries: Vec<Option<MatchEntry>>,
     free: Vec<u32>,
     by_model: HashMap<String, ModelSet>,
     /// Cooldowns ending at or before this (unix ms) are no longer filed in `cooling`.
@@ -228,7 +228,7 @@ struct Inner {
 impl Inner {
     fn view(&self, id: u32) -> Option<MinerView> {
         let s = self.slots.get(id as usize)?.as_ref()?;
-        let h = self.hot.get(id as usize)?.as_ref()?;
+        let h = self.entries.get(id as usize)?.as_ref()?;
         Some(MinerView {
             miner: s.miner.clone(),
             stats: s.stats,
@@ -242,7 +242,7 @@ impl Inner {
 
     /// Takes the slot out of its models' match sets.
     fn unindex(&mut self, id: u32) {
-        let Some(h) = self.hot[id as usize].as_ref() else {
+        let Some(h) = self.entries[id as usize].as_ref() else {
             return;
         };
         if !h.live.listed.swap(false, Ordering::Relaxed) {
@@ -267,7 +267,7 @@ impl Inner {
 
     /// Puts the slot into its models' match sets if it can take a job.
     fn index(&mut self, id: u32) {
-        let Some(h) = self.hot[id as usize].as_ref() else {
+        let Some(h) = self.entries[id as usize].as_ref() else {
             return;
         };
         if h.live.listed() || !h.live.has_room() {
@@ -302,7 +302,7 @@ impl Inner {
 
     /// Moves a slot into or out of the match sets after its live state changed.
     fn refresh(&mut self, id: u32, now: u64, heartbeat_timeout_ms: u64) {
-        let Some(h) = self.hot.get(id as usize).and_then(Option::as_ref) else {
+        let Some(h) = self.entries.get(id as usize).and_then(Option::as_ref) else {
             return;
         };
         let fresh = h
@@ -321,14 +321,14 @@ impl Inner {
     fn rescore(&mut self, id: u32, score: Score, cooldown_until: u64, thresholds: &Thresholds) {
         // Re-listed only if it was listed: `index` cannot judge freshness, so an entry that
         // was left out stays out until `refresh` decides.
-        let was_listed = self.hot[id as usize]
+        let was_listed = self.entries[id as usize]
             .as_ref()
             .is_some_and(|h| h.live.listed());
         self.unindex(id);
         if let Some(s) = self.slots[id as usize].as_mut() {
             s.score = score;
         }
-        if let Some(h) = self.hot[id as usize].as_mut() {
+        if let Some(h) = self.entries[id as usize].as_mut() {
             h.score = score.value;
             h.avg_latency_ms = score.factors.avg_latency_ms;
             h.qualified = passes_thresholds(&score.factors, thresholds);
@@ -395,7 +395,7 @@ impl Registry {
     pub fn note_stale(&self, now: u64, heartbeat_timeout_ms: u64) {
         let stale: Vec<u32> = {
             let g = self.inner.read();
-            g.hot
+            g.entries
                 .iter()
                 .flatten()
                 .filter(|h| h.live.listed())
@@ -445,9 +445,11 @@ impl Registry {
         let mut was_listed = false;
         let (id, live) = match existing {
             Some(id) => {
-                was_listed = g.hot[id as usize].as_ref().is_some_and(|h| h.live.listed());
+                was_listed = g.entries[id as usize]
+                    .as_ref()
+                    .is_some_and(|h| h.live.listed());
                 g.unindex(id);
-                let live = g.hot[id as usize]
+                let live = g.entries[id as usize]
                     .as_ref()
                     .map_or_else(|| Arc::new(Live::new(id)), |h| h.live.clone());
                 (id, live)
@@ -457,7 +459,7 @@ impl Registry {
                     Some(id) => id,
                     None => {
                         g.slots.push(None);
-                        g.hot.push(None);
+                        g.entries.push(None);
                         (g.slots.len() - 1) as u32
                     }
                 };
@@ -468,7 +470,7 @@ impl Registry {
         let miner = Arc::new(miner);
         live.max_concurrent
             .store(miner.capabilities.max_concurrent_jobs, Ordering::Relaxed);
-        g.hot[id as usize] = Some(Hot {
+        g.entries[id as usize] = Some(MatchEntry {
             miner: miner.clone(),
             live,
             score: score.value,
@@ -501,7 +503,7 @@ impl Registry {
         };
         g.unindex(id);
         g.slots[id as usize] = None;
-        g.hot[id as usize] = None;
+        g.entries[id as usize] = None;
         g.free.push(id);
         true
     }
@@ -516,7 +518,7 @@ impl Registry {
     pub fn live(&self, address: &Address) -> Option<(Arc<Miner>, Arc<Live>)> {
         let g = self.inner.read();
         let id = *g.ids.get(address)?;
-        g.hot[id as usize]
+        g.entries[id as usize]
             .as_ref()
             .map(|h| (h.miner.clone(), h.live.clone()))
     }
@@ -554,7 +556,7 @@ impl Registry {
             .iter()
             .filter_map(|(a, &id)| {
                 let s = g.slots[id as usize].as_ref()?;
-                let h = g.hot[id as usize].as_ref()?;
+                let h = g.entries[id as usize].as_ref()?;
                 Some(ScoringInput {
                     id,
                     address: *a,
@@ -597,17 +599,21 @@ impl Registry {
         policy: &MatchPolicy,
         now: u64,
         rng: &mut impl Rng,
-    ) -> (Vec<Chosen>, bool) {
+    ) -> Match<Handle> {
+        let none = Match {
+            offers: Vec::new(),
+            panic: false,
+        };
         let hb = policy.heartbeat_timeout_ms;
         self.settle(now, hb);
         let g = self.inner.read();
         let Some(model) = g.by_model.get(crit.model) else {
-            return (Vec::new(), false);
+            return none;
         };
         let eligible = model.eligible(now);
         let set = &model.by_score;
         let Some(&(top, _)) = set.first() else {
-            return (Vec::new(), false);
+            return none;
         };
         let start = rng.random_range(0..=g.slots.len() as u32);
         let top_group = set
@@ -617,7 +623,7 @@ impl Registry {
         let rest = set.range((Bound::Excluded((top, u32::MAX)), Bound::Unbounded));
         let mut stale = Vec::new();
         let candidates = top_group.chain(rest).filter_map(|&(_, id)| {
-            let h = g.hot[id as usize].as_ref()?;
+            let h = g.entries[id as usize].as_ref()?;
             let status = h.live.status();
             let reserved = h.live.reserved();
             let takes_jobs = status.is_some_and(|s| {
@@ -641,24 +647,26 @@ impl Registry {
                 cooldown_until: h.cooldown_until,
             })
         });
-        let sel = matching::select(candidates, crit, policy, eligible, now, rng);
-        let chosen = sel
-            .picks
+        let m = matching::select(candidates, crit, policy, eligible, now, rng);
+        let offers = m
+            .offers
             .into_iter()
-            .filter_map(|pick| {
-                let h = g.hot[pick.key as usize].as_ref()?;
-                Some(Chosen {
-                    pick,
+            .filter_map(|o| {
+                let h = g.entries[o.key as usize].as_ref()?;
+                Some(o.with_key(Handle {
                     miner: h.miner.clone(),
                     live: h.live.clone(),
-                })
+                }))
             })
             .collect();
         drop(g);
         if !stale.is_empty() {
             self.note_ids(stale);
         }
-        (chosen, sel.panic)
+        Match {
+            offers,
+            panic: m.panic,
+        }
     }
 
     /// Miners in address order after `after`, filtered, at most `limit`.
@@ -687,7 +695,7 @@ impl Registry {
             registered: g.ids.len(),
             ..Counts::default()
         };
-        for h in g.hot.iter().flatten() {
+        for h in g.entries.iter().flatten() {
             if let Some(st) = h.live.status() {
                 if matching::is_fresh(&st, now, heartbeat_timeout_ms) {
                     c.online += 1;
@@ -708,7 +716,7 @@ impl Registry {
         let g = self.inner.read();
         g.ids
             .iter()
-            .filter_map(|(a, &id)| g.hot[id as usize].as_ref().map(|h| (*a, h.score)))
+            .filter_map(|(a, &id)| g.entries[id as usize].as_ref().map(|h| (*a, h.score)))
             .collect()
     }
 }
@@ -864,11 +872,11 @@ mod tests {
             exclude: &[],
         };
         let mut rng = StdRng::seed_from_u64(1);
-        let (chosen, panic) = r.select(&crit, &policy(), NOW, &mut rng);
-        assert!(!panic, "1,008 of 1,010 are healthy");
-        assert_eq!(chosen.len(), 1);
-        assert_eq!(chosen[0].pick.address, address16(2), "best healthy miner");
-        assert!(!chosen[0].pick.cooled_down);
+        let m = r.select(&crit, &policy(), NOW, &mut rng);
+        assert!(!m.panic, "1,008 of 1,010 are healthy");
+        assert_eq!(m.offers.len(), 1);
+        assert_eq!(m.offers[0].address, address16(2), "best healthy miner");
+        assert!(!m.offers[0].cooled_down);
     }
 
     proptest! {
@@ -919,12 +927,13 @@ mod tests {
                     model: "m", job_type: "inference", min_gpu_memory: 0,
                     max_latency: None, limit: 100, exclude: &[],
                 };
-                let (chosen, panic) = r.select(&crit, &policy(), NOW, &mut rng);
+                let m = r.select(&crit, &policy(), NOW, &mut rng);
+                let panic = m.panic;
                 // A walk stopped after one candidate decides from the index's counts.
                 let one = MatchCriteria { limit: 1, ..crit.clone() };
                 let short = MatchPolicy { scan_cap: 1, ..policy() };
-                let (_, panic_short) = r.select(&one, &short, NOW, &mut rng);
-                let got: BTreeSet<Address> = chosen.iter().map(|c| c.pick.address).collect();
+                let panic_short = r.select(&one, &short, NOW, &mut rng).panic;
+                let got: BTreeSet<Address> = m.offers.iter().map(|o| o.address).collect();
                 let eligible: Vec<MinerView> = (0..12u8)
                     .filter_map(|i| r.get(&address(i)))
                     .filter(|v| v.status.is_some_and(|s| {

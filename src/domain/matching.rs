@@ -88,9 +88,9 @@ impl Eligible {
     }
 }
 
-/// A chosen miner.
+/// One miner a match offers, ranked (the word for a chosen miner at every layer).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Pick<K> {
+pub struct Offer<K> {
     pub key: K,
     pub address: Address,
     pub score: f64,
@@ -101,10 +101,25 @@ pub struct Pick<K> {
     pub cooled_down: bool,
 }
 
-/// The outcome of a match.
+impl<K> Offer<K> {
+    /// The same offer under the caller's own key (the registry swaps its slot number for a
+    /// handle on the miner).
+    pub fn with_key<L>(self, key: L) -> Offer<L> {
+        Offer {
+            key,
+            address: self.address,
+            score: self.score,
+            estimated_time: self.estimated_time,
+            load: self.load,
+            cooled_down: self.cooled_down,
+        }
+    }
+}
+
+/// What matching answers: the offers, best first, and whether panic mode was on.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Selection<K> {
-    pub picks: Vec<Pick<K>>,
+pub struct Match<K> {
+    pub offers: Vec<Offer<K>>,
     /// True when cooled-down miners were included because too few healthy ones were left.
     pub panic: bool,
 }
@@ -120,12 +135,12 @@ pub fn is_fresh(status: &MinerStatus, now: u64, heartbeat_timeout_ms: u64) -> bo
     now.saturating_sub(status.reported_at) <= heartbeat_timeout_ms
 }
 
-fn eligible_pick<K: Copy>(
+fn eligible_offer<K: Copy>(
     c: &Candidate<'_, K>,
     crit: &MatchCriteria<'_>,
     policy: &MatchPolicy,
     now: u64,
-) -> Option<Pick<K>> {
+) -> Option<Offer<K>> {
     // Cheapest and most often failing checks first; `c.miner` is read last.
     let status = c.status?;
     if !status.available || !is_fresh(&status, now, policy.heartbeat_timeout_ms) {
@@ -145,7 +160,7 @@ fn eligible_pick<K: Copy>(
     {
         return None;
     }
-    Some(Pick {
+    Some(Offer {
         key: c.key,
         address: c.miner.address,
         score: c.score,
@@ -168,19 +183,19 @@ pub fn select<'a, K: Copy + 'a>(
     eligible: Eligible,
     now: u64,
     rng: &mut impl Rng,
-) -> Selection<K> {
+) -> Match<K> {
     let limit = crit.limit;
     let by_counts = eligible.panic(policy.panic_threshold);
     if limit == 0 {
-        return Selection {
-            picks: Vec::new(),
+        return Match {
+            offers: Vec::new(),
             panic: by_counts,
         };
     }
     let cap = policy.scan_cap.max(limit);
-    let mut pool: Vec<(Pick<K>, u32)> = Vec::with_capacity(limit.min(64));
+    let mut pool: Vec<(Offer<K>, u32)> = Vec::with_capacity(limit.min(64));
     // Cooled-down candidates, in case the walk ends up deciding on panic after all.
-    let mut aside: Vec<(Pick<K>, u32)> = Vec::new();
+    let mut aside: Vec<(Offer<K>, u32)> = Vec::new();
     let mut seen = Eligible::default();
     let mut truncated = false;
     let mut best: Option<f64> = None;
@@ -193,7 +208,7 @@ pub fn select<'a, K: Copy + 'a>(
                 }
             }
         }
-        let Some(pick) = eligible_pick(&c, crit, policy, now) else {
+        let Some(pick) = eligible_offer(&c, crit, policy, now) else {
             continue;
         };
         seen.total += 1;
@@ -229,8 +244,8 @@ pub fn select<'a, K: Copy + 'a>(
             .iter()
             .take_while(|p| p.0.score >= top - policy.tie_epsilon)
             .count();
-        let lf = |p: &(Pick<K>, u32)| f64::from(p.0.load) / f64::from(p.1.max(1));
-        let mut keyed: Vec<(f64, u32, (Pick<K>, u32))> = pool
+        let lf = |p: &(Offer<K>, u32)| f64::from(p.0.load) / f64::from(p.1.max(1));
+        let mut keyed: Vec<(f64, u32, (Offer<K>, u32))> = pool
             .drain(..band)
             .map(|p| (lf(&p), rng.random::<u32>(), p))
             .collect();
@@ -239,8 +254,8 @@ pub fn select<'a, K: Copy + 'a>(
         pool = keyed.into_iter().map(|k| k.2).chain(rest).collect();
     }
     pool.truncate(limit);
-    Selection {
-        picks: pool.into_iter().map(|p| p.0).collect(),
+    Match {
+        offers: pool.into_iter().map(|p| p.0).collect(),
         panic,
     }
 }
@@ -380,7 +395,7 @@ mod tests {
         }
     }
 
-    fn pick_keys(w: &World, c: &MatchCriteria<'_>) -> Selection<usize> {
+    fn pick_keys(w: &World, c: &MatchCriteria<'_>) -> Match<usize> {
         select(
             w.candidates(),
             c,
@@ -402,10 +417,10 @@ mod tests {
         w.scores[2].factors.avg_latency_ms = 4000.0;
         w.statuses[2] = status(3); // estimated 7000 ms > max_latency
         let sel = pick_keys(&w, &crit(5));
-        let keys: Vec<_> = sel.picks.iter().map(|p| p.key).collect();
+        let keys: Vec<_> = sel.offers.iter().map(|p| p.key).collect();
         assert_eq!(keys, vec![1, 0]);
         assert!(!sel.panic);
-        assert!((sel.picks[0].estimated_time - 1000.0).abs() < 1e-9);
+        assert!((sel.offers[0].estimated_time - 1000.0).abs() < 1e-9);
     }
 
     #[test]
@@ -416,17 +431,17 @@ mod tests {
             exclude: &ex,
             ..crit(5)
         };
-        assert_eq!(pick_keys(&w, &c).picks.len(), 2);
+        assert_eq!(pick_keys(&w, &c).offers.len(), 2);
         let c = MatchCriteria {
             job_type: "training",
             ..crit(5)
         };
-        assert!(pick_keys(&w, &c).picks.is_empty());
+        assert!(pick_keys(&w, &c).offers.is_empty());
         let c = MatchCriteria {
             model: "mistral",
             ..crit(5)
         };
-        assert!(pick_keys(&w, &c).picks.is_empty());
+        assert!(pick_keys(&w, &c).offers.is_empty());
     }
 
     #[test]
@@ -438,11 +453,11 @@ mod tests {
         w.reserved[0] = 1;
         w.reserved[1] = 1;
         let sel = pick_keys(&w, &crit(1));
-        assert_eq!(sel.picks[0].key, 2, "least loaded of equals first");
+        assert_eq!(sel.offers[0].key, 2, "least loaded of equals first");
         w.reserved = vec![4, 0, 0];
         let sel = pick_keys(&w, &crit(5));
         assert!(
-            sel.picks.iter().all(|p| p.key != 0),
+            sel.offers.iter().all(|p| p.key != 0),
             "full after reservations"
         );
     }
@@ -464,9 +479,9 @@ mod tests {
                 NOW,
                 &mut rng,
             );
-            seen.insert(sel.picks[0].key);
+            seen.insert(sel.offers[0].key);
         }
-        assert!(seen.len() >= 8, "only {} distinct first picks", seen.len());
+        assert!(seen.len() >= 8, "only {} distinct first offers", seen.len());
     }
 
     #[test]
@@ -474,17 +489,17 @@ mod tests {
         let mut w = world(4);
         w.cooldown[3] = NOW + 1000;
         let sel = pick_keys(&w, &crit(5));
-        assert!(sel.picks.iter().all(|p| p.key != 3));
+        assert!(sel.offers.iter().all(|p| p.key != 3));
         assert!(!sel.panic);
         // Three of four cooled: 25% healthy < 50% panic threshold -> all ranked.
         w.cooldown = vec![0, NOW + 1000, NOW + 1000, NOW + 1000];
         let sel = pick_keys(&w, &crit(5));
         assert!(sel.panic);
-        assert_eq!(sel.picks.len(), 4);
-        assert_eq!(sel.picks[0].key, 3);
+        assert_eq!(sel.offers.len(), 4);
+        assert_eq!(sel.offers[0].key, 3);
         // All cooled: still never empty.
         w.cooldown = vec![NOW + 1000; 4];
-        assert_eq!(pick_keys(&w, &crit(5)).picks.len(), 4);
+        assert_eq!(pick_keys(&w, &crit(5)).offers.len(), 4);
     }
 
     #[test]
@@ -513,7 +528,10 @@ mod tests {
         };
         let sel = pick_keys(&w, &c);
         assert!(sel.panic);
-        assert_eq!(sel.picks.iter().map(|p| p.key).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(
+            sel.offers.iter().map(|p| p.key).collect::<Vec<_>>(),
+            vec![3]
+        );
     }
 
     /// Defect 1 at the matcher: the scan stops early, yet two cooled-down miners at the top
@@ -525,7 +543,7 @@ mod tests {
         w.cooldown[198] = NOW + 1000;
         let sel = pick_keys(&w, &crit(1));
         assert!(!sel.panic);
-        assert_eq!(sel.picks[0].key, 197);
+        assert_eq!(sel.offers[0].key, 197);
     }
 
     proptest! {
@@ -546,24 +564,24 @@ mod tests {
             }
             let p = policy();
             let sel = select(w.candidates(), &crit(limit), &p, w.eligible(), NOW, &mut StdRng::seed_from_u64(seed));
-            prop_assert!(sel.picks.len() <= limit);
+            prop_assert!(sel.offers.len() <= limit);
             let eligible = (0..n).filter(|&i| avail[i] && loads[i] < 4).count();
-            prop_assert_eq!(sel.picks.len(), eligible.min(limit));
+            prop_assert_eq!(sel.offers.len(), eligible.min(limit));
             let mut seen = std::collections::HashSet::new();
-            for pk in &sel.picks {
+            for pk in &sel.offers {
                 prop_assert!(seen.insert(pk.key), "duplicate pick");
                 prop_assert!(avail[pk.key] && loads[pk.key] < 4);
             }
             // Outside the tie band at the top, order is by score.
-            if let Some(top) = sel.picks.first().map(|p| p.score) {
-                let rest: Vec<f64> = sel.picks.iter().map(|p| p.score)
+            if let Some(top) = sel.offers.first().map(|p| p.score) {
+                let rest: Vec<f64> = sel.offers.iter().map(|p| p.score)
                     .filter(|s| *s < top - p.tie_epsilon).collect();
                 prop_assert!(rest.windows(2).all(|w| w[0] >= w[1]));
                 // No eligible miner outside the answer beats one inside it by more than a tie.
-                let worst = sel.picks.iter().map(|p| p.score).fold(f64::INFINITY, f64::min);
+                let worst = sel.offers.iter().map(|p| p.score).fold(f64::INFINITY, f64::min);
                 for i in 0..n {
                     if avail[i] && loads[i] < 4 && !seen.contains(&i) {
-                        prop_assert!(scores[i] <= worst + p.tie_epsilon + 1e-12 || sel.picks.len() < limit);
+                        prop_assert!(scores[i] <= worst + p.tie_epsilon + 1e-12 || sel.offers.len() < limit);
                     }
                 }
             }

@@ -31,9 +31,10 @@ pub struct MatchRequest {
     pub reserve: bool,
 }
 
-/// One miner in a match answer.
+/// One miner a match offers, as the hub answers it (the registry's
+/// [`crate::domain::matching::Offer`] with the miner's endpoint).
 #[derive(Debug, Clone)]
-pub struct Matched {
+pub struct Offer {
     pub address: Address,
     pub endpoint: String,
     pub score: f64,
@@ -41,18 +42,19 @@ pub struct Matched {
     pub load: u32,
 }
 
-/// The answer to a match.
+/// The answer to a match request: what it offers, under the id outcomes are reported with.
 #[derive(Debug, Clone)]
-pub struct MatchOutcome {
+pub struct Match {
     pub match_id: MatchId,
-    pub miners: Vec<Matched>,
+    pub miners: Vec<Offer>,
     /// Whether the first miner holds a reservation for this match.
     pub reserved: bool,
     /// Cooled-down miners were included because too few healthy ones were left.
     pub panic: bool,
 }
 
-/// A client's report of how a job went.
+/// A client's report of how a job went: unchecked until the hub accepts it, when it becomes
+/// an [`OutcomeRecord`] in the history.
 #[derive(Debug, Clone)]
 pub struct OutcomeReport {
     pub match_id: String,
@@ -62,9 +64,9 @@ pub struct OutcomeReport {
     pub error: Option<String>,
 }
 
-/// What the hub answers to an outcome.
+/// A miner's standing after an outcome was accepted: what the hub answers to the report.
 #[derive(Debug, Clone)]
-pub struct OutcomeResult {
+pub struct Standing {
     pub address: Address,
     pub stats: MinerStats,
     pub score: crate::domain::Score,
@@ -128,7 +130,7 @@ impl Reservations {
 
 impl Hub {
     /// Finds the best miners for a job; see [`crate::domain::matching`].
-    pub async fn match_job(&self, req: MatchRequest) -> Result<MatchOutcome, HubError> {
+    pub async fn match_job(&self, req: MatchRequest) -> Result<Match, HubError> {
         let started = Instant::now();
         validate_name("model", &req.model)?;
         let job_type = req.job_type.as_deref().unwrap_or(DEFAULT_JOB_TYPE);
@@ -161,51 +163,52 @@ impl Hub {
             exclude: &req.exclude,
         };
         let now = now_ms();
-        let (chosen, panic, match_id) = {
+        let (found, match_id) = {
             // ThreadRng is not Send: keep it out of the awaits below.
             let mut rng = rand::rng();
-            let (chosen, panic) = self.registry.select(&crit, &self.policy, now, &mut rng);
-            (chosen, panic, MatchId(rng.random()))
+            let found = self.registry.select(&crit, &self.policy, now, &mut rng);
+            (found, MatchId(rng.random()))
         };
+        let (offers, panic) = (found.offers, found.panic);
         let mut reserved = false;
-        if let Some(first) = chosen.first() {
+        if let Some(first) = offers.first() {
             if req.reserve {
                 let ttl = m.reservation_ttl.saturating_mul(1000);
                 self.reservations.add(
                     match_id,
-                    first.pick.address,
-                    first.live.clone(),
+                    first.address,
+                    first.key.live.clone(),
                     now.saturating_add(ttl),
                 );
                 // A miner this filled leaves the match sets (and the panic counts) now.
-                self.registry.note(&first.live);
+                self.registry.note(&first.key.live);
                 reserved = true;
                 self.publish(super::Event::Reserved {
                     match_id,
-                    address: first.pick.address,
+                    address: first.address,
                     expires: now.saturating_add(ttl),
                 });
             }
             let ticket = MatchTicket {
                 id: match_id,
-                offered: chosen.iter().map(|c| c.pick.address).collect(),
+                offered: offers.iter().map(|o| o.address).collect(),
                 created_at: now,
             };
             if let Err(e) = self.hot.record_match(ticket).await {
                 if reserved {
-                    self.reservations.release(match_id, &first.pick.address);
+                    self.reservations.release(match_id, &first.address);
                 }
                 return Err(self.store_error(e));
             }
         }
-        let miners: Vec<Matched> = chosen
+        let miners: Vec<Offer> = offers
             .iter()
-            .map(|c| Matched {
-                address: c.pick.address,
-                endpoint: c.miner.endpoint.as_str().to_string(),
-                score: c.pick.score,
-                estimated_time: c.pick.estimated_time,
-                load: c.pick.load,
+            .map(|o| Offer {
+                address: o.address,
+                endpoint: o.key.miner.endpoint.as_str().to_string(),
+                score: o.score,
+                estimated_time: o.estimated_time,
+                load: o.load,
             })
             .collect();
         let mt = &self.metrics;
@@ -222,7 +225,7 @@ impl Hub {
             }
         };
         mt.match_requests_total.with_label_values(&[result]).inc();
-        Ok(MatchOutcome {
+        Ok(Match {
             match_id,
             miners,
             reserved,
@@ -232,7 +235,7 @@ impl Hub {
 
     /// Accepts a job's outcome for a miner that match `match_id` offered; each pair once.
     /// Answered only after the outcome and the new statistics are durable.
-    pub async fn report_outcome(&self, rep: OutcomeReport) -> Result<OutcomeResult, HubError> {
+    pub async fn report_outcome(&self, rep: OutcomeReport) -> Result<Standing, HubError> {
         let id: MatchId = rep.match_id.parse()?;
         if let Some(l) = rep.latency_ms {
             if !l.is_finite() || !(0.0..=86_400_000.0).contains(&l) {
@@ -302,7 +305,7 @@ impl Hub {
                 "miner cooled down after consecutive failures"
             );
         }
-        Ok(OutcomeResult {
+        Ok(Standing {
             address: rep.address,
             stats,
             score,

@@ -11,7 +11,7 @@ mod sync;
 mod tasks;
 mod wire;
 
-pub use matching::{MatchOutcome, MatchRequest, OutcomeReport, OutcomeResult};
+pub use matching::{Match, MatchRequest, Offer, OutcomeReport, Standing};
 pub use sync::Event;
 
 use crate::config::Config;
@@ -224,7 +224,10 @@ impl Hub {
         &self.metrics
     }
 
-    pub fn registry(&self) -> &Registry {
+    /// The index, for the HTTP layer's read-only views inside this crate. Not public: code
+    /// outside the crate goes through the hub's methods, so the index's invariants (write
+    /// order, locks, match-set membership) cannot be bypassed.
+    pub(crate) fn registry(&self) -> &Registry {
         &self.registry
     }
 
