@@ -9,9 +9,14 @@
 //! The per-model sets hold only miners that can take a job (available, fresh, below their
 //! concurrency limit), so in a busy pool — where the best miners are the first to fill up —
 //! a match does not walk past thousands of full ones. Membership is kept lazily: a walk that
-//! meets a miner which can no longer take a job notes it, a heartbeat or a released
-//! reservation that gives a miner room again notes it, and the noted entries are moved in or
-//! out under a short write lock before the next match (or by the sweeper).
+//! meets a miner which can no longer take a job notes it, a heartbeat, a reservation or a
+//! released reservation that changes whether a miner has room notes it, the sweeper notes
+//! silent miners, and the noted entries are moved in or out under a short write lock before
+//! the next match (or by the sweeper).
+//!
+//! Each set also keeps the counts panic mode is decided on (Envoy's rule, over the whole
+//! eligible set rather than the few entries a walk visits): how many listed miners meet the
+//! thresholds, and which of them are cooled down, ordered by when their cooldown ends.
 
 use crate::domain::matching::{self, Candidate, Eligible, Match, MatchCriteria, MatchPolicy};
 use crate::domain::scoring::{passes_thresholds, Availability, MinerStats, Score, Thresholds};

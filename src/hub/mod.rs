@@ -5,6 +5,11 @@
 //! store, then apply to the index. Changes to one miner are serialised by a striped lock so
 //! the index applies them in commit order; changes to different miners run concurrently and
 //! share group commits.
+//!
+//! * `matching`: match requests, reservations and job outcomes.
+//! * `sync`: keeping several hubs' indexes current (events, resync); `wire`: the versioned
+//!   format those events travel in.
+//! * `tasks`: the background work, owned by the caller's `CancellationToken`/`TaskTracker`.
 
 mod matching;
 mod sync;
