@@ -319,8 +319,12 @@ impl Hub {
                 .get(a)
                 .is_some_and(|v| v.miner.updated_at < started)
             {
-                self.registry.remove(a);
-                removed += 1;
+                // A registration may commit while the snapshot is read, with a time older
+                // than the resync's: only the store's current answer can say it is gone.
+                if self.durable.load_miner(a).await?.is_none() {
+                    self.registry.remove(a);
+                    removed += 1;
+                }
             }
         }
         self.metrics.miners_total.set(self.registry.len() as i64);
@@ -380,6 +384,21 @@ mod tests {
     use crate::hub::tests::{address, hub_on, registration};
     use crate::store::redb::RedbStore;
     use crate::store::DurableStore;
+
+    /// A registration that commits while a resync's snapshot is being read is missing from
+    /// that snapshot, though its `updated_at` may be older than the resync's start: the
+    /// resync removed it from the index, and its heartbeats got 404 (seen as a flaky
+    /// `binary_serves_on_database_url_and_redis_url`).
+    #[tokio::test]
+    async fn resync_keeps_a_miner_registered_while_its_snapshot_was_read() {
+        let durable = Arc::new(RedbStore::in_memory(None).expect("redb"));
+        let hub = hub_on(durable.clone()).await;
+        let snapshot = durable.load_all().await.expect("load");
+        hub.register(registration(1), None).await.expect("register");
+        let started = now_ms() + 1;
+        hub.apply_snapshot(snapshot, started).await.expect("resync");
+        assert!(hub.registry.get(&address(1)).is_some(), "still indexed");
+    }
 
     /// Defect 6: resync read the index's entry before it took the miner's lock, so stats
     /// applied while it waited for that lock were overwritten by the older snapshot.
