@@ -615,7 +615,26 @@ impl Registry {
         let Some(model) = g.by_model.get(crit.model) else {
             return none;
         };
-        let eligible = model.eligible(now);
+        let mut eligible = model.eligible(now);
+        // The client's exclusions are part of this request's eligible set; few, so cheap.
+        let mut excluded: Vec<u32> = crit
+            .exclude
+            .iter()
+            .filter_map(|a| g.ids.get(a).copied())
+            .collect();
+        excluded.sort_unstable();
+        excluded.dedup();
+        for id in excluded {
+            let Some(h) = g.entries[id as usize].as_ref() else {
+                continue;
+            };
+            if h.live.listed() && h.qualified && h.miner.serves_model(crit.model) {
+                eligible.total = eligible.total.saturating_sub(1);
+                if h.cooldown_until > now.max(g.cooldowns_ended) {
+                    eligible.cooled = eligible.cooled.saturating_sub(1);
+                }
+            }
+        }
         let set = &model.by_score;
         let Some(&(top, _)) = set.first() else {
             return none;
@@ -938,6 +957,10 @@ mod tests {
                 let one = MatchCriteria { limit: 1, ..crit.clone() };
                 let short = MatchPolicy { scan_cap: 1, ..policy() };
                 let panic_short = r.select(&one, &short, NOW, &mut rng).panic;
+                // And with exclusions, which take part in this request's eligible set.
+                let ex = [address(0), address(3), address(4), address(5), address(0)];
+                let excluding = MatchCriteria { exclude: &ex, ..one.clone() };
+                let panic_excluding = r.select(&excluding, &short, NOW, &mut rng).panic;
                 let got: BTreeSet<Address> = m.offers.iter().map(|o| o.address).collect();
                 let eligible: Vec<MinerView> = (0..12u8)
                     .filter_map(|i| r.get(&address(i)))
@@ -954,6 +977,17 @@ mod tests {
                 let want_panic = counts.panic(policy().panic_threshold);
                 prop_assert_eq!(panic, want_panic, "{:?}", counts);
                 prop_assert_eq!(panic_short, want_panic, "{:?} (short walk)", counts);
+                let kept: Vec<&MinerView> =
+                    eligible.iter().filter(|v| !ex.contains(&v.miner.address)).collect();
+                let counts_ex = Eligible {
+                    total: kept.len(),
+                    cooled: kept.iter().filter(|v| v.cooldown_until > NOW).count(),
+                };
+                prop_assert_eq!(
+                    panic_excluding,
+                    counts_ex.panic(policy().panic_threshold),
+                    "{:?} (excluding)", counts_ex
+                );
                 let want: BTreeSet<Address> = eligible
                     .iter()
                     .filter(|v| want_panic || v.cooldown_until <= NOW)
