@@ -17,6 +17,7 @@ use poolhub::metrics::Metrics;
 use poolhub::registry::Registry;
 use poolhub::store::moka::MokaHotStore;
 use poolhub::store::redb::RedbStore;
+use poolhub::store::{DurableStore, StoredMiner};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
@@ -134,9 +135,9 @@ fn bench_select(c: &mut Criterion) {
                         limit: 5,
                         exclude: &[],
                     };
-                    let (chosen, _) = r.select(&crit, &policy, now(), &mut rng);
-                    assert!(!chosen.is_empty());
-                    chosen.len()
+                    let m = r.select(&crit, &policy, now(), &mut rng);
+                    assert!(!m.offers.is_empty());
+                    m.offers.len()
                 })
             });
         }
@@ -155,15 +156,22 @@ async fn hub(n: u32) -> Arc<Hub> {
         Duration::from_secs(3600),
         1_000_000,
     ));
-    let hub = Arc::new(Hub::open(cfg, durable, hot, metrics).await.unwrap());
+    // The miners go into the store first and the hub loads them, as at start-up.
     let mut rng = StdRng::seed_from_u64(u64::from(n));
-    let p = scoring::ScoringParams::default();
+    let mut statuses = Vec::with_capacity(n as usize);
+    let mut stored = Vec::with_capacity(n as usize);
     for i in 0..n {
-        let (m, st, status) = fixture(i, &mut rng);
-        let av = Availability::default();
-        let score = scoring::score(&st, &av, m.stake, now(), &p);
-        let a = m.address;
-        hub.registry().upsert(m, st, av, score, 0);
+        let (miner, stats, status) = fixture(i, &mut rng);
+        statuses.push((miner.address, status));
+        stored.push(StoredMiner {
+            miner,
+            stats,
+            availability: Availability::default(),
+        });
+    }
+    durable.import(stored, Vec::new()).await.unwrap();
+    let hub = Arc::new(Hub::open(cfg, durable, hot, metrics).await.unwrap());
+    for (i, (a, status)) in statuses.into_iter().enumerate() {
         hub.update_status(&a, Some(&format!("token-{i}")), status)
             .await
             .unwrap();

@@ -9,11 +9,16 @@
 //! The per-model sets hold only miners that can take a job (available, fresh, below their
 //! concurrency limit), so in a busy pool — where the best miners are the first to fill up —
 //! a match does not walk past thousands of full ones. Membership is kept lazily: a walk that
-//! meets a miner which can no longer take a job notes it, a heartbeat or a released
-//! reservation that gives a miner room again notes it, and the noted entries are moved in or
-//! out under a short write lock before the next match (or by the sweeper).
+//! meets a miner which can no longer take a job notes it, a heartbeat, a reservation or a
+//! released reservation that changes whether a miner has room notes it, the sweeper notes
+//! silent miners, and the noted entries are moved in or out under a short write lock before
+//! the next match (or by the sweeper).
+//!
+//! Each set also keeps the counts panic mode is decided on (Envoy's rule, over the whole
+//! eligible set rather than the few entries a walk visits): how many listed miners meet the
+//! thresholds, and which of them are cooled down, ordered by when their cooldown ends.
 
-use crate::domain::matching::{self, Candidate, MatchCriteria, MatchPolicy, Pick};
+use crate::domain::matching::{self, Candidate, Eligible, Match, MatchCriteria, MatchPolicy};
 use crate::domain::scoring::{passes_thresholds, Availability, MinerStats, Score, Thresholds};
 use crate::domain::{Address, Miner, MinerStatus};
 use parking_lot::{Mutex, RwLock};
@@ -129,10 +134,10 @@ pub struct MinerView {
     pub reserved: u32,
 }
 
-/// What a match chose, with what the caller needs to answer and reserve.
+/// An indexed miner as a match offers it: its registration (to answer) and its live part
+/// (to reserve a slot on). The key of the offers [`Registry::select`] returns.
 #[derive(Debug, Clone)]
-pub struct Chosen {
-    pub pick: Pick<u32>,
+pub struct Handle {
     pub miner: Arc<Miner>,
     pub live: Arc<Live>,
 }
@@ -171,7 +176,7 @@ struct Slot {
 /// What the match walk reads of each miner, kept small and contiguous (one `Vec`, indexed by
 /// slot) so that walking past busy or offline miners costs one cache line here and one in
 /// `Live`, instead of chasing the full record.
-struct Hot {
+struct MatchEntry {
     miner: Arc<Miner>,
     live: Arc<Live>,
     score: f64,
@@ -187,19 +192,48 @@ fn key(score: f64, id: u32) -> ScoreKey {
     (Reverse(score.max(0.0).to_bits()), id)
 }
 
+/// One model's match set, with the counts panic mode is decided on.
+#[derive(Default)]
+struct ModelSet {
+    /// Listed miners serving the model, best score first.
+    by_score: BTreeSet<ScoreKey>,
+    /// Listed miners that meet the thresholds: the eligible set of [`Eligible`].
+    qualified: usize,
+    /// Of those, the ones with a cooldown that had not ended at the last expiry pass, by the
+    /// time it ends. Counting the cooled-down ones at `now` then only skips the few at the
+    /// front that ended since that pass.
+    cooling: BTreeSet<(u64, u32)>,
+}
+
+impl ModelSet {
+    fn eligible(&self, now: u64) -> Eligible {
+        let ended = self
+            .cooling
+            .iter()
+            .take_while(|(until, _)| *until <= now)
+            .count();
+        Eligible {
+            total: self.qualified,
+            cooled: self.cooling.len() - ended,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     ids: BTreeMap<Address, u32>,
     slots: Vec<Option<Slot>>,
-    hot: Vec<Option<Hot>>,
+    entries: Vec<Option<MatchEntry>>,
     free: Vec<u32>,
-    by_model: HashMap<String, BTreeSet<ScoreKey>>,
+    by_model: HashMap<String, ModelSet>,
+    /// Cooldowns ending at or before this (unix ms) are no longer filed in `cooling`.
+    cooldowns_ended: u64,
 }
 
 impl Inner {
     fn view(&self, id: u32) -> Option<MinerView> {
         let s = self.slots.get(id as usize)?.as_ref()?;
-        let h = self.hot.get(id as usize)?.as_ref()?;
+        let h = self.entries.get(id as usize)?.as_ref()?;
         Some(MinerView {
             miner: s.miner.clone(),
             stats: s.stats,
@@ -213,18 +247,23 @@ impl Inner {
 
     /// Takes the slot out of its models' match sets.
     fn unindex(&mut self, id: u32) {
-        let Some(h) = self.hot[id as usize].as_ref() else {
+        let Some(h) = self.entries[id as usize].as_ref() else {
             return;
         };
         if !h.live.listed.swap(false, Ordering::Relaxed) {
             return;
         }
         let k = key(h.score, id);
+        let (qualified, cooling) = (h.qualified, (h.cooldown_until, id));
         let miner = h.miner.clone();
         for m in &miner.capabilities.models {
             if let Some(set) = self.by_model.get_mut(m) {
-                set.remove(&k);
-                if set.is_empty() {
+                set.by_score.remove(&k);
+                if qualified {
+                    set.qualified -= 1;
+                    set.cooling.remove(&cooling);
+                }
+                if set.by_score.is_empty() {
                     self.by_model.remove(m);
                 }
             }
@@ -233,7 +272,7 @@ impl Inner {
 
     /// Puts the slot into its models' match sets if it can take a job.
     fn index(&mut self, id: u32) {
-        let Some(h) = self.hot[id as usize].as_ref() else {
+        let Some(h) = self.entries[id as usize].as_ref() else {
             return;
         };
         if h.live.listed() || !h.live.has_room() {
@@ -241,15 +280,34 @@ impl Inner {
         }
         h.live.listed.store(true, Ordering::Relaxed);
         let k = key(h.score, id);
+        let qualified = h.qualified;
+        let cooling = (h.cooldown_until > self.cooldowns_ended).then_some((h.cooldown_until, id));
         let miner = h.miner.clone();
         for m in &miner.capabilities.models {
-            self.by_model.entry(m.clone()).or_default().insert(k);
+            let set = self.by_model.entry(m.clone()).or_default();
+            set.by_score.insert(k);
+            if qualified {
+                set.qualified += 1;
+                if let Some(c) = cooling {
+                    set.cooling.insert(c);
+                }
+            }
+        }
+    }
+
+    /// Forgets cooldowns that have ended, so counting the current ones stays cheap.
+    fn end_cooldowns(&mut self, now: u64) {
+        self.cooldowns_ended = self.cooldowns_ended.max(now);
+        for set in self.by_model.values_mut() {
+            while set.cooling.first().is_some_and(|(until, _)| *until <= now) {
+                set.cooling.pop_first();
+            }
         }
     }
 
     /// Moves a slot into or out of the match sets after its live state changed.
     fn refresh(&mut self, id: u32, now: u64, heartbeat_timeout_ms: u64) {
-        let Some(h) = self.hot.get(id as usize).and_then(Option::as_ref) else {
+        let Some(h) = self.entries.get(id as usize).and_then(Option::as_ref) else {
             return;
         };
         let fresh = h
@@ -266,17 +324,24 @@ impl Inner {
 
     /// Sets a slot's score-dependent fields, keeping the model sets in order.
     fn rescore(&mut self, id: u32, score: Score, cooldown_until: u64, thresholds: &Thresholds) {
+        // Re-listed only if it was listed: `index` cannot judge freshness, so an entry that
+        // was left out stays out until `refresh` decides.
+        let was_listed = self.entries[id as usize]
+            .as_ref()
+            .is_some_and(|h| h.live.listed());
         self.unindex(id);
         if let Some(s) = self.slots[id as usize].as_mut() {
             s.score = score;
         }
-        if let Some(h) = self.hot[id as usize].as_mut() {
+        if let Some(h) = self.entries[id as usize].as_mut() {
             h.score = score.value;
             h.avg_latency_ms = score.factors.avg_latency_ms;
             h.qualified = passes_thresholds(&score.factors, thresholds);
             h.cooldown_until = cooldown_until;
         }
-        self.index(id);
+        if was_listed {
+            self.index(id);
+        }
     }
 }
 
@@ -328,6 +393,39 @@ impl Registry {
         }
     }
 
+    /// Notes every listed miner that can no longer take a job (its heartbeat went stale, or
+    /// it filled up without a match walk meeting it), so the match sets and their counts stay
+    /// close to the truth between matches. The sweeper calls this a few times a second; it
+    /// reads two atomics per miner under the read lock.
+    pub fn note_stale(&self, now: u64, heartbeat_timeout_ms: u64) {
+        let stale: Vec<u32> = {
+            let g = self.inner.read();
+            g.entries
+                .iter()
+                .flatten()
+                .filter(|h| h.live.listed())
+                .filter(|h| {
+                    !h.live.has_room()
+                        || h.live
+                            .reported_at
+                            .load(Ordering::Acquire)
+                            .saturating_add(heartbeat_timeout_ms)
+                            < now
+                })
+                .map(|h| h.live.id)
+                .collect()
+        };
+        if !stale.is_empty() {
+            self.note_ids(stale);
+        }
+    }
+
+    /// Forgets cooldowns that ended by `now` (the sweeper calls this a few times a second),
+    /// which keeps the per-match count of cooled-down miners to a short walk.
+    pub fn end_cooldowns(&self, now: u64) {
+        self.inner.write().end_cooldowns(now);
+    }
+
     /// Registered miners.
     pub fn len(&self) -> usize {
         self.inner.read().ids.len()
@@ -349,10 +447,14 @@ impl Registry {
         let mut g = self.inner.write();
         let address = miner.address;
         let existing = g.ids.get(&address).copied();
+        let mut was_listed = false;
         let (id, live) = match existing {
             Some(id) => {
+                was_listed = g.entries[id as usize]
+                    .as_ref()
+                    .is_some_and(|h| h.live.listed());
                 g.unindex(id);
-                let live = g.hot[id as usize]
+                let live = g.entries[id as usize]
                     .as_ref()
                     .map_or_else(|| Arc::new(Live::new(id)), |h| h.live.clone());
                 (id, live)
@@ -362,7 +464,7 @@ impl Registry {
                     Some(id) => id,
                     None => {
                         g.slots.push(None);
-                        g.hot.push(None);
+                        g.entries.push(None);
                         (g.slots.len() - 1) as u32
                     }
                 };
@@ -373,7 +475,7 @@ impl Registry {
         let miner = Arc::new(miner);
         live.max_concurrent
             .store(miner.capabilities.max_concurrent_jobs, Ordering::Relaxed);
-        g.hot[id as usize] = Some(Hot {
+        g.entries[id as usize] = Some(MatchEntry {
             miner: miner.clone(),
             live,
             score: score.value,
@@ -389,7 +491,13 @@ impl Registry {
             availability,
             score,
         });
-        g.index(id);
+        // As in `rescore`; and its capacity may have changed, so it is re-filed (with its
+        // freshness checked) before the next match.
+        if was_listed {
+            g.index(id);
+        }
+        drop(g);
+        self.note_ids([id]);
     }
 
     /// Removes a miner; returns whether it was there.
@@ -400,7 +508,7 @@ impl Registry {
         };
         g.unindex(id);
         g.slots[id as usize] = None;
-        g.hot[id as usize] = None;
+        g.entries[id as usize] = None;
         g.free.push(id);
         true
     }
@@ -415,7 +523,7 @@ impl Registry {
     pub fn live(&self, address: &Address) -> Option<(Arc<Miner>, Arc<Live>)> {
         let g = self.inner.read();
         let id = *g.ids.get(address)?;
-        g.hot[id as usize]
+        g.entries[id as usize]
             .as_ref()
             .map(|h| (h.miner.clone(), h.live.clone()))
     }
@@ -453,7 +561,7 @@ impl Registry {
             .iter()
             .filter_map(|(a, &id)| {
                 let s = g.slots[id as usize].as_ref()?;
-                let h = g.hot[id as usize].as_ref()?;
+                let h = g.entries[id as usize].as_ref()?;
                 Some(ScoringInput {
                     id,
                     address: *a,
@@ -496,15 +604,40 @@ impl Registry {
         policy: &MatchPolicy,
         now: u64,
         rng: &mut impl Rng,
-    ) -> (Vec<Chosen>, bool) {
+    ) -> Match<Handle> {
+        let none = Match {
+            offers: Vec::new(),
+            panic: false,
+        };
         let hb = policy.heartbeat_timeout_ms;
         self.settle(now, hb);
         let g = self.inner.read();
-        let Some(set) = g.by_model.get(crit.model) else {
-            return (Vec::new(), false);
+        let Some(model) = g.by_model.get(crit.model) else {
+            return none;
         };
+        let mut eligible = model.eligible(now);
+        // The client's exclusions are part of this request's eligible set; few, so cheap.
+        let mut excluded: Vec<u32> = crit
+            .exclude
+            .iter()
+            .filter_map(|a| g.ids.get(a).copied())
+            .collect();
+        excluded.sort_unstable();
+        excluded.dedup();
+        for id in excluded {
+            let Some(h) = g.entries[id as usize].as_ref() else {
+                continue;
+            };
+            if h.live.listed() && h.qualified && h.miner.serves_model(crit.model) {
+                eligible.total = eligible.total.saturating_sub(1);
+                if h.cooldown_until > now.max(g.cooldowns_ended) {
+                    eligible.cooled = eligible.cooled.saturating_sub(1);
+                }
+            }
+        }
+        let set = &model.by_score;
         let Some(&(top, _)) = set.first() else {
-            return (Vec::new(), false);
+            return none;
         };
         let start = rng.random_range(0..=g.slots.len() as u32);
         let top_group = set
@@ -514,7 +647,7 @@ impl Registry {
         let rest = set.range((Bound::Excluded((top, u32::MAX)), Bound::Unbounded));
         let mut stale = Vec::new();
         let candidates = top_group.chain(rest).filter_map(|&(_, id)| {
-            let h = g.hot[id as usize].as_ref()?;
+            let h = g.entries[id as usize].as_ref()?;
             let status = h.live.status();
             let reserved = h.live.reserved();
             let takes_jobs = status.is_some_and(|s| {
@@ -538,24 +671,26 @@ impl Registry {
                 cooldown_until: h.cooldown_until,
             })
         });
-        let sel = matching::select(candidates, crit, policy, now, rng);
-        let chosen = sel
-            .picks
+        let m = matching::select(candidates, crit, policy, eligible, now, rng);
+        let offers = m
+            .offers
             .into_iter()
-            .filter_map(|pick| {
-                let h = g.hot[pick.key as usize].as_ref()?;
-                Some(Chosen {
-                    pick,
+            .filter_map(|o| {
+                let h = g.entries[o.key as usize].as_ref()?;
+                Some(o.with_key(Handle {
                     miner: h.miner.clone(),
                     live: h.live.clone(),
-                })
+                }))
             })
             .collect();
         drop(g);
         if !stale.is_empty() {
             self.note_ids(stale);
         }
-        (chosen, sel.panic)
+        Match {
+            offers,
+            panic: m.panic,
+        }
     }
 
     /// Miners in address order after `after`, filtered, at most `limit`.
@@ -584,7 +719,7 @@ impl Registry {
             registered: g.ids.len(),
             ..Counts::default()
         };
-        for h in g.hot.iter().flatten() {
+        for h in g.entries.iter().flatten() {
             if let Some(st) = h.live.status() {
                 if matching::is_fresh(&st, now, heartbeat_timeout_ms) {
                     c.online += 1;
@@ -605,7 +740,7 @@ impl Registry {
         let g = self.inner.read();
         g.ids
             .iter()
-            .filter_map(|(a, &id)| g.hot[id as usize].as_ref().map(|h| (*a, h.score)))
+            .filter_map(|(a, &id)| g.entries[id as usize].as_ref().map(|h| (*a, h.score)))
             .collect()
     }
 }
@@ -666,6 +801,14 @@ mod tests {
         Reserve(u8),
         Release(u8),
         Remove(u8),
+        /// A new score: cooled down until `NOW + cool` (when positive), and qualified or not.
+        Rescore {
+            i: u8,
+            cool: i64,
+            qualified: bool,
+        },
+        /// The sweeper's pass over ended cooldowns, at `NOW + at`.
+        EndCooldowns(i64),
         Match,
     }
 
@@ -686,6 +829,13 @@ mod tests {
             (0u8..12).prop_map(Op::Reserve),
             (0u8..12).prop_map(Op::Release),
             (0u8..12).prop_map(Op::Remove),
+            (
+                0u8..12,
+                prop_oneof![Just(0i64), Just(-1), Just(0), Just(1000)],
+                any::<bool>()
+            )
+                .prop_map(|(i, cool, qualified)| Op::Rescore { i, cool, qualified }),
+            prop_oneof![Just(-2000i64), Just(-1), Just(0)].prop_map(Op::EndCooldowns),
             Just(Op::Match),
         ]
     }
@@ -699,10 +849,65 @@ mod tests {
         }
     }
 
+    fn address16(i: u16) -> Address {
+        let mut b = [0u8; 20];
+        b[18..].copy_from_slice(&i.to_be_bytes());
+        b[0] = 0x42;
+        Address::from_bytes(b)
+    }
+
+    /// Defect 1: panic mode was decided over the few candidates scanned before the walk
+    /// stopped. Two cooled-down miners at the top of 1,010 made a `limit=1` match see one
+    /// healthy miner out of three, panic, and offer a cooled-down miner first.
+    #[test]
+    fn panic_mode_is_judged_on_the_whole_eligible_set() {
+        let p = ScoringParams::default();
+        let r = Registry::new(p.thresholds);
+        let base = scoring::score(&MinerStats::default(), &Availability::default(), 0, NOW, &p);
+        for i in 0..1010u16 {
+            let mut m = miner(0);
+            m.address = address16(i);
+            let mut sc = base;
+            sc.value = 0.9 - f64::from(i) * 1e-4;
+            let cooldown = if i < 2 { NOW + 60_000 } else { 0 };
+            r.upsert(
+                m,
+                MinerStats::default(),
+                Availability::default(),
+                sc,
+                cooldown,
+            );
+            let (_, live) = r.live(&address16(i)).expect("registered");
+            live.set_status(&MinerStatus {
+                available: true,
+                current_load: 0,
+                gpu_utilization: 0.1,
+                temperature: None,
+                reported_at: NOW,
+            });
+            r.note(&live);
+        }
+        let crit = MatchCriteria {
+            model: "m",
+            job_type: "inference",
+            min_gpu_memory: 0,
+            max_latency: None,
+            limit: 1,
+            exclude: &[],
+        };
+        let mut rng = StdRng::seed_from_u64(1);
+        let m = r.select(&crit, &policy(), NOW, &mut rng);
+        assert!(!m.panic, "1,008 of 1,010 are healthy");
+        assert_eq!(m.offers.len(), 1);
+        assert_eq!(m.offers[0].address, address16(2), "best healthy miner");
+        assert!(!m.offers[0].cooled_down);
+    }
+
     proptest! {
         /// The lazily maintained match sets never hide a miner that could take the job, and
         /// never offer one that cannot: a match returns exactly the miners a brute-force
-        /// check of every registered miner finds eligible.
+        /// check of every registered miner finds eligible, and decides panic mode exactly as
+        /// that check does over the whole eligible set.
         #[test]
         fn match_sets_agree_with_brute_force(ops in proptest::collection::vec(op(), 1..80)) {
             let p = ScoringParams::default();
@@ -724,26 +929,68 @@ mod tests {
                             r.note(&live);
                         }
                     }
-                    Op::Reserve(i) => if let Some((_, live)) = r.live(&address(i)) { live.reserve() },
+                    Op::Reserve(i) => if let Some((_, live)) = r.live(&address(i)) {
+                        live.reserve();
+                        r.note(&live);
+                    },
                     Op::Release(i) => if let Some((_, live)) = r.live(&address(i)) {
                         live.release();
                         r.note(&live);
                     },
                     Op::Remove(i) => { r.remove(&address(i)); }
+                    Op::Rescore { i, cool, qualified } => if let Some(v) = r.get(&address(i)) {
+                        let mut sc = v.score;
+                        sc.factors.availability = if qualified { 1.0 } else { 0.0 };
+                        let until = if cool == 0 { 0 } else { NOW.saturating_add_signed(cool) };
+                        r.upsert((*v.miner).clone(), v.stats, v.availability, sc, until);
+                    },
+                    Op::EndCooldowns(at) => r.end_cooldowns(NOW.saturating_add_signed(at)),
                     Op::Match => {}
                 }
                 let crit = MatchCriteria {
                     model: "m", job_type: "inference", min_gpu_memory: 0,
                     max_latency: None, limit: 100, exclude: &[],
                 };
-                let (chosen, _) = r.select(&crit, &policy(), NOW, &mut rng);
-                let got: BTreeSet<Address> = chosen.iter().map(|c| c.pick.address).collect();
-                let want: BTreeSet<Address> = (0..12u8)
+                let m = r.select(&crit, &policy(), NOW, &mut rng);
+                let panic = m.panic;
+                // A walk stopped after one candidate decides from the index's counts.
+                let one = MatchCriteria { limit: 1, ..crit.clone() };
+                let short = MatchPolicy { scan_cap: 1, ..policy() };
+                let panic_short = r.select(&one, &short, NOW, &mut rng).panic;
+                // And with exclusions, which take part in this request's eligible set.
+                let ex = [address(0), address(3), address(4), address(5), address(0)];
+                let excluding = MatchCriteria { exclude: &ex, ..one.clone() };
+                let panic_excluding = r.select(&excluding, &short, NOW, &mut rng).panic;
+                let got: BTreeSet<Address> = m.offers.iter().map(|o| o.address).collect();
+                let eligible: Vec<MinerView> = (0..12u8)
                     .filter_map(|i| r.get(&address(i)))
                     .filter(|v| v.status.is_some_and(|s| {
                         s.available && matching::is_fresh(&s, NOW, HB)
                             && s.current_load + v.reserved < v.miner.capabilities.max_concurrent_jobs
                     }))
+                    .filter(|v| passes_thresholds(&v.score.factors, &p.thresholds))
+                    .collect();
+                let counts = Eligible {
+                    total: eligible.len(),
+                    cooled: eligible.iter().filter(|v| v.cooldown_until > NOW).count(),
+                };
+                let want_panic = counts.panic(policy().panic_threshold);
+                prop_assert_eq!(panic, want_panic, "{:?}", counts);
+                prop_assert_eq!(panic_short, want_panic, "{:?} (short walk)", counts);
+                let kept: Vec<&MinerView> =
+                    eligible.iter().filter(|v| !ex.contains(&v.miner.address)).collect();
+                let counts_ex = Eligible {
+                    total: kept.len(),
+                    cooled: kept.iter().filter(|v| v.cooldown_until > NOW).count(),
+                };
+                prop_assert_eq!(
+                    panic_excluding,
+                    counts_ex.panic(policy().panic_threshold),
+                    "{:?} (excluding)", counts_ex
+                );
+                let want: BTreeSet<Address> = eligible
+                    .iter()
+                    .filter(|v| want_panic || v.cooldown_until <= NOW)
                     .map(|v| v.miner.address)
                     .collect();
                 prop_assert_eq!(got, want);

@@ -10,8 +10,11 @@
 //! matches therefore spread over equally good miners instead of all naming the same one.
 //!
 //! Failover: cooled-down miners (see [`crate::domain::scoring::cooldown_until`]) are left out,
-//! unless fewer than `panic_threshold` of the eligible candidates seen are healthy; then the
-//! hub "panics" as Envoy does and ranks all of them, so failures can never empty the pool.
+//! unless fewer than `panic_threshold` of the eligible miners are healthy; then the hub
+//! "panics" as Envoy does and ranks all of them, so failures can never empty the pool. Like
+//! Envoy, the share is taken over the whole eligible set ([`Eligible`], counts the index
+//! keeps), never over the few candidates a scan looked at before it stopped: those are the
+//! best-scored ones, exactly where recently failed miners may cluster.
 
 use crate::domain::miner::{Address, Miner, MinerStatus};
 use rand::Rng;
@@ -68,9 +71,26 @@ pub struct Candidate<'a, K> {
     pub cooldown_until: u64,
 }
 
-/// A chosen miner.
+/// The set panic mode is judged on: the miners that could take a job for the model (online,
+/// with room, meeting the thresholds), and how many of them are cooled down right now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Eligible {
+    pub total: usize,
+    pub cooled: usize,
+}
+
+impl Eligible {
+    /// Whether cooled-down miners must be ranked too: fewer than `threshold` of the eligible
+    /// miners are healthy (Envoy's panic threshold).
+    pub fn panic(&self, threshold: f64) -> bool {
+        let healthy = self.total.saturating_sub(self.cooled);
+        self.cooled > 0 && (healthy as f64) < threshold * self.total as f64
+    }
+}
+
+/// One miner a match offers, ranked (the word for a chosen miner at every layer).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Pick<K> {
+pub struct Offer<K> {
     pub key: K,
     pub address: Address,
     pub score: f64,
@@ -81,10 +101,25 @@ pub struct Pick<K> {
     pub cooled_down: bool,
 }
 
-/// The outcome of a match.
+impl<K> Offer<K> {
+    /// The same offer under the caller's own key (the registry swaps its slot number for a
+    /// handle on the miner).
+    pub fn with_key<L>(self, key: L) -> Offer<L> {
+        Offer {
+            key,
+            address: self.address,
+            score: self.score,
+            estimated_time: self.estimated_time,
+            load: self.load,
+            cooled_down: self.cooled_down,
+        }
+    }
+}
+
+/// What matching answers: the offers, best first, and whether panic mode was on.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Selection<K> {
-    pub picks: Vec<Pick<K>>,
+pub struct Match<K> {
+    pub offers: Vec<Offer<K>>,
     /// True when cooled-down miners were included because too few healthy ones were left.
     pub panic: bool,
 }
@@ -100,12 +135,12 @@ pub fn is_fresh(status: &MinerStatus, now: u64, heartbeat_timeout_ms: u64) -> bo
     now.saturating_sub(status.reported_at) <= heartbeat_timeout_ms
 }
 
-fn eligible<K: Copy>(
+fn eligible_offer<K: Copy>(
     c: &Candidate<'_, K>,
     crit: &MatchCriteria<'_>,
     policy: &MatchPolicy,
     now: u64,
-) -> Option<Pick<K>> {
+) -> Option<Offer<K>> {
     // Cheapest and most often failing checks first; `c.miner` is read last.
     let status = c.status?;
     if !status.available || !is_fresh(&status, now, policy.heartbeat_timeout_ms) {
@@ -125,7 +160,7 @@ fn eligible<K: Copy>(
     {
         return None;
     }
-    Some(Pick {
+    Some(Offer {
         key: c.key,
         address: c.miner.address,
         score: c.score,
@@ -136,54 +171,71 @@ fn eligible<K: Copy>(
 }
 
 /// Chooses up to `crit.limit` miners from `candidates` (best score first), see the module doc.
+///
+/// Panic mode: a scan that stops early has seen only the best-scored few, so it goes by
+/// `eligible`, the index's counts over the model's whole eligible set. A scan that walked
+/// every candidate has seen this request's whole eligible set (its filters included) and
+/// goes by that.
 pub fn select<'a, K: Copy + 'a>(
     candidates: impl IntoIterator<Item = Candidate<'a, K>>,
     crit: &MatchCriteria<'_>,
     policy: &MatchPolicy,
+    eligible: Eligible,
     now: u64,
     rng: &mut impl Rng,
-) -> Selection<K> {
+) -> Match<K> {
     let limit = crit.limit;
+    let by_counts = eligible.panic(policy.panic_threshold);
     if limit == 0 {
-        return Selection {
-            picks: Vec::new(),
-            panic: false,
+        return Match {
+            offers: Vec::new(),
+            panic: by_counts,
         };
     }
     let cap = policy.scan_cap.max(limit);
-    let mut healthy: Vec<(Pick<K>, u32)> = Vec::with_capacity(limit.min(64));
-    let mut cooled: Vec<(Pick<K>, u32)> = Vec::new();
+    let mut pool: Vec<(Offer<K>, u32)> = Vec::with_capacity(limit.min(64));
+    // Cooled-down candidates, in case the walk ends up deciding on panic after all.
+    let mut aside: Vec<(Offer<K>, u32)> = Vec::new();
+    let mut seen = Eligible::default();
+    let mut truncated = false;
     let mut best: Option<f64> = None;
     for c in candidates {
-        if healthy.len() >= limit {
+        if pool.len() >= limit {
             if let Some(b) = best {
-                if c.score < b - policy.tie_epsilon || healthy.len() >= cap {
+                if c.score < b - policy.tie_epsilon || pool.len() >= cap {
+                    truncated = true;
                     break;
                 }
             }
         }
-        let Some(pick) = eligible(&c, crit, policy, now) else {
+        let Some(pick) = eligible_offer(&c, crit, policy, now) else {
             continue;
         };
-        let max_conc = c.max_concurrent_jobs;
+        seen.total += 1;
         if pick.cooled_down {
-            // Bound the memory a mass cooldown can make one match use.
-            if cooled.len() < cap {
-                cooled.push((pick, max_conc));
+            seen.cooled += 1;
+            if !by_counts {
+                // Bound the memory a mass cooldown can make one match use.
+                if aside.len() < cap {
+                    aside.push((pick, c.max_concurrent_jobs));
+                }
+                continue;
             }
-        } else {
-            best = Some(best.map_or(pick.score, |b: f64| b.max(pick.score)));
-            healthy.push((pick, max_conc));
         }
+        best = Some(best.map_or(pick.score, |b: f64| b.max(pick.score)));
+        pool.push((pick, c.max_concurrent_jobs));
+    }
+    let panic = if truncated {
+        by_counts
+    } else {
+        seen.panic(policy.panic_threshold)
+    };
+    if panic && !by_counts {
+        pool.extend(aside);
+    } else if !panic && by_counts {
+        pool.retain(|p| !p.0.cooled_down);
     }
 
-    let total = healthy.len() + cooled.len();
-    let panic =
-        !cooled.is_empty() && (healthy.len() as f64) < policy.panic_threshold * total as f64;
-    let mut pool = healthy;
-    if panic {
-        pool.extend(cooled);
-    }
     pool.sort_by(|a, b| b.0.score.total_cmp(&a.0.score));
 
     // Equally good miners: least loaded first, the rest of the tie broken at random.
@@ -192,8 +244,8 @@ pub fn select<'a, K: Copy + 'a>(
             .iter()
             .take_while(|p| p.0.score >= top - policy.tie_epsilon)
             .count();
-        let lf = |p: &(Pick<K>, u32)| f64::from(p.0.load) / f64::from(p.1.max(1));
-        let mut keyed: Vec<(f64, u32, (Pick<K>, u32))> = pool
+        let lf = |p: &(Offer<K>, u32)| f64::from(p.0.load) / f64::from(p.1.max(1));
+        let mut keyed: Vec<(f64, u32, (Offer<K>, u32))> = pool
             .drain(..band)
             .map(|p| (lf(&p), rng.random::<u32>(), p))
             .collect();
@@ -202,8 +254,8 @@ pub fn select<'a, K: Copy + 'a>(
         pool = keyed.into_iter().map(|k| k.2).chain(rest).collect();
     }
     pool.truncate(limit);
-    Selection {
-        picks: pool.into_iter().map(|p| p.0).collect(),
+    Match {
+        offers: pool.into_iter().map(|p| p.0).collect(),
         panic,
     }
 }
@@ -309,6 +361,26 @@ mod tests {
             v.sort_by(|a, b| b.score.total_cmp(&a.score));
             v
         }
+
+        /// The counts the index keeps: online, with room, qualified; and of those, cooled.
+        fn eligible(&self) -> Eligible {
+            let p = policy();
+            let mut e = Eligible::default();
+            for c in self.candidates() {
+                let open = c.status.is_some_and(|s| {
+                    s.available
+                        && is_fresh(&s, NOW, p.heartbeat_timeout_ms)
+                        && s.current_load + c.reserved < c.max_concurrent_jobs
+                });
+                if open && c.qualified {
+                    e.total += 1;
+                    if c.cooldown_until > NOW {
+                        e.cooled += 1;
+                    }
+                }
+            }
+            e
+        }
     }
 
     fn world(n: u8) -> World {
@@ -323,11 +395,12 @@ mod tests {
         }
     }
 
-    fn pick_keys(w: &World, c: &MatchCriteria<'_>) -> Selection<usize> {
+    fn pick_keys(w: &World, c: &MatchCriteria<'_>) -> Match<usize> {
         select(
             w.candidates(),
             c,
             &policy(),
+            w.eligible(),
             NOW,
             &mut StdRng::seed_from_u64(7),
         )
@@ -344,10 +417,10 @@ mod tests {
         w.scores[2].factors.avg_latency_ms = 4000.0;
         w.statuses[2] = status(3); // estimated 7000 ms > max_latency
         let sel = pick_keys(&w, &crit(5));
-        let keys: Vec<_> = sel.picks.iter().map(|p| p.key).collect();
+        let keys: Vec<_> = sel.offers.iter().map(|p| p.key).collect();
         assert_eq!(keys, vec![1, 0]);
         assert!(!sel.panic);
-        assert!((sel.picks[0].estimated_time - 1000.0).abs() < 1e-9);
+        assert!((sel.offers[0].estimated_time - 1000.0).abs() < 1e-9);
     }
 
     #[test]
@@ -358,17 +431,17 @@ mod tests {
             exclude: &ex,
             ..crit(5)
         };
-        assert_eq!(pick_keys(&w, &c).picks.len(), 2);
+        assert_eq!(pick_keys(&w, &c).offers.len(), 2);
         let c = MatchCriteria {
             job_type: "training",
             ..crit(5)
         };
-        assert!(pick_keys(&w, &c).picks.is_empty());
+        assert!(pick_keys(&w, &c).offers.is_empty());
         let c = MatchCriteria {
             model: "mistral",
             ..crit(5)
         };
-        assert!(pick_keys(&w, &c).picks.is_empty());
+        assert!(pick_keys(&w, &c).offers.is_empty());
     }
 
     #[test]
@@ -380,11 +453,11 @@ mod tests {
         w.reserved[0] = 1;
         w.reserved[1] = 1;
         let sel = pick_keys(&w, &crit(1));
-        assert_eq!(sel.picks[0].key, 2, "least loaded of equals first");
+        assert_eq!(sel.offers[0].key, 2, "least loaded of equals first");
         w.reserved = vec![4, 0, 0];
         let sel = pick_keys(&w, &crit(5));
         assert!(
-            sel.picks.iter().all(|p| p.key != 0),
+            sel.offers.iter().all(|p| p.key != 0),
             "full after reservations"
         );
     }
@@ -398,10 +471,17 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         let mut seen = std::collections::HashSet::new();
         for _ in 0..200 {
-            let sel = select(w.candidates(), &crit(1), &policy(), NOW, &mut rng);
-            seen.insert(sel.picks[0].key);
+            let sel = select(
+                w.candidates(),
+                &crit(1),
+                &policy(),
+                w.eligible(),
+                NOW,
+                &mut rng,
+            );
+            seen.insert(sel.offers[0].key);
         }
-        assert!(seen.len() >= 8, "only {} distinct first picks", seen.len());
+        assert!(seen.len() >= 8, "only {} distinct first offers", seen.len());
     }
 
     #[test]
@@ -409,17 +489,61 @@ mod tests {
         let mut w = world(4);
         w.cooldown[3] = NOW + 1000;
         let sel = pick_keys(&w, &crit(5));
-        assert!(sel.picks.iter().all(|p| p.key != 3));
+        assert!(sel.offers.iter().all(|p| p.key != 3));
         assert!(!sel.panic);
         // Three of four cooled: 25% healthy < 50% panic threshold -> all ranked.
         w.cooldown = vec![0, NOW + 1000, NOW + 1000, NOW + 1000];
         let sel = pick_keys(&w, &crit(5));
         assert!(sel.panic);
-        assert_eq!(sel.picks.len(), 4);
-        assert_eq!(sel.picks[0].key, 3);
+        assert_eq!(sel.offers.len(), 4);
+        assert_eq!(sel.offers[0].key, 3);
         // All cooled: still never empty.
         w.cooldown = vec![NOW + 1000; 4];
-        assert_eq!(pick_keys(&w, &crit(5)).picks.len(), 4);
+        assert_eq!(pick_keys(&w, &crit(5)).offers.len(), 4);
+    }
+
+    #[test]
+    fn panic_threshold_is_a_share_of_the_whole_eligible_set() {
+        let e = |total, cooled| Eligible { total, cooled };
+        assert!(!e(0, 0).panic(0.5));
+        assert!(!e(10, 0).panic(0.5));
+        assert!(!e(1010, 2).panic(0.5));
+        assert!(!e(10, 5).panic(0.5), "exactly half healthy is enough");
+        assert!(e(10, 6).panic(0.5));
+        assert!(e(3, 3).panic(0.5));
+        assert!(!e(3, 3).panic(0.0), "a zero threshold never panics");
+    }
+
+    /// A walk that saw every candidate knows this request's eligible set exactly: when its
+    /// filters leave only cooled-down miners, it panics rather than answer nothing, whatever
+    /// the model-wide counts say.
+    #[test]
+    fn a_complete_walk_decides_panic_on_what_this_request_can_use() {
+        let mut w = world(4);
+        w.cooldown[3] = NOW + 1000;
+        let ex: Vec<Address> = w.miners[..3].iter().map(|m| m.address).collect();
+        let c = MatchCriteria {
+            exclude: &ex,
+            ..crit(5)
+        };
+        let sel = pick_keys(&w, &c);
+        assert!(sel.panic);
+        assert_eq!(
+            sel.offers.iter().map(|p| p.key).collect::<Vec<_>>(),
+            vec![3]
+        );
+    }
+
+    /// Defect 1 at the matcher: the scan stops early, yet two cooled-down miners at the top
+    /// of a large healthy pool neither trigger panic nor come first.
+    #[test]
+    fn cooled_miners_at_the_top_of_a_healthy_pool_are_skipped() {
+        let mut w = world(200);
+        w.cooldown[199] = NOW + 1000;
+        w.cooldown[198] = NOW + 1000;
+        let sel = pick_keys(&w, &crit(1));
+        assert!(!sel.panic);
+        assert_eq!(sel.offers[0].key, 197);
     }
 
     proptest! {
@@ -439,25 +563,25 @@ mod tests {
                 w.statuses[i].as_mut().unwrap().available = avail[i];
             }
             let p = policy();
-            let sel = select(w.candidates(), &crit(limit), &p, NOW, &mut StdRng::seed_from_u64(seed));
-            prop_assert!(sel.picks.len() <= limit);
+            let sel = select(w.candidates(), &crit(limit), &p, w.eligible(), NOW, &mut StdRng::seed_from_u64(seed));
+            prop_assert!(sel.offers.len() <= limit);
             let eligible = (0..n).filter(|&i| avail[i] && loads[i] < 4).count();
-            prop_assert_eq!(sel.picks.len(), eligible.min(limit));
+            prop_assert_eq!(sel.offers.len(), eligible.min(limit));
             let mut seen = std::collections::HashSet::new();
-            for pk in &sel.picks {
+            for pk in &sel.offers {
                 prop_assert!(seen.insert(pk.key), "duplicate pick");
                 prop_assert!(avail[pk.key] && loads[pk.key] < 4);
             }
             // Outside the tie band at the top, order is by score.
-            if let Some(top) = sel.picks.first().map(|p| p.score) {
-                let rest: Vec<f64> = sel.picks.iter().map(|p| p.score)
+            if let Some(top) = sel.offers.first().map(|p| p.score) {
+                let rest: Vec<f64> = sel.offers.iter().map(|p| p.score)
                     .filter(|s| *s < top - p.tie_epsilon).collect();
                 prop_assert!(rest.windows(2).all(|w| w[0] >= w[1]));
                 // No eligible miner outside the answer beats one inside it by more than a tie.
-                let worst = sel.picks.iter().map(|p| p.score).fold(f64::INFINITY, f64::min);
+                let worst = sel.offers.iter().map(|p| p.score).fold(f64::INFINITY, f64::min);
                 for i in 0..n {
                     if avail[i] && loads[i] < 4 && !seen.contains(&i) {
-                        prop_assert!(scores[i] <= worst + p.tie_epsilon + 1e-12 || sel.picks.len() < limit);
+                        prop_assert!(scores[i] <= worst + p.tie_epsilon + 1e-12 || sel.offers.len() < limit);
                     }
                 }
             }

@@ -1,10 +1,17 @@
 //! Plain types and pure logic: no I/O, no clock, no HTTP. Everything here is a function of
 //! its arguments, which is what makes it unit-, property- and benchmark-testable.
+//!
+//! * [`miner`]: who a miner is, what it can run, what it reports.
+//! * [`scoring`]: statistics, factors and the score, cooldowns.
+//! * [`matching`]: candidates in, offers out (and panic mode).
+//! * [`job`]: a match's id and ticket, and the outcome record kept as history.
 
 pub mod identity;
+pub mod job;
 pub mod matching;
 pub mod miner;
 pub mod scoring;
 
+pub use job::{MatchId, MatchTicket, OutcomeRecord};
 pub use miner::{Address, Capabilities, Endpoint, Invalid, Miner, MinerStatus};
 pub use scoring::{Availability, MinerStats, Score, ScoringParams};

@@ -8,7 +8,7 @@
 use crate::config::Config;
 use crate::domain::{Address, Capabilities, Endpoint, MinerStatus};
 use crate::hub::views::{HubStatus, MinerPage, StorageHealth};
-use crate::hub::OutcomeResult;
+use crate::hub::Standing;
 use crate::registry::MinerView;
 use serde::{Serialize, Serializer};
 
@@ -170,7 +170,7 @@ pub struct StatusDto {
 
 /// One miner offered by a match.
 #[derive(Serialize)]
-pub struct MatchedMinerDto<'a> {
+pub struct OfferDto<'a> {
     pub address: Address,
     pub endpoint: &'a str,
     pub score: f64,
@@ -181,7 +181,7 @@ pub struct MatchedMinerDto<'a> {
 #[derive(Serialize)]
 pub struct MatchDto<'a> {
     pub match_id: String,
-    pub miners: Vec<MatchedMinerDto<'a>>,
+    pub miners: Vec<OfferDto<'a>>,
     pub reserved: bool,
     pub panic: bool,
 }
@@ -198,7 +198,7 @@ pub struct OutcomeDto {
 }
 
 impl OutcomeDto {
-    pub fn new(r: &OutcomeResult, now: u64) -> Self {
+    pub fn new(r: &Standing, now: u64) -> Self {
         Self {
             address: r.address,
             components: ComponentsDto::of(&r.score.factors),
@@ -462,7 +462,7 @@ mod tests {
     fn outcome_health_and_status_answers_are_unchanged() {
         let cfg = Config::default();
         let v = view(None, 50);
-        let r = OutcomeResult {
+        let r = Standing {
             address: v.miner.address,
             stats: v.stats,
             score: v.score,

@@ -3,7 +3,7 @@
 //! Body: `{"error":{"code":"...","message":"..."}}`, plus `"field"` when one field is to blame.
 
 use crate::domain::Invalid;
-use crate::hub::views::{error_chain, public_reason};
+use crate::hub::views::public_reason;
 use crate::hub::HubError;
 use crate::store::{ClaimError, StoreError};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -82,12 +82,9 @@ impl From<HubError> for ApiError {
                 StoreError::TokenMismatch => Self::new(StatusCode::FORBIDDEN, "forbidden", msg),
                 StoreError::Unavailable { backend, .. } | StoreError::Corrupt { backend, .. } => {
                     // The detail (the backend's own error and its causes) can name hosts,
-                    // users or paths: it goes to the log, the client learns the backend.
-                    tracing::warn!(
-                        backend,
-                        error = %error_chain(&s),
-                        "answering 503: storage failed"
-                    );
+                    // users or paths: the hub logged it (Hub::store_error), the client learns
+                    // only the backend.
+                    tracing::debug!(backend, "answering 503: storage failed");
                     Self::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "storage_unavailable",

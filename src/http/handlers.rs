@@ -2,7 +2,7 @@
 //! storage backend is configured.
 
 use super::dto::{
-    DeregisteredDto, HealthDto, HubStatusDto, MatchDto, MatchedMinerDto, MinerDto, MinerListDto,
+    DeregisteredDto, HealthDto, HubStatusDto, MatchDto, MinerDto, MinerListDto, OfferDto,
     OutcomeDto, RegisteredDto, StatusDto,
 };
 use super::error::ApiError;
@@ -197,10 +197,10 @@ pub async fn match_job(
         reserve: body.reserve.unwrap_or(true),
     };
     let out = state.hub.match_job(req).await?;
-    let miners: Vec<MatchedMinerDto<'_>> = out
+    let miners: Vec<OfferDto<'_>> = out
         .miners
         .iter()
-        .map(|m| MatchedMinerDto {
+        .map(|m| OfferDto {
             address: m.address,
             endpoint: &m.endpoint,
             score: m.score,

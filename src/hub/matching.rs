@@ -5,8 +5,9 @@ use crate::domain::matching::MatchCriteria;
 use crate::domain::miner::{validate_name, DEFAULT_JOB_TYPE};
 use crate::domain::scoring::MinerStats;
 use crate::domain::{Address, Invalid};
+use crate::domain::{MatchId, MatchTicket, OutcomeRecord};
 use crate::registry::Live;
-use crate::store::{ClaimError, MatchId, MatchTicket, OutcomeRecord, StoreError};
+use crate::store::{ClaimError, StoreError};
 use parking_lot::Mutex;
 use rand::Rng;
 use std::collections::{HashMap, VecDeque};
@@ -33,9 +34,10 @@ pub struct MatchRequest {
     pub reserve: bool,
 }
 
-/// One miner in a match answer.
+/// One miner a match offers, as the hub answers it (the registry's
+/// [`crate::domain::matching::Offer`] with the miner's endpoint).
 #[derive(Debug, Clone)]
-pub struct Matched {
+pub struct Offer {
     pub address: Address,
     pub endpoint: String,
     pub score: f64,
@@ -43,18 +45,19 @@ pub struct Matched {
     pub load: u32,
 }
 
-/// The answer to a match.
+/// The answer to a match request: what it offers, under the id outcomes are reported with.
 #[derive(Debug, Clone)]
-pub struct MatchOutcome {
+pub struct Match {
     pub match_id: MatchId,
-    pub miners: Vec<Matched>,
+    pub miners: Vec<Offer>,
     /// Whether the first miner holds a reservation for this match.
     pub reserved: bool,
     /// Cooled-down miners were included because too few healthy ones were left.
     pub panic: bool,
 }
 
-/// A client's report of how a job went.
+/// A client's report of how a job went: unchecked until the hub accepts it, when it becomes
+/// an [`OutcomeRecord`] in the history.
 #[derive(Debug, Clone)]
 pub struct OutcomeReport {
     pub match_id: String,
@@ -64,24 +67,19 @@ pub struct OutcomeReport {
     pub error: Option<String>,
 }
 
-/// What the hub answers to an outcome.
+/// A miner's standing after an outcome was accepted: what the hub answers to the report.
 #[derive(Debug, Clone)]
-pub struct OutcomeResult {
+pub struct Standing {
     pub address: Address,
     pub stats: MinerStats,
     pub score: crate::domain::Score,
     pub cooldown_until: u64,
 }
 
-/// Slots held by matches until their outcome arrives or their TTL passes, as this hub's
-/// index counts them (its own reservations and those other hubs announced).
+/// Slots held by matches until their outcome arrives or their TTL passes.
 ///
-/// Releasing must happen exactly once, and the map removal is the single place where that
-/// is decided. When several hubs share the hot store this is only the index's view, which
-/// hears of other hubs' reservations late; the cap itself is enforced by
-/// [`HotStore::reserve_slot`](crate::store::HotStore::reserve_slot) in the shared store,
-/// released there on outcome ([`HotStore::release_slot`](crate::store::HotStore::release_slot))
-/// and by the same TTL.
+/// Kept by the hub, not the hot store: releasing must happen exactly once, and the map
+/// removal is the single place where that is decided.
 #[derive(Default)]
 pub(crate) struct Reservations {
     inner: Mutex<ResInner>,
@@ -135,7 +133,7 @@ impl Reservations {
 
 impl Hub {
     /// Finds the best miners for a job; see [`crate::domain::matching`].
-    pub async fn match_job(&self, req: MatchRequest) -> Result<MatchOutcome, HubError> {
+    pub async fn match_job(&self, req: MatchRequest) -> Result<Match, HubError> {
         let started = Instant::now();
         validate_name("model", &req.model)?;
         let job_type = req.job_type.as_deref().unwrap_or(DEFAULT_JOB_TYPE);
@@ -168,7 +166,7 @@ impl Hub {
         let shared = self.hot.bus().is_some();
         let mut exclude = req.exclude;
         let mut refused = 0;
-        let (chosen, panic, match_id, reserved) = loop {
+        let (offers, panic, match_id, reserved) = loop {
             let crit = MatchCriteria {
                 model: &req.model,
                 job_type,
@@ -177,20 +175,22 @@ impl Hub {
                 limit,
                 exclude: &exclude,
             };
-            let (mut chosen, panic, match_id) = {
+            let (found, match_id) = {
                 // ThreadRng is not Send: keep it out of the awaits below.
                 let mut rng = rand::rng();
-                let (chosen, panic) = self.registry.select(&crit, &self.policy, now, &mut rng);
-                (chosen, panic, MatchId(rng.random()))
+                let found = self.registry.select(&crit, &self.policy, now, &mut rng);
+                (found, MatchId(rng.random()))
             };
-            let Some(first) = chosen.first() else {
-                break (chosen, panic, match_id, false);
+            let (mut offers, panic) = (found.offers, found.panic);
+            let Some(first) = offers.first() else {
+                break (offers, panic, match_id, false);
             };
             if !req.reserve || !shared {
-                break (chosen, panic, match_id, req.reserve);
+                break (offers, panic, match_id, req.reserve);
             }
-            let load = first.live.status().map_or(0, |s| s.current_load);
+            let load = first.key.live.status().map_or(0, |s| s.current_load);
             let slots = first
+                .key
                 .miner
                 .capabilities
                 .max_concurrent_jobs
@@ -198,64 +198,66 @@ impl Hub {
             let ttl = std::time::Duration::from_millis(ttl_ms);
             match self
                 .hot
-                .reserve_slot(&first.pick.address, match_id, slots, ttl)
+                .reserve_slot(&first.address, match_id, slots, ttl)
                 .await
             {
-                Ok(true) => break (chosen, panic, match_id, true),
+                Ok(true) => break (offers, panic, match_id, true),
                 Ok(false) => {
                     // Full through other hubs' reservations this index has not heard of.
                     refused += 1;
-                    exclude.push(first.pick.address);
+                    exclude.push(first.address);
                     if refused >= MAX_REFUSED_RESERVATIONS {
-                        chosen.remove(0);
-                        break (chosen, panic, match_id, false);
+                        offers.remove(0);
+                        break (offers, panic, match_id, false);
                     }
                 }
                 Err(e) => {
                     // Redis is down: answer from the index, without a reservation (one
                     // that other hubs cannot see could over-reserve the miner).
                     let _ = self.store_error(e);
-                    break (chosen, panic, match_id, false);
+                    break (offers, panic, match_id, false);
                 }
             }
         };
-        if let Some(first) = chosen.first() {
+        if let Some(first) = offers.first() {
             if reserved {
                 self.reservations.add(
                     match_id,
-                    first.pick.address,
-                    first.live.clone(),
+                    first.address,
+                    first.key.live.clone(),
                     now.saturating_add(ttl_ms),
                 );
+                // A miner this filled leaves the match sets (and the panic counts) now.
+                self.registry.note(&first.key.live);
                 self.publish(super::Event::Reserved {
-                    match_id: match_id.to_string(),
-                    address: first.pick.address,
+                    match_id,
+                    address: first.address,
                     expires: now.saturating_add(ttl_ms),
                 });
             }
             let ticket = MatchTicket {
                 id: match_id,
-                offered: chosen.iter().map(|c| c.pick.address).collect(),
+                offered: offers.iter().map(|o| o.address).collect(),
                 created_at: now,
             };
             if let Err(e) = self.hot.record_match(ticket).await {
                 if reserved {
-                    self.reservations.release(match_id, &first.pick.address);
+                    self.reservations.release(match_id, &first.address);
                     if shared {
-                        let _ = self.hot.release_slot(&first.pick.address, match_id).await;
+                        let _ = self.hot.release_slot(&first.address, match_id).await;
                     }
                 }
                 return Err(self.store_error(e));
             }
         }
-        let miners: Vec<Matched> = chosen
+        let miners: Vec<Offer> = offers
             .iter()
-            .map(|c| Matched {
-                address: c.pick.address,
-                endpoint: c.miner.endpoint.as_str().to_string(),
-                score: c.pick.score,
-                estimated_time: c.pick.estimated_time,
-                load: c.pick.load,
+            .map(|o| Offer {
+                address: o.address,
+                endpoint: o.key.miner.endpoint.as_str().to_string(),
+                score: o.score,
+                estimated_time: o.estimated_time,
+                load: o.load,
             })
             .collect();
         let mt = &self.metrics;
@@ -272,7 +274,7 @@ impl Hub {
             }
         };
         mt.match_requests_total.with_label_values(&[result]).inc();
-        Ok(MatchOutcome {
+        Ok(Match {
             match_id,
             miners,
             reserved,
@@ -282,13 +284,8 @@ impl Hub {
 
     /// Accepts a job's outcome for a miner that match `match_id` offered; each pair once.
     /// Answered only after the outcome and the new statistics are durable.
-    pub async fn report_outcome(&self, rep: OutcomeReport) -> Result<OutcomeResult, HubError> {
-        let id: MatchId = rep.match_id.parse().map_err(|_| {
-            Invalid::new(
-                "match_id",
-                "must be the 32 hex digits a match answer returned",
-            )
-        })?;
+    pub async fn report_outcome(&self, rep: OutcomeReport) -> Result<Standing, HubError> {
+        let id: MatchId = rep.match_id.parse()?;
         if let Some(l) = rep.latency_ms {
             if !l.is_finite() || !(0.0..=86_400_000.0).contains(&l) {
                 return Err(Invalid::new(
@@ -311,7 +308,8 @@ impl Hub {
             })?;
         let _guard = self.lock_for(&rep.address).lock().await;
         let record = OutcomeRecord {
-            match_id: rep.match_id,
+            // The canonical form, whatever the client's spelling (only that one parses).
+            match_id: id.to_string(),
             address: rep.address,
             success: rep.success,
             latency_ms: rep.latency_ms,
@@ -343,7 +341,7 @@ impl Hub {
             }
         }
         self.publish(super::Event::Released {
-            match_id: id.to_string(),
+            match_id: id,
             address: rep.address,
         });
         self.publish(super::Event::Stats {
@@ -370,7 +368,7 @@ impl Hub {
                 "miner cooled down after consecutive failures"
             );
         }
-        Ok(OutcomeResult {
+        Ok(Standing {
             address: rep.address,
             stats,
             score,

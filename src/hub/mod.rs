@@ -5,13 +5,19 @@
 //! store, then apply to the index. Changes to one miner are serialised by a striped lock so
 //! the index applies them in commit order; changes to different miners run concurrently and
 //! share group commits.
+//!
+//! * `matching`: match requests, reservations and job outcomes.
+//! * `sync`: keeping several hubs' indexes current (events, resync); `wire`: the versioned
+//!   format those events travel in.
+//! * `tasks`: the background work, owned by the caller's `CancellationToken`/`TaskTracker`.
 
 mod matching;
 mod sync;
 mod tasks;
 pub mod views;
+mod wire;
 
-pub use matching::{MatchOutcome, MatchRequest, OutcomeReport, OutcomeResult};
+pub use matching::{Match, MatchRequest, Offer, OutcomeReport, Standing};
 pub use sync::Event;
 
 use crate::config::Config;
@@ -28,6 +34,35 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 const LOCK_STRIPES: usize = 256;
+
+/// Serialises changes to one miner (so the index applies them in commit order) while changes
+/// to different miners run concurrently: one of `LOCK_STRIPES` mutexes per address.
+struct LockStripes {
+    locks: Vec<tokio::sync::Mutex<()>>,
+    /// Keyed per process (SipHash), so nobody can choose addresses that share one stripe.
+    hasher: std::hash::RandomState,
+}
+
+impl LockStripes {
+    fn new() -> Self {
+        Self {
+            locks: (0..LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    /// Which stripe guards `a`: a hash of all 20 bytes, since addresses may share any part.
+    fn index(&self, a: &Address) -> usize {
+        use std::hash::BuildHasher;
+        (self.hasher.hash_one(a.as_bytes()) % LOCK_STRIPES as u64) as usize
+    }
+
+    fn lock_for(&self, a: &Address) -> &tokio::sync::Mutex<()> {
+        &self.locks[self.index(a)]
+    }
+}
 
 /// Unix milliseconds now.
 pub fn now_ms() -> u64 {
@@ -81,16 +116,6 @@ pub struct Registered {
     pub view: MinerView,
 }
 
-/// Health of one storage backend.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct BackendHealth {
-    pub role: &'static str,
-    pub backend: &'static str,
-    pub healthy: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
 /// The hub.
 pub struct Hub {
     config: Config,
@@ -102,7 +127,7 @@ pub struct Hub {
     hot: Arc<dyn HotStore>,
     reservations: matching::Reservations,
     metrics: Arc<Metrics>,
-    locks: Vec<tokio::sync::Mutex<()>>,
+    locks: LockStripes,
     started: Instant,
     matches_served: AtomicU64,
     last_score_update: AtomicU64,
@@ -156,9 +181,7 @@ impl Hub {
             hot,
             reservations: matching::Reservations::default(),
             metrics,
-            locks: (0..LOCK_STRIPES)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
+            locks: LockStripes::new(),
             started: Instant::now(),
             matches_served: AtomicU64::new(0),
             last_score_update: AtomicU64::new(0),
@@ -197,13 +220,8 @@ impl Hub {
         &self.metrics
     }
 
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
     fn lock_for(&self, a: &Address) -> &tokio::sync::Mutex<()> {
-        let b = a.as_bytes();
-        &self.locks[(usize::from(b[18]) << 8 | usize::from(b[19])) % LOCK_STRIPES]
+        self.locks.lock_for(a)
     }
 
     /// Counts (by the backend that failed) and logs a storage failure, once per operation.
@@ -213,7 +231,8 @@ impl Hub {
                 .store_errors_total
                 .with_label_values(&[backend])
                 .inc();
-            tracing::warn!(error = %e, "storage operation failed");
+            // The whole cause chain: the log is where the detail belongs (never a response).
+            tracing::warn!(error = %e.detail(), "storage operation failed");
         }
         HubError::Store(e)
     }
@@ -249,52 +268,33 @@ impl Hub {
         let _guard = self.lock_for(&reg.address).lock().await;
         let now = now_ms();
         if let Some(view) = self.registry.get(&reg.address) {
-            self.authorize(&view.miner, token)?;
-            let miner = Miner {
-                address: reg.address,
-                endpoint: reg.endpoint,
-                capabilities: reg.capabilities,
-                stake: reg.stake,
-                token_hash: view.miner.token_hash.clone(),
-                registered_at: view.miner.registered_at,
-                updated_at: now,
+            // The index may hold an older registration than the store (deleted and
+            // registered again through another hub): a token it refuses is checked against
+            // the stored record before the answer is 403.
+            return match self.authorize(&view.miner, token) {
+                Ok(()) => {
+                    self.reregister(reg, view.miner.as_ref(), view.stats, view.availability, now)
+                        .await
+                }
+                Err(HubError::Forbidden(_)) => self.reregister_stored(reg, token, now).await,
+                Err(e) => Err(e),
             };
-            self.durable
-                .update_miner(&miner)
-                .await
-                .map_err(|e| self.store_error(e))?;
-            let (score, cooldown) =
-                self.score_now(&view.stats, &view.availability, miner.stake, now);
-            self.registry
-                .upsert(miner, view.stats, view.availability, score, cooldown);
-            self.publish(Event::Miner {
-                address: reg.address,
-            });
-            tracing::info!(address = %reg.address, "miner re-registered");
-            let view = self
-                .registry
-                .get(&reg.address)
-                .ok_or(HubError::MinerNotFound(reg.address))?;
-            return Ok(Registered {
-                created: false,
-                token: None,
-                view,
-            });
         }
-        let token = new_token();
+        let issued = new_token();
         let miner = Miner {
             address: reg.address,
-            endpoint: reg.endpoint,
-            capabilities: reg.capabilities,
+            endpoint: reg.endpoint.clone(),
+            capabilities: reg.capabilities.clone(),
             stake: reg.stake,
-            token_hash: hash_token(&token),
+            token_hash: hash_token(&issued),
             registered_at: now,
             updated_at: now,
         };
         match self.durable.insert_miner(&miner).await {
             Ok(()) => {}
-            // Registered meanwhile through another hub sharing the store.
-            Err(StoreError::AlreadyExists) => return Err(HubError::Unauthorized),
+            // Registered through another hub sharing the store, and this index has not
+            // caught up yet: the stored record decides whether the token is right.
+            Err(StoreError::AlreadyExists) => return self.reregister_stored(reg, token, now).await,
             Err(e) => return Err(self.store_error(e)),
         }
         let stats = MinerStats::default();
@@ -312,7 +312,72 @@ impl Hub {
             .ok_or(HubError::MinerNotFound(reg.address))?;
         Ok(Registered {
             created: true,
-            token: Some(token),
+            token: Some(issued),
+            view,
+        })
+    }
+
+    /// Re-registers a miner this hub's index does not know (or knows in an older version)
+    /// against its record in the durable store. The caller holds the miner's lock.
+    async fn reregister_stored(
+        &self,
+        reg: Registration,
+        token: Option<&str>,
+        now: u64,
+    ) -> Result<Registered, HubError> {
+        let stored = self
+            .durable
+            .load_miner(&reg.address)
+            .await
+            .map_err(|e| self.store_error(e))?
+            // Deleted again meanwhile: there is nothing this token could belong to.
+            .ok_or(HubError::MinerNotFound(reg.address))?;
+        self.authorize(&stored.miner, token)?;
+        self.reregister(reg, &stored.miner, stored.stats, stored.availability, now)
+            .await
+    }
+
+    /// Replaces the registration of `current` (whose token the caller checked), keeping its
+    /// token, history and first registration time. The caller holds the miner's lock.
+    async fn reregister(
+        &self,
+        reg: Registration,
+        current: &Miner,
+        stats: MinerStats,
+        availability: Availability,
+        now: u64,
+    ) -> Result<Registered, HubError> {
+        let miner = Miner {
+            address: reg.address,
+            endpoint: reg.endpoint,
+            capabilities: reg.capabilities,
+            stake: reg.stake,
+            token_hash: current.token_hash.clone(),
+            registered_at: current.registered_at,
+            updated_at: now,
+        };
+        match self.durable.update_miner(&miner).await {
+            Ok(()) => {}
+            // Deleted or registered anew through another hub since it was read.
+            Err(StoreError::TokenMismatch) => return Err(HubError::Forbidden(reg.address)),
+            Err(StoreError::NotFound) => return Err(HubError::MinerNotFound(reg.address)),
+            Err(e) => return Err(self.store_error(e)),
+        }
+        let (score, cooldown) = self.score_now(&stats, &availability, miner.stake, now);
+        self.registry
+            .upsert(miner, stats, availability, score, cooldown);
+        self.metrics.miners_total.set(self.registry.len() as i64);
+        self.publish(Event::Miner {
+            address: reg.address,
+        });
+        tracing::info!(address = %reg.address, "miner re-registered");
+        let view = self
+            .registry
+            .get(&reg.address)
+            .ok_or(HubError::MinerNotFound(reg.address))?;
+        Ok(Registered {
+            created: false,
+            token: None,
             view,
         })
     }
@@ -393,26 +458,6 @@ impl Hub {
         })
     }
 
-    /// Health of every backend.
-    pub async fn health(&self) -> Vec<BackendHealth> {
-        let d = self.durable.health().await;
-        let h = self.hot.health().await;
-        vec![
-            BackendHealth {
-                role: "durable",
-                backend: self.durable.backend(),
-                healthy: d.is_ok(),
-                error: d.err().map(|e| e.to_string()),
-            },
-            BackendHealth {
-                role: "hot",
-                backend: self.hot.backend(),
-                healthy: h.is_ok(),
-                error: h.err().map(|e| e.to_string()),
-            },
-        ]
-    }
-
     pub fn uptime(&self) -> std::time::Duration {
         self.started.elapsed()
     }
@@ -459,11 +504,187 @@ impl Hub {
         }
     }
 
-    /// Stops background work and flushes storage (the hot store's queued ledger writes
-    /// and events too).
+    /// Checkpoints availability, then closes the durable store and flushes the hot store's
+    /// queued ledger writes and events. Stop the background tasks first (cancel the token
+    /// given to [`Hub::spawn_tasks`] and wait on its tracker), so none of them writes after
+    /// this.
     pub async fn close(&self) {
         self.checkpoint().await;
         self.durable.close().await;
         self.hot.close().await;
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::store::moka::MokaHotStore;
+    use crate::store::redb::RedbStore;
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    /// A hub over an in-memory redb (shareable, to play a second hub) and its own moka.
+    pub(crate) async fn hub_on(durable: Arc<RedbStore>) -> Hub {
+        let mut cfg = Config::default();
+        cfg.storage.ephemeral = true;
+        let hot = Arc::new(MokaHotStore::new(
+            Duration::from_secs(30),
+            Duration::from_secs(3600),
+            10_000,
+        ));
+        Hub::open(cfg, durable, hot, Arc::new(Metrics::new()))
+            .await
+            .expect("open hub")
+    }
+
+    pub(crate) async fn hub() -> Hub {
+        hub_on(Arc::new(RedbStore::in_memory(None).expect("redb"))).await
+    }
+
+    pub(crate) fn address(i: u8) -> Address {
+        let mut b = [0u8; 20];
+        b[19] = i;
+        Address::from_bytes(b)
+    }
+
+    pub(crate) fn registration(i: u8) -> Registration {
+        Registration {
+            address: address(i),
+            endpoint: Endpoint::try_from(format!("http://m{i}.example.com")).expect("url"),
+            capabilities: Capabilities {
+                models: vec!["llama3.2".into()],
+                gpu_memory: 16384,
+                max_concurrent_jobs: 4,
+                job_types: vec!["inference".into()],
+            },
+            stake: 0,
+        }
+    }
+
+    pub(crate) fn online() -> MinerStatus {
+        MinerStatus {
+            available: true,
+            current_load: 0,
+            gpu_utilization: 0.1,
+            temperature: None,
+            reported_at: 0,
+        }
+    }
+
+    /// Registers miner `i`, reports it online, and returns its token.
+    pub(crate) async fn online_miner(hub: &Hub, i: u8) -> String {
+        let token = hub
+            .register(registration(i), None)
+            .await
+            .expect("register")
+            .token
+            .expect("token");
+        hub.update_status(&address(i), Some(&token), online())
+            .await
+            .expect("status");
+        token
+    }
+
+    pub(crate) fn match_request() -> MatchRequest {
+        MatchRequest {
+            model: "llama3.2".into(),
+            job_type: None,
+            min_gpu_memory: None,
+            max_latency: None,
+            limit: Some(1),
+            exclude: Vec::new(),
+            reserve: true,
+        }
+    }
+
+    fn report(match_id: String, i: u8) -> OutcomeReport {
+        OutcomeReport {
+            match_id,
+            address: address(i),
+            success: true,
+            latency_ms: Some(100.0),
+            error: None,
+        }
+    }
+
+    /// Defect 5: a miner registered through another hub sharing the durable store, before
+    /// this hub's index caught up, was refused (401) even with its own token.
+    #[tokio::test]
+    async fn reregistration_through_a_hub_that_has_not_caught_up_checks_the_stored_token() {
+        let durable = Arc::new(RedbStore::in_memory(None).expect("redb"));
+        let behind = hub_on(durable.clone()).await;
+        let first = hub_on(durable).await;
+        let token = first
+            .register(registration(1), None)
+            .await
+            .expect("register")
+            .token
+            .expect("token");
+        assert!(behind.registry.get(&address(1)).is_none(), "not caught up");
+
+        assert!(matches!(
+            behind.register(registration(1), None).await,
+            Err(HubError::Unauthorized)
+        ));
+        assert!(matches!(
+            behind.register(registration(1), Some("ph_wrong")).await,
+            Err(HubError::Forbidden(_))
+        ));
+        let mut changed = registration(1);
+        changed.stake = 500;
+        let r = behind
+            .register(changed, Some(&token))
+            .await
+            .expect("the right token is accepted");
+        assert!(!r.created);
+        assert!(r.token.is_none());
+        assert_eq!(r.view.miner.stake, 500);
+        assert_eq!(
+            behind.registry.get(&address(1)).map(|v| v.miner.stake),
+            Some(500),
+            "and the index caught up"
+        );
+    }
+
+    /// Defect 7: an uppercase spelling of a real match id was accepted and stored verbatim.
+    #[tokio::test]
+    async fn outcome_with_a_non_canonical_match_id_is_refused_naming_the_field() {
+        let durable = Arc::new(RedbStore::in_memory(None).expect("redb"));
+        let hub = hub_on(durable.clone()).await;
+        online_miner(&hub, 1).await;
+        let m = hub.match_job(match_request()).await.expect("match");
+        let id = m.match_id.to_string();
+        for bad in [id.to_uppercase(), format!("+{}", &id[1..])] {
+            if bad == id {
+                continue;
+            }
+            match hub.report_outcome(report(bad.clone(), 1)).await {
+                Err(HubError::Invalid(e)) => assert_eq!(e.field, "match_id"),
+                other => panic!("{bad} gave {other:?}"),
+            }
+        }
+        hub.report_outcome(report(id.clone(), 1))
+            .await
+            .expect("canonical id accepted");
+        let (stored, _) = durable.export_outcomes(None, 10).await.expect("export");
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].match_id, id);
+    }
+
+    /// Defect 10: the stripe came from the last byte alone, so miners whose addresses share
+    /// it (vanity prefixes aside, any 1/256 of them) all queued on one lock.
+    #[test]
+    fn lock_stripes_spread_addresses_that_differ_outside_the_last_byte() {
+        let stripes = LockStripes::new();
+        let mut used = HashSet::new();
+        for i in 0..=255u8 {
+            for byte in [0usize, 7, 18] {
+                let mut b = [0x11u8; 20];
+                b[byte] = i;
+                used.insert(stripes.index(&Address::from_bytes(b)));
+            }
+        }
+        // 768 addresses over 256 stripes: a uniform hash uses about 244 of them.
+        assert!(used.len() > 128, "only {} stripes used", used.len());
     }
 }

@@ -11,20 +11,69 @@
 //! every re-subscription) reloads every miner from the durable store and every status from
 //! the hot store. Reservations are not resynced: they end by outcome or by their TTL.
 
+use super::wire::Envelope;
 use super::{now_ms, Hub};
 use crate::domain::scoring::MinerStats;
+use crate::domain::MatchId;
 use crate::domain::{Address, MinerStatus};
-use crate::store::{BusMessage, MatchId, StoreError};
-use serde::{Deserialize, Serialize};
+use crate::registry::MinerView;
+use crate::store::{BusMessage, StoreError, StoredMiner};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-/// One change, as published to the other hubs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+/// What a resync does with one stored record, given the index's entry for that address.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Merge {
+    /// The index has nothing at this address.
+    Insert,
+    /// The stored registration is newer; keep whichever statistics are newer.
+    Replace {
+        stats: MinerStats,
+        availability: crate::domain::Availability,
+    },
+    /// Same registration, newer statistics in the store.
+    Stats {
+        availability: crate::domain::Availability,
+        stake: u64,
+    },
+    /// The index is as new as the store, or newer.
+    Keep,
+}
+
+/// Never replaces newer with older: a registration by its `updated_at`, statistics (of the
+/// same registration, i.e. the same `registered_at`) by the number of outcomes behind them.
+fn merge(v: Option<&MinerView>, s: &StoredMiner) -> Merge {
+    let Some(v) = v else {
+        return Merge::Insert;
+    };
+    let same = v.miner.registered_at == s.miner.registered_at;
+    if *v.miner != s.miner && s.miner.updated_at >= v.miner.updated_at {
+        let stats = if same && v.stats.jobs_total >= s.stats.jobs_total {
+            v.stats
+        } else {
+            s.stats
+        };
+        let availability = if same { v.availability } else { s.availability };
+        Merge::Replace {
+            stats,
+            availability,
+        }
+    } else if same && s.stats.jobs_total > v.stats.jobs_total {
+        Merge::Stats {
+            availability: v.availability,
+            stake: v.miner.stake,
+        }
+    } else {
+        Merge::Keep
+    }
+}
+
+/// One change this hub made, as the other hubs need to hear of it. On the bus it travels
+/// as [`super::wire::Envelope`], the versioned protocol, never in this form.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// Registered or re-registered: reload it from the durable store.
     Miner {
@@ -42,33 +91,21 @@ pub enum Event {
         status: MinerStatus,
     },
     Reserved {
-        match_id: String,
+        match_id: MatchId,
         address: Address,
         expires: u64,
     },
     Released {
-        match_id: String,
+        match_id: MatchId,
         address: Address,
     },
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Envelope {
-    /// The publishing hub's instance id.
-    from: String,
-    #[serde(flatten)]
-    event: Event,
 }
 
 impl Hub {
     /// Tells the other hubs about a change (no-op without a shared hot store).
     pub(crate) fn publish(&self, event: Event) {
         let Some(bus) = self.hot.bus() else { return };
-        let env = Envelope {
-            from: self.instance.clone(),
-            event,
-        };
-        match serde_json::to_string(&env) {
+        match serde_json::to_string(&Envelope::new(&self.instance, &event)) {
             Ok(p) => bus.publish(p),
             Err(e) => tracing::error!(error = %e, "cannot encode an event"),
         }
@@ -89,18 +126,26 @@ impl Hub {
         {
             return;
         }
-        let env: Envelope = match serde_json::from_str(payload) {
+        let env = match Envelope::parse(payload) {
             Ok(e) => e,
             Err(e) => {
-                tracing::warn!(error = %e, "ignoring an event that does not parse");
+                tracing::warn!(error = %e, "ignoring an event this build cannot read");
                 return;
             }
         };
         if env.from == self.instance {
             return;
         }
-        tracing::trace!(event = ?env.event, from = %env.from, "remote event");
-        match env.event {
+        let from = env.from.clone();
+        let event = match env.into_event() {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, from = %from, "ignoring an invalid event");
+                return;
+            }
+        };
+        tracing::trace!(event = ?event, from = %from, "remote event");
+        match event {
             Event::Miner { address } => {
                 if let Err(e) = self.reload_miner(&address).await {
                     tracing::warn!(address = %address, error = %e,
@@ -114,6 +159,9 @@ impl Hub {
                 }
             }
             Event::Stats { address, stats } => {
+                // Under the lock like every other writer of a miner's statistics, so a
+                // resync deciding what to keep cannot interleave with it.
+                let _guard = self.lock_for(&address).lock().await;
                 if let Some(view) = self.registry.get(&address) {
                     let (score, cooldown) =
                         self.score_now(&stats, &view.availability, view.miner.stake, now_ms());
@@ -122,23 +170,21 @@ impl Hub {
             }
             Event::Status { address, status } => self.apply_status(&address, &status),
             Event::Reserved {
-                match_id,
+                match_id: id,
                 address,
                 expires,
             } => {
-                let Ok(id) = match_id.parse::<MatchId>() else {
-                    return;
-                };
                 if let Some((_, live)) = self.registry.live(&address) {
                     let ttl = self.config.matching.reservation_ttl.saturating_mul(1000);
                     let expires = expires.min(now_ms().saturating_add(ttl));
-                    self.reservations.add(id, address, live, expires);
+                    self.reservations.add(id, address, live.clone(), expires);
+                    self.registry.note(&live);
                 }
             }
-            Event::Released { match_id, address } => {
-                let Ok(id) = match_id.parse::<MatchId>() else {
-                    return;
-                };
+            Event::Released {
+                match_id: id,
+                address,
+            } => {
                 if let Some(live) = self.reservations.release(id, &address) {
                     self.registry.note(&live);
                 }
@@ -161,8 +207,10 @@ impl Hub {
 
     /// Reloads one miner from the durable store into the index (or removes it).
     async fn reload_miner(&self, address: &Address) -> Result<(), StoreError> {
-        let stored = self.durable.load_miner(address).await?;
+        // Read under the lock, so a change this hub commits meanwhile is not undone by an
+        // older copy.
         let _guard = self.lock_for(address).lock().await;
+        let stored = self.durable.load_miner(address).await?;
         match stored {
             Some(s) => {
                 // Outcomes this hub applied may be newer than what was read; a miner
@@ -194,44 +242,63 @@ impl Hub {
     pub async fn resync(&self) -> Result<(), StoreError> {
         let started = now_ms();
         let stored = self.durable.load_all().await?;
+        self.apply_snapshot(stored, started).await
+    }
+
+    /// The second half of [`Hub::resync`]: takes `stored`, read from the durable store at
+    /// `started`, into the index.
+    async fn apply_snapshot(
+        &self,
+        stored: Vec<StoredMiner>,
+        started: u64,
+    ) -> Result<(), StoreError> {
         let mut seen = HashSet::with_capacity(stored.len());
         let (mut added, mut changed, mut removed) = (0usize, 0usize, 0usize);
         for s in stored {
             let address = s.miner.address;
             seen.insert(address);
-            match self.registry.get(&address) {
-                None => {
-                    let _guard = self.lock_for(&address).lock().await;
-                    if self.registry.get(&address).is_none() {
+            // Most entries are current: decide without the lock first, and again under it,
+            // since an outcome or a registration may be applied while we wait for it.
+            if matches!(merge(self.registry.get(&address).as_ref(), &s), Merge::Keep) {
+                continue;
+            }
+            let _guard = self.lock_for(&address).lock().await;
+            match merge(self.registry.get(&address).as_ref(), &s) {
+                Merge::Keep => {}
+                Merge::Insert => {
+                    // Missing here: registered elsewhere (the event was lost), or deleted
+                    // here after the snapshot was read. The store's current record decides.
+                    if let Some(cur) = self.durable.load_miner(&address).await? {
                         let (score, cooldown) =
-                            self.score_now(&s.stats, &s.availability, s.miner.stake, started);
-                        self.registry
-                            .upsert(s.miner, s.stats, s.availability, score, cooldown);
+                            self.score_now(&cur.stats, &cur.availability, cur.miner.stake, started);
+                        self.registry.upsert(
+                            cur.miner,
+                            cur.stats,
+                            cur.availability,
+                            score,
+                            cooldown,
+                        );
                         added += 1;
                     }
                 }
-                Some(v) => {
-                    if *v.miner != s.miner && s.miner.updated_at >= v.miner.updated_at {
-                        let _guard = self.lock_for(&address).lock().await;
-                        let same = v.miner.registered_at == s.miner.registered_at;
-                        let stats = if same && v.stats.jobs_total > s.stats.jobs_total {
-                            v.stats
-                        } else {
-                            s.stats
-                        };
-                        let availability = if same { v.availability } else { s.availability };
-                        let (score, cooldown) =
-                            self.score_now(&stats, &availability, s.miner.stake, started);
-                        self.registry
-                            .upsert(s.miner, stats, availability, score, cooldown);
-                        changed += 1;
-                    } else if s.stats.jobs_total > v.stats.jobs_total {
-                        let (score, cooldown) =
-                            self.score_now(&s.stats, &v.availability, v.miner.stake, started);
-                        self.registry
-                            .update_stats(&address, s.stats, score, cooldown);
-                        changed += 1;
-                    }
+                Merge::Replace {
+                    stats,
+                    availability,
+                } => {
+                    let (score, cooldown) =
+                        self.score_now(&stats, &availability, s.miner.stake, started);
+                    self.registry
+                        .upsert(s.miner, stats, availability, score, cooldown);
+                    changed += 1;
+                }
+                Merge::Stats {
+                    availability,
+                    stake,
+                } => {
+                    let (score, cooldown) = self.score_now(&s.stats, &availability, stake, started);
+                    self.registry
+                        .update_stats(&address, s.stats, score, cooldown);
+                    changed += 1;
                 }
             }
         }
@@ -252,8 +319,12 @@ impl Hub {
                 .get(a)
                 .is_some_and(|v| v.miner.updated_at < started)
             {
-                self.registry.remove(a);
-                removed += 1;
+                // A registration may commit while the snapshot is read, with a time older
+                // than the resync's: only the store's current answer can say it is gone.
+                if self.durable.load_miner(a).await?.is_none() {
+                    self.registry.remove(a);
+                    removed += 1;
+                }
             }
         }
         self.metrics.miners_total.set(self.registry.len() as i64);
@@ -274,16 +345,14 @@ impl Hub {
         Ok(())
     }
 
-    /// Follows the other hubs' events and resyncs periodically; `None` when the hot store
-    /// is not shared.
-    pub(crate) fn spawn_sync(
-        self: &Arc<Self>,
-        mut stop: watch::Receiver<bool>,
-    ) -> Option<JoinHandle<()>> {
-        let mut rx = self.hot.bus()?.subscribe();
+    /// Follows the other hubs' events and resyncs periodically, on `tracker` until `cancel`
+    /// fires; nothing to do when the hot store is not shared.
+    pub(crate) fn spawn_sync(self: &Arc<Self>, cancel: CancellationToken, tracker: &TaskTracker) {
+        let Some(bus) = self.hot.bus() else { return };
+        let mut rx = bus.subscribe();
         let hub = self.clone();
         let every = Duration::from_secs(self.config.storage.resync_interval.max(1));
-        Some(tokio::spawn(async move {
+        tracker.spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
@@ -296,10 +365,10 @@ impl Hub {
                         None => break,
                     },
                     _ = tick.tick() => hub.resync_logged().await,
-                    _ = stop.changed() => break,
+                    _ = cancel.cancelled() => break,
                 }
             }
-        }))
+        });
     }
 
     async fn resync_logged(&self) {
@@ -312,23 +381,68 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::tests::{address, hub_on, registration};
+    use crate::store::redb::RedbStore;
+    use crate::store::DurableStore;
 
-    #[test]
-    fn envelope_starts_with_the_sender_and_round_trips() {
-        let address: Address = "0x00000000000000000000000000000000000000aa"
-            .parse()
-            .unwrap();
-        let env = Envelope {
-            from: "0123456789abcdef".into(),
-            event: Event::Released {
-                match_id: format!("{:032x}", 7),
-                address,
+    /// A registration that commits while a resync's snapshot is being read is missing from
+    /// that snapshot, though its `updated_at` may be older than the resync's start: the
+    /// resync removed it from the index, and its heartbeats got 404 (seen as a flaky
+    /// `binary_serves_on_database_url_and_redis_url`).
+    #[tokio::test]
+    async fn resync_keeps_a_miner_registered_while_its_snapshot_was_read() {
+        let durable = Arc::new(RedbStore::in_memory(None).expect("redb"));
+        let hub = hub_on(durable.clone()).await;
+        let snapshot = durable.load_all().await.expect("load");
+        hub.register(registration(1), None).await.expect("register");
+        let started = now_ms() + 1;
+        hub.apply_snapshot(snapshot, started).await.expect("resync");
+        assert!(hub.registry.get(&address(1)).is_some(), "still indexed");
+    }
+
+    /// Defect 6: resync read the index's entry before it took the miner's lock, so stats
+    /// applied while it waited for that lock were overwritten by the older snapshot.
+    #[tokio::test]
+    async fn resync_never_rolls_back_statistics_applied_while_it_waited() {
+        let durable = Arc::new(RedbStore::in_memory(None).expect("redb"));
+        let hub = Arc::new(hub_on(durable.clone()).await);
+        hub.register(registration(1), None).await.expect("register");
+        let a = address(1);
+        // Another hub re-registers it (a new endpoint), and the event is lost.
+        let mut moved = (*hub.registry.get(&a).expect("indexed").miner).clone();
+        moved.endpoint =
+            crate::domain::Endpoint::try_from("http://moved.example.com".to_string()).expect("url");
+        moved.updated_at += 1;
+        durable.update_miner(&moved).await.expect("update");
+        let snapshot = durable.load_all().await.expect("load");
+
+        // An outcome is being applied (under the miner's lock) when the resync arrives.
+        let guard = hub.lock_for(&a).lock().await;
+        let resync = tokio::spawn({
+            let hub = hub.clone();
+            async move { hub.apply_snapshot(snapshot, now_ms()).await }
+        });
+        // Single-threaded runtime: the resync runs until it waits for the lock.
+        tokio::task::yield_now().await;
+        let v = hub.registry.get(&a).expect("indexed");
+        let newer = v.stats.with_outcome(
+            crate::domain::scoring::OutcomeSample {
+                success: true,
+                latency_ms: Some(50.0),
+                at: now_ms(),
             },
-        };
-        let s = serde_json::to_string(&env).unwrap();
-        // apply_remote skips its own events by this prefix, without parsing.
-        assert!(s.starts_with("{\"from\":\"0123456789abcdef\""), "{s}");
-        let back: Envelope = serde_json::from_str(&s).unwrap();
-        assert_eq!(back.event, env.event);
+            hub.params.decay_factor,
+        );
+        let (score, cooldown) = hub.score_now(&newer, &v.availability, v.miner.stake, now_ms());
+        hub.registry.update_stats(&a, newer, score, cooldown);
+        drop(guard);
+        resync.await.expect("join").expect("resync");
+
+        let v = hub.registry.get(&a).expect("indexed");
+        assert_eq!(v.miner.endpoint.as_str(), "http://moved.example.com");
+        assert_eq!(
+            v.stats.jobs_total, 1,
+            "the outcome applied meanwhile is kept"
+        );
     }
 }

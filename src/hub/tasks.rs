@@ -1,5 +1,6 @@
 //! Background work: the periodic score update (which also samples availability and
-//! checkpoints it) and the reservation sweeper.
+//! checkpoints it) and the reservation sweeper. Whoever starts them owns them: they run on
+//! the caller's `TaskTracker` and stop on its `CancellationToken`.
 
 use super::{now_ms, Hub};
 use crate::domain::matching::is_fresh;
@@ -8,7 +9,8 @@ use crate::registry::ScoringOutput;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Entries re-indexed per write-lock acquisition, so matches never wait long.
 const APPLY_CHUNK: usize = 4096;
@@ -94,22 +96,14 @@ impl Hub {
         );
     }
 
-    /// Starts the background tasks on `tracker`; they stop when `cancel` is cancelled.
-    pub fn spawn_tasks(
-        self: &Arc<Self>,
-        cancel: tokio_util::sync::CancellationToken,
-        tracker: &tokio_util::task::TaskTracker,
-    ) {
-        // The tasks below still watch a channel; the token drives it.
-        let (stop_tx, shutdown) = watch::channel(false);
-        tracker.spawn(async move {
-            cancel.cancelled().await;
-            let _ = stop_tx.send(true);
-        });
+    /// Starts the background work — the score updater, the reservation sweeper and (with a
+    /// shared hot store) the sync between hubs — on `tracker`, so whoever owns the hub can
+    /// wait for it; every task stops at its next await once `cancel` fires.
+    pub fn spawn_tasks(self: &Arc<Self>, cancel: CancellationToken, tracker: &TaskTracker) {
         let interval = Duration::from_secs(self.config.scoring.update_interval);
-        let scorer = {
+        {
             let hub = self.clone();
-            let mut stop = shutdown.clone();
+            let cancel = cancel.clone();
             tracker.spawn(async move {
                 let mut tick = tokio::time::interval(interval);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -117,40 +111,66 @@ impl Hub {
                 loop {
                     tokio::select! {
                         _ = tick.tick() => hub.score_tick().await,
-                        _ = stop.changed() => break,
+                        _ = cancel.cancelled() => break,
                     }
                 }
-            })
-        };
-        let sync = self.spawn_sync(shutdown.clone());
-        let sweeper = {
-            let hub = self.clone();
-            let mut stop = shutdown;
-            tracker.spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(250));
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => {
-                            let now = now_ms();
-                            let freed = hub.reservations.expire(now);
-                            for live in &freed {
-                                hub.registry.note(live);
-                            }
-                            if !freed.is_empty() {
-                                tracing::debug!(released = freed.len(), "reservations expired");
-                            }
-                            hub.registry.settle(now, hub.policy.heartbeat_timeout_ms);
-                        }
-                        _ = stop.changed() => break,
-                    }
-                }
-            })
-        };
-        let _ = (scorer, sweeper);
-        if let Some(sync) = sync {
-            tracker.spawn(async move {
-                let _ = sync.await;
             });
         }
+        self.spawn_sync(cancel.clone(), tracker);
+        let hub = self.clone();
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => hub.sweep(now_ms()),
+                    _ = cancel.cancelled() => break,
+                }
+            }
+        });
+    }
+
+    /// One sweeper pass: expired reservations released, and the match sets and their panic
+    /// counts brought up to date between matches (silent miners out, ended cooldowns
+    /// forgotten).
+    fn sweep(&self, now: u64) {
+        let freed = self.reservations.expire(now);
+        for live in &freed {
+            self.registry.note(live);
+        }
+        if !freed.is_empty() {
+            tracing::debug!(released = freed.len(), "reservations expired");
+        }
+        let hb = self.policy.heartbeat_timeout_ms;
+        self.registry.note_stale(now, hb);
+        self.registry.end_cooldowns(now);
+        self.registry.settle(now, hb);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::hub::tests::hub;
+    use std::sync::Arc;
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    #[tokio::test]
+    async fn background_tasks_run_on_the_callers_tracker_and_stop_on_cancel() {
+        let hub = Arc::new(hub().await);
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        hub.spawn_tasks(cancel.clone(), &tracker);
+        assert_eq!(
+            tracker.len(),
+            2,
+            "scorer and sweeper (no shared hot store: no sync)"
+        );
+        cancel.cancel();
+        tracker.close();
+        // Only a guard against hanging the suite: the tasks stop at their next await.
+        tokio::time::timeout(std::time::Duration::from_secs(60), tracker.wait())
+            .await
+            .expect("tasks stopped");
+        assert_eq!(Arc::strong_count(&hub), 1, "no task holds the hub any more");
     }
 }

@@ -60,18 +60,6 @@ pub fn public_reason(e: &StoreError) -> String {
     }
 }
 
-/// An error with every cause under it, for the log.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
-}
-
 impl Hub {
     /// One page of miners matching `filter`.
     pub fn list_miners(&self, filter: &MinerFilter) -> MinerPage {
@@ -109,7 +97,7 @@ impl Hub {
         .into_iter()
         .map(|(role, backend, r)| {
             let reason = r.err().map(|e| {
-                tracing::warn!(role, backend, error = %error_chain(&e), "storage backend unhealthy");
+                tracing::warn!(role, backend, error = %e.detail(), "storage backend unhealthy");
                 public_reason(&e)
             });
             StorageHealth {

@@ -35,7 +35,10 @@ pub mod testing;
 use crate::domain::scoring::{Availability, MinerStats};
 use crate::domain::{Address, Miner, MinerStatus};
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+
+// These moved to the domain (they are the hub's and the API's words, not storage's); the
+// re-export keeps `store::MatchId` etc. working for the stores and the tests.
+pub use crate::domain::job::{MatchId, MatchTicket, OutcomeRecord};
 
 /// Any error a backend reports, boxed so that strings and driver errors both fit.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -167,29 +170,6 @@ pub struct StoredMiner {
     pub availability: Availability,
 }
 
-/// One reported job outcome, kept as history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OutcomeRecord {
-    pub match_id: String,
-    pub address: Address,
-    pub success: bool,
-    pub latency_ms: Option<f64>,
-    /// Unix ms at which the hub accepted it.
-    pub at: u64,
-    pub error: Option<String>,
-}
-
-impl OutcomeRecord {
-    /// The outcome as the scoring engine sees it.
-    pub fn sample(&self) -> crate::domain::scoring::OutcomeSample {
-        crate::domain::scoring::OutcomeSample {
-            success: self.success,
-            latency_ms: self.latency_ms,
-            at: self.at,
-        }
-    }
-}
-
 /// The durable store. See the module doc for the contract.
 #[async_trait]
 pub trait DurableStore: Send + Sync + 'static {
@@ -234,34 +214,6 @@ pub trait DurableStore: Send + Sync + 'static {
     async fn health(&self) -> Result<()>;
     /// Finishes pending writes; later writes fail.
     async fn close(&self);
-}
-
-/// A match the hub made: which miners it offered.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MatchTicket {
-    pub id: MatchId,
-    pub offered: Vec<Address>,
-    pub created_at: u64,
-}
-
-/// 128 random bits, rendered as 32 hex digits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MatchId(pub u128);
-
-impl std::fmt::Display for MatchId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:032x}", self.0)
-    }
-}
-
-impl std::str::FromStr for MatchId {
-    type Err = ();
-    fn from_str(s: &str) -> std::result::Result<Self, ()> {
-        if s.len() != 32 {
-            return Err(());
-        }
-        u128::from_str_radix(s, 16).map(MatchId).map_err(|_| ())
-    }
 }
 
 /// Why an outcome cannot be accepted.
