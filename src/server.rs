@@ -30,7 +30,8 @@ use tokio_util::task::TaskTracker;
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    #[error("storage: {0}")]
+    /// Printed with its cause chain: at start-up the operator needs the detail.
+    #[error("storage: {}", .0.detail())]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {

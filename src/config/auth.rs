@@ -1,6 +1,7 @@
 //! The `[auth]` section: who may register which address, who may request matches and report
 //! outcomes, the operator's admin secret, and the rate limits.
 
+use super::BadKey;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -137,5 +138,74 @@ impl Default for AuthConfig {
             challenge_ttl: 300,
             rate_limits: RateLimits::default(),
         }
+    }
+}
+
+impl AuthConfig {
+    /// Takes the admin secret from `admin_token_file` when one is named (its first line), so
+    /// the rest of the program only ever looks at `admin_token`. A secret already given in the
+    /// file or the environment wins over the file.
+    pub(super) fn read_admin_token_file(&mut self) -> Result<(), BadKey> {
+        let Some(path) = &self.admin_token_file else {
+            return Ok(());
+        };
+        if !self.admin_token.is_empty() {
+            return Ok(());
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| BadKey {
+            key: "auth.admin_token_file".into(),
+            message: format!("cannot read {}: {e}", path.display()),
+        })?;
+        let secret = text.lines().next().unwrap_or_default().trim();
+        if secret.len() < 16 {
+            return Err(BadKey {
+                key: "auth.admin_token_file".into(),
+                message: format!(
+                    "{}: the admin secret must be at least 16 characters",
+                    path.display()
+                ),
+            });
+        }
+        self.admin_token = secret.to_string();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_secret_comes_from_its_file_unless_given_directly() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("admin");
+        std::fs::write(&path, "0123456789abcdef-secret\nignored\n").expect("write");
+        let mut a = AuthConfig {
+            admin_token_file: Some(path.clone()),
+            ..AuthConfig::default()
+        };
+        assert_eq!(a.read_admin_token_file(), Ok(()));
+        assert_eq!(a.admin_token, "0123456789abcdef-secret");
+        let mut direct = AuthConfig {
+            admin_token: "from-the-environment-0001".into(),
+            admin_token_file: Some(path.clone()),
+            ..AuthConfig::default()
+        };
+        assert_eq!(direct.read_admin_token_file(), Ok(()));
+        assert_eq!(direct.admin_token, "from-the-environment-0001");
+        std::fs::write(&path, "short\n").expect("write");
+        let mut weak = AuthConfig {
+            admin_token_file: Some(path),
+            ..AuthConfig::default()
+        };
+        assert_eq!(
+            weak.read_admin_token_file().map_err(|e| e.key),
+            Err("auth.admin_token_file".to_string())
+        );
+        let mut missing = AuthConfig {
+            admin_token_file: Some(dir.path().join("absent")),
+            ..AuthConfig::default()
+        };
+        assert!(missing.read_admin_token_file().is_err());
     }
 }

@@ -260,7 +260,10 @@ impl Config {
             }
             None => Self::default(),
         };
-        let errors = cfg.apply_env(env);
+        let mut errors = cfg.apply_env(env);
+        if let Err(e) = cfg.auth.read_admin_token_file() {
+            errors.push(e);
+        }
         if !errors.is_empty() {
             return Err(ConfigError::Invalid(errors));
         }

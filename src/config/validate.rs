@@ -66,6 +66,11 @@ impl Config {
         }
         let a = &self.auth;
         check(
+            a.admin_token.is_empty() || a.admin_token.len() >= 16,
+            "auth.admin_token",
+            "the admin secret must be at least 16 characters".into(),
+        );
+        check(
             a.max_reservations_per_client >= 1,
             "auth.max_reservations_per_client",
             "must be at least 1".into(),

@@ -1,6 +1,7 @@
 //! The HTTP adapter: routes and the layers around them (body limit, timeout, request
 //! metrics and logging, panic guard).
 
+pub mod auth;
 pub mod dto;
 mod error;
 mod extract;

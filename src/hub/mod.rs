@@ -134,6 +134,8 @@ pub struct Hub {
     scrape_lock: parking_lot::Mutex<()>,
     /// Names this process in the events it publishes to other hubs.
     instance: String,
+    /// Client and admin keys by digest: a request's key is checked here, never in a store.
+    keys: crate::auth::KeyRing,
 }
 
 /// SHA-256 of a token, hex: what is stored instead of the token.
@@ -172,7 +174,10 @@ impl Hub {
             panic_threshold: failover.panic_threshold,
             scan_cap: config.matching.scan_cap,
         };
+        let operator = (!config.auth.admin_token.is_empty())
+            .then(|| crate::auth::digest(&config.auth.admin_token));
         let hub = Self {
+            keys: crate::auth::KeyRing::new(operator),
             params,
             failover,
             policy,
@@ -210,6 +215,11 @@ impl Hub {
             "index loaded"
         );
         Ok(hub)
+    }
+
+    /// The keys that may call the client and admin routes.
+    pub fn keys(&self) -> &crate::auth::KeyRing {
+        &self.keys
     }
 
     pub fn config(&self) -> &Config {
