@@ -4,15 +4,21 @@
 //! should run a job; the hub scores every miner from its track record and answers from an
 //! in-memory index.
 //!
-//! Module map:
-//! * [`domain`]: plain types and pure logic (validation, scoring, matching). No I/O.
+//! Module map (ARCHITECTURE.md has the longer version, with the invariants):
+//! * [`domain`]: plain types and pure logic (validation, scoring, matching, job ids, miner
+//!   identity by signature). No I/O, no clock.
 //! * [`registry`]: the in-memory index that matching reads.
-//! * [`store`]: the durable and hot storage traits and their backends (redb, moka).
-//! * [`hub`]: the application service tying index, stores and scoring together.
-//! * [`http`]: the thin HTTP adapter (axum).
-//! * [`config`]: the one typed configuration.
-//! * [`metrics`], [`telemetry`]: Prometheus metrics and logging.
-//! * [`server`]: start-up, listeners, graceful shutdown; [`server::TestHub`] for tests.
+//! * [`store`]: the durable and hot storage traits, their backends (redb, PostgreSQL; moka,
+//!   Redis), the versioned row types, and (feature `test-util`) the contract suites.
+//! * [`hub`]: the application service tying index, stores, scoring and keys together; the
+//!   background tasks and the sync between hubs.
+//! * [`auth`]: client and admin keys, held by digest and checked in memory.
+//! * [`http`]: the thin HTTP adapter (axum): router, extractors, DTOs, one error mapping.
+//! * [`server`]: start-up, listeners with header/idle timeouts and a connection cap, graceful
+//!   shutdown; [`server::TestHub`] for tests.
+//! * [`config`]: the one typed configuration; [`net`]: client addresses behind proxies.
+//! * [`metrics`], [`telemetry`], [`systemd`]: Prometheus metrics, logging, sd_notify.
+//! * [`admin_client`]: the CLI's client for a running hub's admin API.
 
 pub mod admin_client;
 pub mod auth;

@@ -72,7 +72,7 @@ fn merge(v: Option<&MinerView>, s: &StoredMiner) -> Merge {
 }
 
 /// One change this hub made, as the other hubs need to hear of it. On the bus it travels
-/// as [`super::wire::Envelope`], the versioned protocol, never in this form.
+/// as `wire::Envelope`, the versioned protocol, never in this form.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// Registered or re-registered: reload it from the durable store.
