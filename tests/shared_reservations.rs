@@ -376,3 +376,57 @@ async fn one_embedded_hub_never_grants_more_reservations_than_slots() {
         "more reservations than slots (trial, granted): {over:?}"
     );
 }
+
+/// One hub on Redis, many concurrent matches: each takes its slot in the index before it asks
+/// Redis, so concurrent matches spread over the miners instead of all picking the same one
+/// during the round trip and being refused by Redis. With 8 one-slot miners and 8 concurrent
+/// matches, every match gets a reservation, each on a different miner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs POOLHUB_TEST_DATABASE_URL and POOLHUB_TEST_REDIS_URL"]
+async fn concurrent_matches_on_one_hub_do_not_collide_in_redis() {
+    let (pg, rd) = urls();
+    let schema = backends::fresh_name("poolhub_test_hot_");
+    let prefix = backends::fresh_name("test:hot:") + ":";
+    let hub = TestHub::start(config(&pg, &schema, &rd, &prefix))
+        .await
+        .expect("hub starts");
+    let api = Api::new(hub.api_addr);
+    const MINERS: u32 = 8;
+    for i in 0..MINERS {
+        let m = addr(950 + i);
+        let token = api.register(&m, &["spread"], 16384, 1).await;
+        assert_eq!(api.heartbeat(&m, &token, 0).await.status, StatusCode::OK);
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(MINERS as usize));
+    let mut clients = Vec::new();
+    for _ in 0..MINERS {
+        let (api, barrier) = (api.clone(), barrier.clone());
+        clients.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let r = api
+                .post(
+                    "/api/v1/match",
+                    &serde_json::json!({"model": "spread", "limit": 1}),
+                    None,
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+            (r.json["reserved"] == true).then(|| r.json["miners"][0]["address"].to_string())
+        }));
+    }
+    let mut reserved = std::collections::BTreeSet::new();
+    let mut without = 0;
+    for c in clients {
+        match c.await.unwrap() {
+            Some(m) => assert!(reserved.insert(m), "two reservations on one 1-slot miner"),
+            None => without += 1,
+        }
+    }
+    hub.stop().await;
+    clean_up(&pg, &schema, &rd, &prefix).await;
+    assert_eq!(
+        (reserved.len(), without),
+        (MINERS as usize, 0),
+        "every concurrent match should reserve a distinct miner"
+    );
+}

@@ -166,6 +166,7 @@ impl Hub {
         let shared = self.hot.bus().is_some();
         let mut exclude = req.exclude;
         let mut refused = 0;
+        let expires = now.saturating_add(ttl_ms);
         let (offers, panic, match_id, reserved) = loop {
             let crit = MatchCriteria {
                 model: &req.model,
@@ -185,8 +186,18 @@ impl Hub {
             let Some(first) = offers.first() else {
                 break (offers, panic, match_id, false);
             };
-            if !req.reserve || !shared {
-                break (offers, panic, match_id, req.reserve);
+            if !req.reserve {
+                break (offers, panic, match_id, false);
+            }
+            // Taken in the index before the shared store is asked, so the matches this hub
+            // runs meanwhile see the slot as gone: otherwise they all pick the same miner
+            // during the round trip and the store refuses all but one of them.
+            self.reservations
+                .add(match_id, first.address, first.key.live.clone(), expires);
+            // A miner this filled leaves the match sets (and the panic counts) now.
+            self.registry.note(&first.key.live);
+            if !shared {
+                break (offers, panic, match_id, true);
             }
             let load = first.key.live.status().map_or(0, |s| s.current_load);
             let slots = first
@@ -204,6 +215,7 @@ impl Hub {
                 Ok(true) => break (offers, panic, match_id, true),
                 Ok(false) => {
                     // Full through other hubs' reservations this index has not heard of.
+                    self.unreserve(match_id, &first.address);
                     refused += 1;
                     exclude.push(first.address);
                     if refused >= MAX_REFUSED_RESERVATIONS {
@@ -214,6 +226,7 @@ impl Hub {
                 Err(e) => {
                     // Redis is down: answer from the index, without a reservation (one
                     // that other hubs cannot see could over-reserve the miner).
+                    self.unreserve(match_id, &first.address);
                     let _ = self.store_error(e);
                     break (offers, panic, match_id, false);
                 }
@@ -221,18 +234,10 @@ impl Hub {
         };
         if let Some(first) = offers.first() {
             if reserved {
-                self.reservations.add(
-                    match_id,
-                    first.address,
-                    first.key.live.clone(),
-                    now.saturating_add(ttl_ms),
-                );
-                // A miner this filled leaves the match sets (and the panic counts) now.
-                self.registry.note(&first.key.live);
                 self.publish(super::Event::Reserved {
                     match_id,
                     address: first.address,
-                    expires: now.saturating_add(ttl_ms),
+                    expires,
                 });
             }
             let ticket = MatchTicket {
@@ -242,7 +247,7 @@ impl Hub {
             };
             if let Err(e) = self.hot.record_match(ticket).await {
                 if reserved {
-                    self.reservations.release(match_id, &first.address);
+                    self.unreserve(match_id, &first.address);
                     if shared {
                         let _ = self.hot.release_slot(&first.address, match_id).await;
                     }
@@ -280,6 +285,13 @@ impl Hub {
             reserved,
             panic,
         })
+    }
+
+    /// Gives back a slot this hub took for `id` on `address` (in the index only).
+    fn unreserve(&self, id: MatchId, address: &Address) {
+        if let Some(live) = self.reservations.release(id, address) {
+            self.registry.note(&live);
+        }
     }
 
     /// Accepts a job's outcome for a miner that match `match_id` offered; each pair once.
@@ -464,5 +476,120 @@ mod tests {
             .await;
         assert!(matches!(r, Err(HubError::Store(_))), "{r:?}");
         assert_eq!(errors(), before + 1);
+    }
+
+    /// A shared hot store (it has a bus) whose slot claims take a while, as a Redis round
+    /// trip does under load; it counts the claims it is asked for.
+    struct SlowShared {
+        inner: MokaHotStore,
+        claims: std::sync::atomic::AtomicUsize,
+    }
+
+    impl crate::store::EventBus for SlowShared {
+        fn publish(&self, _: String) {}
+        fn subscribe(&self) -> tokio::sync::mpsc::Receiver<crate::store::BusMessage> {
+            tokio::sync::mpsc::channel(1).1
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl HotStore for SlowShared {
+        fn backend(&self) -> &'static str {
+            "redis"
+        }
+        async fn put_status(&self, a: &Address, s: &MinerStatus) -> StoreResult<()> {
+            self.inner.put_status(a, s).await
+        }
+        async fn get_status(&self, a: &Address) -> StoreResult<Option<MinerStatus>> {
+            self.inner.get_status(a).await
+        }
+        async fn remove_status(&self, a: &Address) -> StoreResult<()> {
+            self.inner.remove_status(a).await
+        }
+        async fn record_match(&self, t: MatchTicket) -> StoreResult<()> {
+            self.inner.record_match(t).await
+        }
+        async fn claim_outcome(&self, id: MatchId, a: &Address) -> Result<(), ClaimError> {
+            self.inner.claim_outcome(id, a).await
+        }
+        async fn unclaim_outcome(&self, id: MatchId, a: &Address) -> StoreResult<()> {
+            self.inner.unclaim_outcome(id, a).await
+        }
+        async fn reserve_slot(
+            &self,
+            a: &Address,
+            id: MatchId,
+            slots: u32,
+            ttl: Duration,
+        ) -> StoreResult<bool> {
+            self.claims
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.inner.reserve_slot(a, id, slots, ttl).await
+        }
+        async fn release_slot(&self, a: &Address, id: MatchId) -> StoreResult<()> {
+            self.inner.release_slot(a, id).await
+        }
+        async fn health(&self) -> StoreResult<()> {
+            Ok(())
+        }
+        fn bus(&self) -> Option<&dyn crate::store::EventBus> {
+            Some(self)
+        }
+    }
+
+    /// Matches running at once on one hub take their slot in the index before asking the
+    /// shared store, so they pick different miners: one claim each, none refused. (Claiming
+    /// first let every concurrent match pick the same miner during the round trip; the store
+    /// then refused all but one, and each refusal cost another round trip.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_matches_take_their_slot_before_the_shared_store_answers() {
+        use crate::hub::tests::{address, match_request, online, registration};
+        let hot = Arc::new(SlowShared {
+            inner: MokaHotStore::new(Duration::from_secs(30), Duration::from_secs(60), 100),
+            claims: std::sync::atomic::AtomicUsize::new(0),
+        });
+        let hub = Arc::new(
+            Hub::open(
+                crate::config::Config::default(),
+                Arc::new(RedbStore::in_memory(None).unwrap()),
+                hot.clone(),
+                Arc::new(crate::metrics::Metrics::new()),
+            )
+            .await
+            .unwrap(),
+        );
+        const MINERS: u8 = 4;
+        for i in 1..=MINERS {
+            let mut reg = registration(i);
+            reg.capabilities.max_concurrent_jobs = 1;
+            let token = hub.register(reg, None).await.unwrap().token.unwrap();
+            hub.update_status(&address(i), Some(&token), online())
+                .await
+                .unwrap();
+        }
+        let mut matches = Vec::new();
+        for _ in 0..MINERS {
+            let hub = hub.clone();
+            matches.push(tokio::spawn(async move {
+                let mut req = match_request();
+                req.limit = Some(1);
+                hub.match_job(req).await.unwrap()
+            }));
+        }
+        let mut reserved = std::collections::BTreeSet::new();
+        for m in matches {
+            let m = m.await.unwrap();
+            assert!(m.reserved, "every match finds a free miner");
+            assert!(
+                reserved.insert(m.miners[0].address),
+                "one miner reserved twice"
+            );
+        }
+        assert_eq!(
+            hot.claims.load(std::sync::atomic::Ordering::SeqCst),
+            usize::from(MINERS),
+            "one claim per match: no match was refused and retried"
+        );
     }
 }
