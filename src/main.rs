@@ -302,11 +302,12 @@ fn migrate(args: &MigrateArgs) -> ExitCode {
     )) {
         Ok(c) => {
             eprintln!(
-                "poolhub: migrated {} miners and {} outcomes from {} to {} (counts and miner records verified)",
+                "poolhub: migrated {} miners and {} outcomes from {} to {} (counts and miner records verified); {} client/admin keys copied",
                 c.miners,
                 c.outcomes,
                 shown(&args.from),
-                shown(&args.to)
+                shown(&args.to),
+                c.keys
             );
             ExitCode::SUCCESS
         }

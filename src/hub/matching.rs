@@ -1,6 +1,7 @@
 //! Matching jobs to miners, reservations, and job outcomes.
 
 use super::{now_ms, Hub, HubError};
+use crate::auth::Caller;
 use crate::domain::matching::MatchCriteria;
 use crate::domain::miner::{validate_name, DEFAULT_JOB_TYPE};
 use crate::domain::scoring::MinerStats;
@@ -87,26 +88,85 @@ pub(crate) struct Reservations {
 
 #[derive(Default)]
 struct ResInner {
-    by_match: HashMap<MatchId, (Address, Arc<Live>)>,
+    /// The reserved miner, and the client key whose quota the reservation counts against.
+    by_match: HashMap<MatchId, (Address, Arc<Live>, Option<u64>)>,
     queue: VecDeque<(u64, MatchId)>,
+    /// Reservations each client key holds on this hub (`auth.max_reservations_per_client`).
+    per_client: HashMap<u64, u32>,
+}
+
+impl ResInner {
+    fn give_back(&mut self, client: u64) {
+        if let Some(n) = self.per_client.get_mut(&client) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_client.remove(&client);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &MatchId) -> Option<Arc<Live>> {
+        let (_, live, client) = self.by_match.remove(id)?;
+        if let Some(c) = client {
+            self.give_back(c);
+        }
+        live.release();
+        Some(live)
+    }
 }
 
 impl Reservations {
-    pub(crate) fn add(&self, id: MatchId, address: Address, live: Arc<Live>, expires: u64) {
+    /// Adds a reservation. A `client` must have taken its quota with
+    /// [`Reservations::take_quota`] first; the quota is given back when the reservation ends.
+    pub(crate) fn add(
+        &self,
+        id: MatchId,
+        address: Address,
+        live: Arc<Live>,
+        expires: u64,
+        client: Option<u64>,
+    ) {
         live.reserve();
         let mut g = self.inner.lock();
-        g.by_match.insert(id, (address, live));
+        g.by_match.insert(id, (address, live, client));
         g.queue.push_back((expires, id));
+    }
+
+    /// Takes one of `client`'s `cap` reservations, if it has one left: checked and counted
+    /// in one step, so concurrent matches by one key cannot overshoot the cap.
+    pub(crate) fn take_quota(&self, client: u64, cap: u32) -> bool {
+        let mut g = self.inner.lock();
+        let n = g.per_client.entry(client).or_insert(0);
+        if *n >= cap {
+            if *n == 0 {
+                g.per_client.remove(&client);
+            }
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// Gives back a quota taken for a reservation that was not made after all.
+    pub(crate) fn return_quota(&self, client: u64) {
+        self.inner.lock().give_back(client);
+    }
+
+    /// Reservations `client` holds on this hub.
+    pub(crate) fn held_by(&self, client: u64) -> u32 {
+        self.inner
+            .lock()
+            .per_client
+            .get(&client)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Releases the match's reservation if it is on `address`; returns the miner it freed.
     pub(crate) fn release(&self, id: MatchId, address: &Address) -> Option<Arc<Live>> {
         let mut g = self.inner.lock();
-        if g.by_match.get(&id).is_some_and(|(a, _)| a == address) {
-            if let Some((_, live)) = g.by_match.remove(&id) {
-                live.release();
-                return Some(live);
-            }
+        if g.by_match.get(&id).is_some_and(|(a, _, _)| a == address) {
+            return g.remove(&id);
         }
         None
     }
@@ -117,8 +177,7 @@ impl Reservations {
         let mut freed = Vec::new();
         while g.queue.front().is_some_and(|(t, _)| *t <= now) {
             if let Some((_, id)) = g.queue.pop_front() {
-                if let Some((_, live)) = g.by_match.remove(&id) {
-                    live.release();
+                if let Some(live) = g.remove(&id) {
                     freed.push(live);
                 }
             }
@@ -131,9 +190,28 @@ impl Reservations {
     }
 }
 
+/// The id a caller's matches are recorded under: its key's id, 0 for the operator's admin
+/// secret (key ids are never 0), `None` without a key (open mode: anyone may report).
+pub(crate) fn owner_of(caller: Option<&Caller>) -> Option<u64> {
+    caller.map(|c| c.key_id().unwrap_or(0))
+}
+
 impl Hub {
-    /// Finds the best miners for a job; see [`crate::domain::matching`].
+    /// Finds the best miners for a job, for no particular client (open mode).
     pub async fn match_job(&self, req: MatchRequest) -> Result<Match, HubError> {
+        self.match_job_for(req, None).await
+    }
+
+    /// Finds the best miners for a job; see [`crate::domain::matching`]. The match is
+    /// recorded as `caller`'s, so only that key may report its outcomes; a key that holds
+    /// `auth.max_reservations_per_client` reservations already gets its match without one
+    /// (`reserved: false`), so no client can reserve the whole pool.
+    pub async fn match_job_for(
+        &self,
+        mut req: MatchRequest,
+        caller: Option<&Caller>,
+    ) -> Result<Match, HubError> {
+        let client = owner_of(caller);
         let started = Instant::now();
         validate_name("model", &req.model)?;
         let job_type = req.job_type.as_deref().unwrap_or(DEFAULT_JOB_TYPE);
@@ -159,6 +237,22 @@ impl Hub {
         }
         let now = now_ms();
         let ttl_ms = m.reservation_ttl.saturating_mul(1000);
+        // The key's quota is taken before the search and given back below if no
+        // reservation comes of it.
+        let quota = match client {
+            Some(c) if req.reserve => {
+                if self
+                    .reservations
+                    .take_quota(c, self.config.auth.max_reservations_per_client)
+                {
+                    Some(c)
+                } else {
+                    req.reserve = false;
+                    None
+                }
+            }
+            _ => None,
+        };
         // Hubs sharing the hot store hear of each other's reservations late, so there the
         // slot is taken in the store, atomically, for the miner chosen; when the store says
         // it is full, the next candidate is tried. A store only this process sees holds
@@ -219,6 +313,10 @@ impl Hub {
                 }
             }
         };
+        let reserved = reserved && !offers.is_empty();
+        if let (Some(c), false) = (quota, reserved) {
+            self.reservations.return_quota(c);
+        }
         if let Some(first) = offers.first() {
             if reserved {
                 self.reservations.add(
@@ -226,6 +324,7 @@ impl Hub {
                     first.address,
                     first.key.live.clone(),
                     now.saturating_add(ttl_ms),
+                    quota,
                 );
                 // A miner this filled leaves the match sets (and the panic counts) now.
                 self.registry.note(&first.key.live);
@@ -239,6 +338,7 @@ impl Hub {
                 id: match_id,
                 offered: offers.iter().map(|o| o.address).collect(),
                 created_at: now,
+                client,
             };
             if let Err(e) = self.hot.record_match(ticket).await {
                 if reserved {
@@ -282,9 +382,19 @@ impl Hub {
         })
     }
 
-    /// Accepts a job's outcome for a miner that match `match_id` offered; each pair once.
-    /// Answered only after the outcome and the new statistics are durable.
+    /// Accepts a job's outcome reported without a key (open mode).
     pub async fn report_outcome(&self, rep: OutcomeReport) -> Result<Standing, HubError> {
+        self.report_outcome_for(rep, None).await
+    }
+
+    /// Accepts a job's outcome for a miner that match `match_id` offered; each pair once,
+    /// and only from the key that made the match (`NotYourMatch` otherwise). Answered only
+    /// after the outcome and the new statistics are durable.
+    pub async fn report_outcome_for(
+        &self,
+        rep: OutcomeReport,
+        caller: Option<&Caller>,
+    ) -> Result<Standing, HubError> {
         let id: MatchId = rep.match_id.parse()?;
         if let Some(l) = rep.latency_ms {
             if !l.is_finite() || !(0.0..=86_400_000.0).contains(&l) {
@@ -299,7 +409,7 @@ impl Hub {
             return Err(Invalid::new("error", "must be at most 1024 characters").into());
         }
         self.hot
-            .claim_outcome(id, &rep.address)
+            .claim_outcome_by(id, &rep.address, owner_of(caller))
             .await
             .map_err(|e| match e {
                 // Redis down: counted and logged like every other storage failure.
@@ -406,7 +516,12 @@ mod tests {
         async fn record_match(&self, t: MatchTicket) -> StoreResult<()> {
             self.0.record_match(t).await
         }
-        async fn claim_outcome(&self, _: MatchId, _: &Address) -> Result<(), ClaimError> {
+        async fn claim_outcome_by(
+            &self,
+            _: MatchId,
+            _: &Address,
+            _: Option<u64>,
+        ) -> Result<(), ClaimError> {
             Err(StoreError::unavailable("redis", "connection refused").into())
         }
         async fn unclaim_outcome(&self, id: MatchId, a: &Address) -> StoreResult<()> {

@@ -117,6 +117,7 @@ impl Hub {
             });
         }
         self.spawn_sync(cancel.clone(), tracker);
+        self.spawn_key_reload(cancel.clone(), tracker);
         let hub = self.clone();
         tracker.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
