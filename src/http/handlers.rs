@@ -7,6 +7,7 @@ use super::dto::{
 };
 use super::error::ApiError;
 use super::extract::{AddressPath, ApiJson, Bearer};
+use super::auth::ClientCaller;
 use super::AppState;
 use crate::domain::{Address, Capabilities, Endpoint, MinerStatus};
 use crate::hub::views::MinerFilter;
@@ -185,6 +186,7 @@ pub async fn list_miners(
 
 pub async fn match_job(
     State(state): State<AppState>,
+    ClientCaller(caller): ClientCaller,
     ApiJson(body): ApiJson<MatchBody>,
 ) -> Result<Response, ApiError> {
     let req = MatchRequest {
@@ -196,7 +198,7 @@ pub async fn match_job(
         exclude: body.exclude,
         reserve: body.reserve.unwrap_or(true),
     };
-    let out = state.hub.match_job(req).await?;
+    let out = state.hub.match_job_for(req, caller.as_ref()).await?;
     let miners: Vec<OfferDto<'_>> = out
         .miners
         .iter()
@@ -218,17 +220,21 @@ pub async fn match_job(
 
 pub async fn report_outcome(
     State(state): State<AppState>,
+    ClientCaller(caller): ClientCaller,
     ApiJson(body): ApiJson<OutcomeBody>,
 ) -> Result<Response, ApiError> {
     let r = state
         .hub
-        .report_outcome(OutcomeReport {
-            match_id: body.match_id,
-            address: body.address,
-            success: body.success,
-            latency_ms: body.latency_ms,
-            error: body.error,
-        })
+        .report_outcome_for(
+            OutcomeReport {
+                match_id: body.match_id,
+                address: body.address,
+                success: body.success,
+                latency_ms: body.latency_ms,
+                error: body.error,
+            },
+            caller.as_ref(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(OutcomeDto::new(&r, now_ms()))).into_response())
 }
