@@ -162,6 +162,16 @@ pub async fn serve(
     if let Ok(addr) = api.local_addr() {
         warn_if_open_to_the_network(hub.config().auth.clients, addr);
     }
+    if hub.config().auth.clients == crate::config::ClientAuth::Keys
+        && hub.config().auth.admin_token.is_empty()
+        && hub.keys().is_empty()
+    {
+        tracing::warn!(
+            "auth.clients = \"keys\" but there is no admin secret and no key: every match \
+             and outcome is refused until one exists. Set POOLHUB_ADMIN_TOKEN (or \
+             auth.admin_token_file), restart, and run `poolhub keys create`"
+        );
+    }
     let background = CancellationToken::new();
     let tasks = TaskTracker::new();
     hub.spawn_tasks(background.clone(), &tasks);
