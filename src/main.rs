@@ -484,7 +484,11 @@ fn keys(args: &KeysArgs) -> ExitCode {
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
-            let mut r = writeln!(out, "{:<16}  {:<6}  {:<13}  NAME", "ID", "ROLE", "CREATED_MS");
+            let mut r = writeln!(
+                out,
+                "{:<16}  {:<6}  {:<13}  NAME",
+                "ID", "ROLE", "CREATED_MS"
+            );
             for k in &keys {
                 r = r.and_then(|()| {
                     writeln!(

@@ -85,7 +85,10 @@ async fn drain_defame_and_self_boost_fail_with_client_keys() {
     // A victim miner with 8 slots, and the attacker's own miner.
     let victim = addr(1);
     let token = api.register(&victim, &["llama3.2"], 16384, 8).await;
-    assert_eq!(api.heartbeat(&victim, &token, 0).await.status, StatusCode::OK);
+    assert_eq!(
+        api.heartbeat(&victim, &token, 0).await.status,
+        StatusCode::OK
+    );
 
     // Anonymous: no match, no outcome (drain and defame as an outsider).
     let r = match_with(&api, None).await;
@@ -182,14 +185,21 @@ async fn the_admin_api_creates_lists_and_revokes_keys_and_checks_its_input() {
     assert!(!list.text.contains(&secret) && !list.text.contains(&admin_key));
     // An admin-role key may use the admin API; a client key may not; nobody without a key.
     let by_admin_key = api
-        .send(hyper::Method::GET, "/api/v1/admin/keys", None, Some(&admin_key))
+        .send(
+            hyper::Method::GET,
+            "/api/v1/admin/keys",
+            None,
+            Some(&admin_key),
+        )
         .await;
     assert_eq!(by_admin_key.status, StatusCode::OK);
     let by_client = api
         .post("/api/v1/admin/keys", &json!({"name": "x"}), Some(&secret))
         .await;
     assert_eq!(by_client.status, StatusCode::FORBIDDEN);
-    let anonymous = api.post("/api/v1/admin/keys", &json!({"name": "x"}), None).await;
+    let anonymous = api
+        .post("/api/v1/admin/keys", &json!({"name": "x"}), None)
+        .await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
 
     // Bad input: 400 naming the field.
@@ -216,7 +226,10 @@ async fn the_admin_api_creates_lists_and_revokes_keys_and_checks_its_input() {
         .delete(&format!("/api/v1/admin/keys/{id}"), Some(ADMIN))
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
-    assert_eq!(match_with(&api, Some(&secret)).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        match_with(&api, Some(&secret)).await.status,
+        StatusCode::FORBIDDEN
+    );
     let r = api
         .delete(&format!("/api/v1/admin/keys/{id}"), Some(ADMIN))
         .await;
@@ -310,7 +323,11 @@ fn the_cli_manages_keys_and_no_key_reaches_the_log() {
     let (key, id) = (line("key"), line("id"));
     assert!(key.starts_with("phk_"), "{out}");
     assert_eq!(line("role"), "client");
-    let admin = cli(&base, Some(ADMIN), &["create", "--name", "ops", "--role", "admin"]);
+    let admin = cli(
+        &base,
+        Some(ADMIN),
+        &["create", "--name", "ops", "--role", "admin"],
+    );
     assert!(admin.status.success(), "{}", stderr(&admin));
     let admin_key = stdout(&admin)
         .lines()
@@ -328,7 +345,10 @@ fn the_cli_manages_keys_and_no_key_reaches_the_log() {
     let listed = cli(&base, Some(&admin_key), &["list"]);
     assert!(listed.status.success(), "{}", stderr(&listed));
     let table = stdout(&listed);
-    assert!(table.contains(&id) && table.contains("coordinator-1"), "{table}");
+    assert!(
+        table.contains(&id) && table.contains("coordinator-1"),
+        "{table}"
+    );
     assert!(!table.contains(&key), "list never shows a key");
 
     let revoked = cli(&base, Some(ADMIN), &["revoke", &id]);
@@ -344,7 +364,11 @@ fn the_cli_manages_keys_and_no_key_reaches_the_log() {
     assert!(stderr(&again).contains("404"), "{}", stderr(&again));
     let wrong = cli(&base, Some("not-the-admin-secret"), &["list"]);
     assert_eq!(wrong.status.code(), Some(1));
-    assert!(stderr(&wrong).contains("POOLHUB_ADMIN_TOKEN"), "{}", stderr(&wrong));
+    assert!(
+        stderr(&wrong).contains("POOLHUB_ADMIN_TOKEN"),
+        "{}",
+        stderr(&wrong)
+    );
     let unset = cli(&base, None, &["list"]);
     assert_eq!(unset.status.code(), Some(1));
     assert!(stderr(&unset).contains("POOLHUB_ADMIN_TOKEN"));
@@ -357,7 +381,10 @@ fn the_cli_manages_keys_and_no_key_reaches_the_log() {
 
     assert!(served.sigterm().success());
     let text = std::fs::read_to_string(&log).expect("log");
-    assert!(text.contains("client key created"), "debug log written: {text}");
+    assert!(
+        text.contains("client key created"),
+        "debug log written: {text}"
+    );
     for secret in [key.as_str(), admin_key.as_str(), ADMIN] {
         assert!(!text.contains(secret), "a secret is in the log");
     }
@@ -415,7 +442,12 @@ async fn keys_reach_the_other_hub_within_a_second(redis: Option<(String, String)
     let list = b
         .send(hyper::Method::GET, "/api/v1/admin/keys", None, Some(ADMIN))
         .await;
-    assert_eq!(list.json["keys"].as_array().map(Vec::len), Some(0), "{}", list.text);
+    assert_eq!(
+        list.json["keys"].as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        list.text
+    );
     hub_a.stop().await;
     hub_b.stop().await;
     let store = poolhub::store::postgres::PostgresStore::connect(

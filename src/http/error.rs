@@ -75,9 +75,7 @@ impl From<HubError> for ApiError {
                 ClaimError::AlreadyReported => {
                     Self::new(StatusCode::CONFLICT, "already_reported", msg)
                 }
-                ClaimError::NotYourMatch => {
-                    Self::new(StatusCode::FORBIDDEN, "not_your_match", msg)
-                }
+                ClaimError::NotYourMatch => Self::new(StatusCode::FORBIDDEN, "not_your_match", msg),
                 ClaimError::Store(s) => Self::from(HubError::Store(s)),
             },
             HubError::Store(s) => match s {

@@ -1,13 +1,13 @@
 //! Handlers: parse into domain values, call the hub, render. Nothing here knows which
 //! storage backend is configured.
 
+use super::auth::ClientCaller;
 use super::dto::{
     DeregisteredDto, HealthDto, HubStatusDto, MatchDto, MinerDto, MinerListDto, OfferDto,
     OutcomeDto, RegisteredDto, StatusDto,
 };
 use super::error::ApiError;
 use super::extract::{AddressPath, ApiJson, Bearer};
-use super::auth::ClientCaller;
 use super::AppState;
 use crate::domain::{Address, Capabilities, Endpoint, MinerStatus};
 use crate::hub::views::MinerFilter;

@@ -158,7 +158,11 @@ impl Hub {
 
     /// Reloads the keys every [`KEY_RELOAD_INTERVAL`] on `tracker` until `cancel` fires.
     /// Runs on every backend: with PostgreSQL other hubs may change keys at any time.
-    pub(crate) fn spawn_key_reload(self: &Arc<Self>, cancel: CancellationToken, tracker: &TaskTracker) {
+    pub(crate) fn spawn_key_reload(
+        self: &Arc<Self>,
+        cancel: CancellationToken,
+        tracker: &TaskTracker,
+    ) {
         let hub = self.clone();
         tracker.spawn(async move {
             let mut tick = tokio::time::interval(KEY_RELOAD_INTERVAL);
@@ -186,13 +190,26 @@ mod tests {
         assert!(validate_key_name("coordinator-1").is_ok());
         assert!(validate_key_name(&"é".repeat(64)).is_ok());
         for bad in ["", "   ", "tab\there"] {
-            assert_eq!(validate_key_name(bad).map_err(|e| e.field), Err("name".into()));
+            assert_eq!(
+                validate_key_name(bad).map_err(|e| e.field),
+                Err("name".into())
+            );
         }
         assert!(validate_key_name(&"x".repeat(65)).is_err());
         assert_eq!(parse_key_id(&key_id_string(u64::MAX)), Ok(u64::MAX));
         assert_eq!(parse_key_id("00000000000000ff"), Ok(255));
-        for bad in ["ff", "00000000000000FF", "+000000000000000f", "", "0x000000000000ff"] {
-            assert_eq!(parse_key_id(bad).map_err(|e| e.field), Err("id".into()), "{bad}");
+        for bad in [
+            "ff",
+            "00000000000000FF",
+            "+000000000000000f",
+            "",
+            "0x000000000000ff",
+        ] {
+            assert_eq!(
+                parse_key_id(bad).map_err(|e| e.field),
+                Err("id".into()),
+                "{bad}"
+            );
         }
     }
 
@@ -203,7 +220,10 @@ mod tests {
     async fn keys_are_stored_loaded_at_start_and_revoked() {
         let durable = Arc::new(RedbStore::in_memory(None).expect("redb"));
         let hub = hub_on(durable.clone()).await;
-        let created = hub.create_key("coordinator-1", Role::Client).await.expect("create");
+        let created = hub
+            .create_key("coordinator-1", Role::Client)
+            .await
+            .expect("create");
         assert_ne!(created.key.id, 0);
         let stored = durable.load_keys().await.expect("load");
         assert_eq!(stored, vec![created.key.clone()]);
@@ -214,7 +234,10 @@ mod tests {
         );
 
         let restarted = hub_on(durable.clone()).await;
-        assert!(restarted.keys().caller(&created.secret).is_some(), "loaded at start");
+        assert!(
+            restarted.keys().caller(&created.secret).is_some(),
+            "loaded at start"
+        );
 
         hub.revoke_key(created.key.id).await.expect("revoke");
         assert!(hub.keys().caller(&created.secret).is_none());
@@ -308,7 +331,10 @@ mod tests {
         let b = hub.create_key("b", Role::Client).await.expect("key");
         let ca = hub.keys().caller(&a.secret).expect("a");
         let cb = hub.keys().caller(&b.secret).expect("b");
-        let m = hub.match_job_for(match_request(), Some(&ca)).await.expect("match");
+        let m = hub
+            .match_job_for(match_request(), Some(&ca))
+            .await
+            .expect("match");
         let report = || crate::hub::OutcomeReport {
             match_id: m.match_id.to_string(),
             address: crate::hub::tests::address(1),

@@ -19,8 +19,7 @@ pub mod views;
 mod wire;
 
 pub use keys::{
-    key_id_string, parse_key_id, validate_key_name, CreatedKey, KEY_RELOAD_INTERVAL,
-    MAX_KEY_NAME,
+    key_id_string, parse_key_id, validate_key_name, CreatedKey, KEY_RELOAD_INTERVAL, MAX_KEY_NAME,
 };
 pub use matching::{Match, MatchRequest, Offer, OutcomeReport, Standing};
 pub use sync::Event;

@@ -181,7 +181,8 @@ impl Hub {
                     let ttl = self.config.matching.reservation_ttl.saturating_mul(1000);
                     let expires = expires.min(now_ms().saturating_add(ttl));
                     // Counted against no key here: a key's quota is per hub.
-                    self.reservations.add(id, address, live.clone(), expires, None);
+                    self.reservations
+                        .add(id, address, live.clone(), expires, None);
                     self.registry.note(&live);
                 }
             }

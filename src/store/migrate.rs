@@ -157,7 +157,10 @@ pub async fn copy(
     // Keys are not wiped by `--force` (they are credentials, not data): a key already in
     // the target is kept, and one that clashes with a different key there stops the copy.
     let keys = from.load_keys().await.map_err(e("reading keys"))?;
-    let present = to.load_keys().await.map_err(e("reading the target's keys"))?;
+    let present = to
+        .load_keys()
+        .await
+        .map_err(e("reading the target's keys"))?;
     for k in &keys {
         if !present.contains(k) {
             to.insert_key(k).await.map_err(e("writing keys"))?;

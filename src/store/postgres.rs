@@ -695,10 +695,7 @@ impl DurableStore for PostgresStore {
 
     async fn load_keys(&self) -> Result<Vec<ApiKey>> {
         let client = self.client().await?;
-        let found = client
-            .query(&self.sql.select_keys, &[])
-            .await
-            .map_err(pg)?;
+        let found = client.query(&self.sql.select_keys, &[]).await.map_err(pg)?;
         let mut out = Vec::with_capacity(found.len());
         for r in found {
             let text: String = r.get(0);

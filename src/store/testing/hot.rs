@@ -145,7 +145,10 @@ pub async fn claims_belong_to_the_client_that_matched(h: &dyn HotStore) {
             Err(ClaimError::NotYourMatch)
         );
     }
-    assert_eq!(h.claim_outcome_by(id, &b, Some(owner)).await, Err(ClaimError::NotOffered));
+    assert_eq!(
+        h.claim_outcome_by(id, &b, Some(owner)).await,
+        Err(ClaimError::NotOffered)
+    );
     h.claim_outcome_by(id, &a, Some(owner)).await.unwrap();
     assert_eq!(
         h.claim_outcome_by(id, &a, Some(owner)).await,
