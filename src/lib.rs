@@ -8,7 +8,10 @@
 //! * [`domain`]: plain types and pure logic (validation, scoring, matching). No I/O.
 //! * [`registry`]: the in-memory index that matching reads.
 //! * [`store`]: the durable and hot storage traits and their backends (redb, moka).
-//! * [`hub`]: the application service tying index, stores and scoring together.
+//! * [`hub`]: the application service tying index, stores and scoring together (and client
+//!   keys: created, revoked and reloaded in `hub/keys.rs`).
+//! * [`auth`]: the in-memory key ring every client and admin request is checked against;
+//!   [`admin_client`]: the CLI's client for the admin API (`poolhub keys`).
 //! * [`http`]: the thin HTTP adapter (axum).
 //! * [`config`]: the one typed configuration.
 //! * [`metrics`], [`telemetry`]: Prometheus metrics and logging.

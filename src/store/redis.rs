@@ -5,7 +5,9 @@
 //! * `…status:<address>`: a miner's live status (JSON), with the heartbeat timeout as TTL;
 //! * `…match:<id>`: the match ledger, a hash from each offered address to `0`/`1` (reported),
 //!   with the outcome window as TTL; claims are one Lua script, so a pair is claimed once
-//!   even when two hubs receive the same outcome;
+//!   even when two hubs receive the same outcome. A match made with a client key also holds
+//!   `client` (the key's id, format [`OWNED_LEDGER_FORMAT`]), and the script refuses every
+//!   other claimant;
 //! * `…slots:<address>`: a miner's slot reservations, a sorted set of match ids scored by
 //!   their expiry (unix ms, Redis's clock); taking a slot is one Lua script that drops
 //!   expired entries and checks the cap, so hubs sharing Redis never over-reserve a miner
