@@ -478,3 +478,44 @@ async fn two_hubs_sharing_postgres_and_redis_agree_on_keys_within_a_second() {
 async fn without_events_the_periodic_reload_carries_keys_within_a_second() {
     keys_reach_the_other_hub_within_a_second(None).await;
 }
+
+/// The start-up warning: once when clients are open on a non-loopback address, never when
+/// they need keys (or the hub listens on loopback only).
+#[test]
+fn open_clients_on_a_public_address_are_warned_about_once() {
+    let warning = "auth.clients = \"open\" on a non-loopback address";
+    let run = |host: &str, envs: &[(&str, &str)]| {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = dir.path().join("hub.log");
+        let file = std::fs::File::create(&log).expect("log file");
+        let served = common::Served::start(
+            dir.path(),
+            &["--ephemeral", "--port", "0", "--host", host],
+            envs,
+            std::process::Stdio::from(file),
+        );
+        assert!(served.sigterm().success());
+        std::fs::read_to_string(&log).expect("log")
+    };
+    let open_public = run("0.0.0.0", &[]);
+    assert_eq!(open_public.matches(warning).count(), 1, "{open_public}");
+    let open_local = run("127.0.0.1", &[]);
+    assert!(!open_local.contains(warning), "{open_local}");
+    let keys_public = run(
+        "0.0.0.0",
+        &[
+            ("POOLHUB_CLIENT_AUTH", "keys"),
+            ("POOLHUB_ADMIN_TOKEN", ADMIN),
+        ],
+    );
+    assert!(!keys_public.contains(warning), "{keys_public}");
+    assert!(
+        !keys_public.contains("no admin secret and no key"),
+        "{keys_public}"
+    );
+    let locked_out = run("127.0.0.1", &[("POOLHUB_CLIENT_AUTH", "keys")]);
+    assert!(
+        locked_out.contains("no admin secret and no key"),
+        "{locked_out}"
+    );
+}
