@@ -115,6 +115,27 @@ impl ResInner {
     }
 }
 
+/// One reservation of a client's quota, taken but not yet held by a reservation.
+pub(crate) struct Quota<'a> {
+    reservations: &'a Reservations,
+    client: Option<u64>,
+}
+
+impl Quota<'_> {
+    /// The client whose quota the reservation being added now holds.
+    pub(crate) fn keep(mut self) -> Option<u64> {
+        self.client.take()
+    }
+}
+
+impl Drop for Quota<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take() {
+            self.reservations.inner.lock().give_back(c);
+        }
+    }
+}
+
 impl Reservations {
     /// Adds a reservation. A `client` must have taken its quota with
     /// [`Reservations::take_quota`] first; the quota is given back when the reservation ends.
@@ -133,23 +154,23 @@ impl Reservations {
     }
 
     /// Takes one of `client`'s `cap` reservations, if it has one left: checked and counted
-    /// in one step, so concurrent matches by one key cannot overshoot the cap.
-    pub(crate) fn take_quota(&self, client: u64, cap: u32) -> bool {
+    /// in one step, so concurrent matches by one key cannot overshoot the cap. The quota
+    /// goes back when the guard is dropped unless [`Quota::keep`] hands it to a reservation,
+    /// so a match abandoned half-way (the client hung up during a Redis call) cannot leak it.
+    pub(crate) fn take_quota(&self, client: u64, cap: u32) -> Option<Quota<'_>> {
         let mut g = self.inner.lock();
         let n = g.per_client.entry(client).or_insert(0);
         if *n >= cap {
             if *n == 0 {
                 g.per_client.remove(&client);
             }
-            return false;
+            return None;
         }
         *n += 1;
-        true
-    }
-
-    /// Gives back a quota taken for a reservation that was not made after all.
-    pub(crate) fn return_quota(&self, client: u64) {
-        self.inner.lock().give_back(client);
+        Some(Quota {
+            reservations: self,
+            client: Some(client),
+        })
     }
 
     /// Reservations `client` holds on this hub.
@@ -241,15 +262,11 @@ impl Hub {
         // reservation comes of it.
         let quota = match client {
             Some(c) if req.reserve => {
-                if self
+                let q = self
                     .reservations
-                    .take_quota(c, self.config.auth.max_reservations_per_client)
-                {
-                    Some(c)
-                } else {
-                    req.reserve = false;
-                    None
-                }
+                    .take_quota(c, self.config.auth.max_reservations_per_client);
+                req.reserve = q.is_some();
+                q
             }
             _ => None,
         };
@@ -313,10 +330,6 @@ impl Hub {
                 }
             }
         };
-        let reserved = reserved && !offers.is_empty();
-        if let (Some(c), false) = (quota, reserved) {
-            self.reservations.return_quota(c);
-        }
         if let Some(first) = offers.first() {
             if reserved {
                 self.reservations.add(
@@ -324,7 +337,7 @@ impl Hub {
                     first.address,
                     first.key.live.clone(),
                     now.saturating_add(ttl_ms),
-                    quota,
+                    quota.and_then(Quota::keep),
                 );
                 // A miner this filled leaves the match sets (and the panic counts) now.
                 self.registry.note(&first.key.live);
@@ -542,6 +555,28 @@ mod tests {
         async fn health(&self) -> StoreResult<()> {
             Ok(())
         }
+    }
+
+    /// A key's quota is counted at once, capped, and given back when the match that took
+    /// it ends without a reservation, however it ends (here: abandoned, the guard dropped).
+    #[test]
+    fn a_quota_not_kept_by_a_reservation_goes_back() {
+        let r = Reservations::default();
+        let first = r.take_quota(7, 2).expect("first");
+        let second = r.take_quota(7, 2).expect("second");
+        assert!(r.take_quota(7, 2).is_none(), "capped at 2");
+        assert!(r.take_quota(8, 2).is_some(), "per key");
+        assert_eq!(r.held_by(7), 2);
+        drop(first);
+        assert_eq!(r.held_by(7), 1, "an abandoned match gives its quota back");
+        assert_eq!(
+            second.keep(),
+            Some(7),
+            "kept: now the reservation's to give back"
+        );
+        assert_eq!(r.held_by(7), 1);
+        assert!(r.take_quota(9, 0).is_none(), "a cap of 0 reserves nothing");
+        assert_eq!(r.held_by(9), 0);
     }
 
     /// Issue 9, defect 8: a claim that fails because the hot store is down is counted in
