@@ -38,6 +38,7 @@ async fn main() {
             id: MatchId(u128::from(i) * 7919),
             offered,
             created_at: i,
+            client: None,
         };
         store.record_match(ticket).await.expect("record");
     }

@@ -11,7 +11,7 @@
 //! * [`store`]: the durable and hot storage traits, their backends (redb, PostgreSQL; moka,
 //!   Redis), the versioned row types, and (feature `test-util`) the contract suites.
 //! * [`hub`]: the application service tying index, stores, scoring and keys together; the
-//!   background tasks and the sync between hubs.
+//!   background tasks, the sync between hubs, and client keys (`hub/keys.rs`).
 //! * [`auth`]: client and admin keys, held by digest and checked in memory.
 //! * [`http`]: the thin HTTP adapter (axum): router, extractors, DTOs, one error mapping.
 //! * [`server`]: start-up, listeners with header/idle timeouts and a connection cap, graceful

@@ -38,6 +38,38 @@ enum Command {
     /// Each store is a redb file path or a postgresql:// URL. Stop the hubs first. Refuses a
     /// target that holds data unless --force, which empties it first.
     Migrate(MigrateArgs),
+    /// Manage the client and admin keys of a running hub (its admin API), with the admin
+    /// secret from POOLHUB_ADMIN_TOKEN. Exits 1 with the hub's reason when it refuses.
+    Keys(KeysArgs),
+}
+
+#[derive(Args)]
+struct KeysArgs {
+    /// The hub's API base URL.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:8000")]
+    hub: String,
+    #[command(subcommand)]
+    action: KeysAction,
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Create a key and print it. It is shown this once: the hub stores only its hash.
+    Create {
+        /// A label for the key ("coordinator-1"), up to 64 characters.
+        #[arg(long)]
+        name: String,
+        /// `client` (matches and outcomes) or `admin` (also the admin API).
+        #[arg(long, default_value = "client")]
+        role: String,
+    },
+    /// List the live keys (never their secrets).
+    List,
+    /// Revoke a key by its id (as `create` and `list` print it), on every hub within 1 s.
+    Revoke {
+        /// The key's id: 16 hex digits.
+        id: String,
+    },
 }
 
 #[derive(Args)]
@@ -128,6 +160,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Backup(args) => backup(args),
         Command::Migrate(args) => migrate(&args),
+        Command::Keys(args) => keys(&args),
     }
 }
 
@@ -302,11 +335,12 @@ fn migrate(args: &MigrateArgs) -> ExitCode {
     )) {
         Ok(c) => {
             eprintln!(
-                "poolhub: migrated {} miners and {} outcomes from {} to {} (counts and miner records verified)",
+                "poolhub: migrated {} miners and {} outcomes from {} to {} (counts and miner records verified); {} client/admin keys copied",
                 c.miners,
                 c.outcomes,
                 shown(&args.from),
-                shown(&args.to)
+                shown(&args.to),
+                c.keys
             );
             ExitCode::SUCCESS
         }
@@ -354,3 +388,131 @@ fn backup(args: BackupArgs) -> ExitCode {
 #[cfg(target_env = "musl")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `poolhub keys …`: one call to the hub's admin API, its answer printed.
+fn keys(args: &KeysArgs) -> ExitCode {
+    use hyper::{Method, StatusCode};
+    use poolhub::admin_client::AdminClient;
+    use serde_json::{json, Value};
+    let token = match std::env::var("POOLHUB_ADMIN_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
+        _ => {
+            eprintln!(
+                "poolhub: set POOLHUB_ADMIN_TOKEN to the hub's admin secret (auth.admin_token_file \
+                 on the hub) or to an admin key"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let client = match AdminClient::new(&args.hub, token) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("poolhub: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match runtime(Some(1)) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let (method, path, body) = match &args.action {
+        KeysAction::Create { name, role } => (
+            Method::POST,
+            "/api/v1/admin/keys".to_string(),
+            Some(json!({ "name": name, "role": role })),
+        ),
+        KeysAction::List => (Method::GET, "/api/v1/admin/keys".to_string(), None),
+        KeysAction::Revoke { id } => (
+            Method::DELETE,
+            // Only the canonical form can name a key; anything else is refused by the hub
+            // (and must not be able to change the path).
+            format!(
+                "/api/v1/admin/keys/{}",
+                url::form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>()
+            ),
+            None,
+        ),
+    };
+    let answer = match rt.block_on(client.call(method, &path, body.as_ref())) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("poolhub: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !answer.status.is_success() {
+        let reason = answer
+            .body
+            .pointer("/error/message")
+            .and_then(Value::as_str)
+            .unwrap_or("no reason given");
+        let hint = match answer.status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                " (is POOLHUB_ADMIN_TOKEN the hub's admin secret?)"
+            }
+            _ => "",
+        };
+        eprintln!(
+            "poolhub: the hub refused: {} {reason}{hint}",
+            answer.status.as_u16()
+        );
+        return ExitCode::FAILURE;
+    }
+    let field = |v: &Value, k: &str| match v.get(k) {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    let mut out = std::io::stdout().lock();
+    let printed = match &args.action {
+        KeysAction::Create { .. } => {
+            let b = &answer.body;
+            eprintln!("poolhub: key created; it is shown only now, store it safely");
+            writeln!(
+                out,
+                "key: {}\nid: {}\nname: {}\nrole: {}",
+                field(b, "key"),
+                field(b, "id"),
+                field(b, "name"),
+                field(b, "role")
+            )
+        }
+        KeysAction::List => {
+            let keys = answer
+                .body
+                .get("keys")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let mut r = writeln!(
+                out,
+                "{:<16}  {:<6}  {:<13}  NAME",
+                "ID", "ROLE", "CREATED_MS"
+            );
+            for k in &keys {
+                r = r.and_then(|()| {
+                    writeln!(
+                        out,
+                        "{:<16}  {:<6}  {:<13}  {}",
+                        field(k, "id"),
+                        field(k, "role"),
+                        field(k, "created_at"),
+                        field(k, "name")
+                    )
+                });
+            }
+            r
+        }
+        KeysAction::Revoke { id } => {
+            eprintln!("poolhub: key {id} revoked");
+            Ok(())
+        }
+    };
+    match printed {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("poolhub: cannot write the answer: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -122,6 +122,25 @@ pub async fn build_hub(cfg: Config) -> Result<Arc<Hub>, StartError> {
     Ok(Arc::new(Hub::open(cfg, durable, hot, metrics).await?))
 }
 
+/// Whether clients are open to anyone on a non-loopback address: then anyone who reaches the
+/// port can request matches and report outcomes, i.e. bend the scores.
+pub fn open_to_the_network(clients: crate::config::ClientAuth, addr: std::net::SocketAddr) -> bool {
+    clients == crate::config::ClientAuth::Open && !addr.ip().is_loopback()
+}
+
+/// Logs, once at start, that the hub is open to the network (see [`open_to_the_network`]).
+fn warn_if_open_to_the_network(clients: crate::config::ClientAuth, addr: std::net::SocketAddr) {
+    if open_to_the_network(clients, addr) {
+        tracing::warn!(
+            %addr,
+            "auth.clients = \"open\" on a non-loopback address: anyone who reaches this port \
+             can request matches and report outcomes, and so change miners' scores. Set \
+             auth.clients = \"keys\" (POOLHUB_CLIENT_AUTH=keys) and create client keys with \
+             `poolhub keys create`"
+        );
+    }
+}
+
 /// Binds `host:port`, naming the address when it fails.
 pub async fn bind(host: &str, port: u16) -> Result<TcpListener, StartError> {
     let addr = format!("{host}:{port}");
@@ -140,6 +159,19 @@ pub async fn serve(
     metrics: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    if let Ok(addr) = api.local_addr() {
+        warn_if_open_to_the_network(hub.config().auth.clients, addr);
+    }
+    if hub.config().auth.clients == crate::config::ClientAuth::Keys
+        && hub.config().auth.admin_token.is_empty()
+        && hub.keys().is_empty()
+    {
+        tracing::warn!(
+            "auth.clients = \"keys\" but there is no admin secret and no key: every match \
+             and outcome is refused until one exists. Set POOLHUB_ADMIN_TOKEN (or \
+             auth.admin_token_file), restart, and run `poolhub keys create`"
+        );
+    }
     let background = CancellationToken::new();
     let tasks = TaskTracker::new();
     hub.spawn_tasks(background.clone(), &tasks);
@@ -257,6 +289,20 @@ impl Drop for TestHub {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_clients_are_flagged_only_off_loopback() {
+        use crate::config::ClientAuth;
+        let public: std::net::SocketAddr = "0.0.0.0:8000".parse().expect("addr");
+        let lan: std::net::SocketAddr = "10.1.2.3:8000".parse().expect("addr");
+        let local: std::net::SocketAddr = "127.0.0.1:8000".parse().expect("addr");
+        let local6: std::net::SocketAddr = "[::1]:8000".parse().expect("addr");
+        assert!(open_to_the_network(ClientAuth::Open, public));
+        assert!(open_to_the_network(ClientAuth::Open, lan));
+        assert!(!open_to_the_network(ClientAuth::Open, local));
+        assert!(!open_to_the_network(ClientAuth::Open, local6));
+        assert!(!open_to_the_network(ClientAuth::Keys, public));
+    }
 
     #[test]
     fn error_series_start_at_zero_for_the_configured_backends() {

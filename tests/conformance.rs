@@ -306,6 +306,7 @@ async fn redis_clear_namespace_stays_in_its_own_namespace() {
     for s in [&a, &b, &c] {
         s.put_status(&m, &status(1)).await.unwrap();
         s.record_match(MatchTicket {
+            client: None,
             id: MatchId(7),
             offered: vec![m],
             created_at: 1,
@@ -356,6 +357,7 @@ async fn redis_close_flushes_queued_ledger_writes() {
     for id in &ids {
         closing
             .record_match(MatchTicket {
+                client: None,
                 id: *id,
                 offered: vec![m],
                 created_at: 1,
@@ -367,6 +369,7 @@ async fn redis_close_flushes_queued_ledger_writes() {
     // Closed: later background writes are dropped, not sent (and never block).
     closing
         .record_match(MatchTicket {
+            client: None,
             id: MatchId(1),
             offered: vec![m],
             created_at: 1,
@@ -413,6 +416,7 @@ async fn redis_values_carry_a_format_version() {
     let v: serde_json::Value = serde_json::from_str(&stored).unwrap();
     assert_eq!(v["v"], poolhub::store::redis::FORMAT, "{stored}");
     h.record_match(MatchTicket {
+        client: None,
         id: MatchId(9),
         offered: vec![m],
         created_at: 1,
@@ -506,6 +510,7 @@ async fn redis_unreachable_is_unavailable_not_a_crash() {
     ));
     // Recording a match never waits on the network.
     h.record_match(MatchTicket {
+        client: None,
         id: MatchId(1),
         offered: vec![address(1)],
         created_at: 1,

@@ -350,10 +350,25 @@ fn deb_metadata_points_at_existing_files() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&postrm).unwrap().permissions().mode();
     assert!(mode & 0o111 != 0, "postrm is executable");
+    // The packaged config is the repository's with clients = "keys" (issue 8: a packaged hub
+    // never takes anonymous matches or outcomes).
+    let src = |dest: &str| {
+        assets
+            .iter()
+            .filter_map(|a| a.as_array())
+            .find(|a| a[1].as_str() == Some(dest))
+            .and_then(|a| a[0].as_str())
+            .expect("an asset for the destination")
+            .to_string()
+    };
+    let packaged = src("etc/poolhub/poolhub.toml");
+    let conf: toml::Value =
+        toml::from_str(&std::fs::read_to_string(root().join(&packaged)).unwrap()).unwrap();
+    assert_eq!(conf["auth"]["clients"].as_str(), Some("keys"), "{packaged}");
     // The shipped config must work with the unit: valid as is, data path from the unit.
     let out = Command::new(BIN)
         .args(["check-config", "--config"])
-        .arg(root().join("poolhub.toml"))
+        .arg(root().join(&packaged))
         .env_remove("POOLHUB_CONFIG")
         .env_remove("DATABASE_URL")
         .env_remove("REDIS_URL")

@@ -3,6 +3,7 @@
 
 mod backends;
 
+use poolhub::auth::{ApiKey, Role};
 use poolhub::store::redb::RedbStore;
 use poolhub::store::testing::fixtures::{address, availability, miner};
 use poolhub::store::testing::required_env;
@@ -37,16 +38,28 @@ async fn seed(path: &Path) {
     }
     let av = availability(5.0, 6.0, 123);
     s.save_availability(vec![(address(1), av)]).await.unwrap();
+    for (id, role) in [(1u64, Role::Client), (u64::MAX, Role::Admin)] {
+        s.insert_key(&ApiKey {
+            id,
+            name: format!("key-{id}"),
+            role,
+            created_at: id % 1000,
+            digest: poolhub::auth::digest(&format!("secret-{id}")),
+        })
+        .await
+        .unwrap();
+    }
     s.close().await;
 }
 
-async fn contents(path: &Path) -> (Vec<StoredMiner>, Vec<OutcomeRecord>) {
+async fn contents(path: &Path) -> (Vec<StoredMiner>, Vec<OutcomeRecord>, Vec<ApiKey>) {
     let s = RedbStore::open(path, None).unwrap();
     let mut m = s.load_all().await.unwrap();
     m.sort_by_key(|x| x.miner.address);
     let (o, _) = s.export_outcomes(None, 100_000).await.unwrap();
+    let k = s.load_keys().await.unwrap();
     s.close().await;
-    (m, o)
+    (m, o, k)
 }
 
 fn migrate(args: &[&str]) -> (bool, String) {
@@ -97,8 +110,10 @@ async fn redb_to_postgres_and_back_copies_everything() {
     assert!(ok, "{err}");
     assert!(err.contains("5 miners and 40 outcomes"), "{err}");
 
-    let (ma, oa) = contents(&a).await;
-    let (mb, ob) = contents(&b).await;
+    let (ma, oa, ka) = contents(&a).await;
+    let (mb, ob, kb) = contents(&b).await;
+    assert_eq!(ka.len(), 2);
+    assert_eq!(ka, kb, "client keys (digests) survive both ways");
     assert_eq!(
         ma, mb,
         "miners, token hashes, stats, availability survive both ways"
@@ -118,6 +133,7 @@ async fn redb_to_redb_and_refusals() {
     let (a_s, b_s) = (a.to_str().unwrap(), b.to_str().unwrap());
     let (ok, err) = migrate(&["--from", a_s, "--to", b_s]);
     assert!(ok, "{err}");
+    assert!(err.contains("2 client/admin keys copied"), "{err}");
     assert_eq!(contents(&a).await, contents(&b).await);
     let (ok, err) = migrate(&["--from", a_s, "--to", b_s]);
     assert!(!ok && err.contains("not empty"), "{err}");

@@ -120,9 +120,33 @@ fn assert_no_secrets(log: &str, tokens: &[String]) {
 #[test]
 fn trace_level_text_logs_never_contain_a_token() {
     let dir = tempfile::tempdir().unwrap();
-    let p = Proc::start(dir.path(), &[("LOG_LEVEL", "trace")]);
+    // Client keys (issue 8): the admin secret, a key created with it and used for a match
+    // and an outcome, then revoked, must not reach the log either (nor their digests).
+    let admin = "admin-secret-for-the-log-test-0123456789";
+    let p = Proc::start(
+        dir.path(),
+        &[("LOG_LEVEL", "trace"), ("POOLHUB_ADMIN_TOKEN", admin)],
+    );
     let api = p.served.api();
-    let (tokens, _) = rt().block_on(miner_lifecycle(&api));
+    let (mut tokens, _) = rt().block_on(miner_lifecycle(&api));
+    rt().block_on(async {
+        let r = api
+            .post("/api/v1/admin/keys", &json!({"name": "c1"}), Some(admin))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let key = r.json["key"].as_str().expect("key").to_string();
+        let id = r.json["id"].as_str().expect("id").to_string();
+        let m = api
+            .post("/api/v1/match", &json!({"model": "llama3.2"}), Some(&key))
+            .await;
+        assert_eq!(m.status, StatusCode::OK, "{}", m.text);
+        let r = api
+            .delete(&format!("/api/v1/admin/keys/{id}"), Some(admin))
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+        tokens.push(key);
+    });
+    tokens.push(admin.to_string());
     let log = p.stop();
 
     assert_no_secrets(&log, &tokens);

@@ -47,12 +47,16 @@ fn invalid_match_id() -> Invalid {
     )
 }
 
-/// A match the hub made: which miners it offered.
+/// A match the hub made: which miners it offered, and for whom.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MatchTicket {
     pub id: MatchId,
     pub offered: Vec<Address>,
     pub created_at: u64,
+    /// The key that made the match, whose outcomes alone count for it (an outcome is
+    /// evidence only from the party that used the miner). `None`: made without a key (open
+    /// mode), so anyone may report. See [`crate::hub`]'s `owner_of` for the operator's id.
+    pub client: Option<u64>,
 }
 
 /// One reported job outcome, kept as history.

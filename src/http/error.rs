@@ -66,6 +66,7 @@ impl From<HubError> for ApiError {
             HubError::Unauthorized => Self::new(StatusCode::UNAUTHORIZED, "unauthorized", msg),
             HubError::Forbidden(_) => Self::new(StatusCode::FORBIDDEN, "forbidden", msg),
             HubError::MinerNotFound(_) => Self::new(StatusCode::NOT_FOUND, "miner_not_found", msg),
+            HubError::KeyNotFound(_) => Self::new(StatusCode::NOT_FOUND, "key_not_found", msg),
             HubError::Claim(c) => match c {
                 ClaimError::UnknownMatch => Self::new(StatusCode::NOT_FOUND, "unknown_match", msg),
                 ClaimError::NotOffered => {
@@ -74,6 +75,7 @@ impl From<HubError> for ApiError {
                 ClaimError::AlreadyReported => {
                     Self::new(StatusCode::CONFLICT, "already_reported", msg)
                 }
+                ClaimError::NotYourMatch => Self::new(StatusCode::FORBIDDEN, "not_your_match", msg),
                 ClaimError::Store(s) => Self::from(HubError::Store(s)),
             },
             HubError::Store(s) => match s {

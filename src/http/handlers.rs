@@ -1,6 +1,7 @@
 //! Handlers: parse into domain values, call the hub, render. Nothing here knows which
 //! storage backend is configured.
 
+use super::auth::ClientCaller;
 use super::dto::{
     DeregisteredDto, HealthDto, HubStatusDto, MatchDto, MinerDto, MinerListDto, OfferDto,
     OutcomeDto, RegisteredDto, StatusDto,
@@ -185,6 +186,7 @@ pub async fn list_miners(
 
 pub async fn match_job(
     State(state): State<AppState>,
+    ClientCaller(caller): ClientCaller,
     ApiJson(body): ApiJson<MatchBody>,
 ) -> Result<Response, ApiError> {
     let req = MatchRequest {
@@ -196,7 +198,7 @@ pub async fn match_job(
         exclude: body.exclude,
         reserve: body.reserve.unwrap_or(true),
     };
-    let out = state.hub.match_job(req).await?;
+    let out = state.hub.match_job_for(req, caller.as_ref()).await?;
     let miners: Vec<OfferDto<'_>> = out
         .miners
         .iter()
@@ -218,17 +220,21 @@ pub async fn match_job(
 
 pub async fn report_outcome(
     State(state): State<AppState>,
+    ClientCaller(caller): ClientCaller,
     ApiJson(body): ApiJson<OutcomeBody>,
 ) -> Result<Response, ApiError> {
     let r = state
         .hub
-        .report_outcome(OutcomeReport {
-            match_id: body.match_id,
-            address: body.address,
-            success: body.success,
-            latency_ms: body.latency_ms,
-            error: body.error,
-        })
+        .report_outcome_for(
+            OutcomeReport {
+                match_id: body.match_id,
+                address: body.address,
+                success: body.success,
+                latency_ms: body.latency_ms,
+                error: body.error,
+            },
+            caller.as_ref(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(OutcomeDto::new(&r, now_ms()))).into_response())
 }

@@ -1,6 +1,7 @@
 //! The HTTP adapter: routes and the layers around them (body limit, timeout, request
 //! metrics and logging, panic guard).
 
+mod admin;
 pub mod auth;
 pub mod dto;
 mod error;
@@ -15,7 +16,7 @@ pub use extract::parse_json;
 use crate::hub::Hub;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use std::sync::Arc;
 
@@ -43,7 +44,12 @@ pub fn api_router(hub: Arc<Hub>) -> Router {
             post(handlers::update_status),
         )
         .route("/api/v1/match", post(handlers::match_job))
-        .route("/api/v1/outcomes", post(handlers::report_outcome));
+        .route("/api/v1/outcomes", post(handlers::report_outcome))
+        .route(
+            "/api/v1/admin/keys",
+            post(admin::create_key).get(admin::list_keys),
+        )
+        .route("/api/v1/admin/keys/{id}", delete(admin::revoke_key));
     if cfg.metrics_on_api_port {
         r = r.route("/metrics", get(handlers::metrics));
     }

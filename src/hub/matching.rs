@@ -1,6 +1,7 @@
 //! Matching jobs to miners, reservations, and job outcomes.
 
 use super::{now_ms, Hub, HubError};
+use crate::auth::Caller;
 use crate::domain::matching::MatchCriteria;
 use crate::domain::miner::{validate_name, DEFAULT_JOB_TYPE};
 use crate::domain::scoring::MinerStats;
@@ -87,26 +88,106 @@ pub(crate) struct Reservations {
 
 #[derive(Default)]
 struct ResInner {
-    by_match: HashMap<MatchId, (Address, Arc<Live>)>,
+    /// The reserved miner, and the client key whose quota the reservation counts against.
+    by_match: HashMap<MatchId, (Address, Arc<Live>, Option<u64>)>,
     queue: VecDeque<(u64, MatchId)>,
+    /// Reservations each client key holds on this hub (`auth.max_reservations_per_client`).
+    per_client: HashMap<u64, u32>,
+}
+
+impl ResInner {
+    fn give_back(&mut self, client: u64) {
+        if let Some(n) = self.per_client.get_mut(&client) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_client.remove(&client);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &MatchId) -> Option<Arc<Live>> {
+        let (_, live, client) = self.by_match.remove(id)?;
+        if let Some(c) = client {
+            self.give_back(c);
+        }
+        live.release();
+        Some(live)
+    }
+}
+
+/// One reservation of a client's quota, taken but not yet held by a reservation.
+pub(crate) struct Quota<'a> {
+    reservations: &'a Reservations,
+    client: Option<u64>,
+}
+
+impl Quota<'_> {
+    /// The client whose quota the reservation being added now holds.
+    pub(crate) fn keep(mut self) -> Option<u64> {
+        self.client.take()
+    }
+}
+
+impl Drop for Quota<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take() {
+            self.reservations.inner.lock().give_back(c);
+        }
+    }
 }
 
 impl Reservations {
-    pub(crate) fn add(&self, id: MatchId, address: Address, live: Arc<Live>, expires: u64) {
+    /// Adds a reservation. A `client` must have taken its quota with
+    /// [`Reservations::take_quota`] first; the quota is given back when the reservation ends.
+    pub(crate) fn add(
+        &self,
+        id: MatchId,
+        address: Address,
+        live: Arc<Live>,
+        expires: u64,
+        client: Option<u64>,
+    ) {
         live.reserve();
         let mut g = self.inner.lock();
-        g.by_match.insert(id, (address, live));
+        g.by_match.insert(id, (address, live, client));
         g.queue.push_back((expires, id));
+    }
+
+    /// Takes one of `client`'s `cap` reservations, if it has one left: checked and counted
+    /// in one step, so concurrent matches by one key cannot overshoot the cap. The quota
+    /// goes back when the guard is dropped unless [`Quota::keep`] hands it to a reservation,
+    /// so a match abandoned half-way (the client hung up during a Redis call) cannot leak it.
+    pub(crate) fn take_quota(&self, client: u64, cap: u32) -> Option<Quota<'_>> {
+        let mut g = self.inner.lock();
+        let n = g.per_client.entry(client).or_insert(0);
+        if *n >= cap {
+            if *n == 0 {
+                g.per_client.remove(&client);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(Quota {
+            reservations: self,
+            client: Some(client),
+        })
+    }
+
+    /// Reservations `client` holds on this hub.
+    pub(crate) fn held_by(&self, client: u64) -> u32 {
+        self.inner
+            .lock()
+            .per_client
+            .get(&client)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Releases the match's reservation if it is on `address`; returns the miner it freed.
     pub(crate) fn release(&self, id: MatchId, address: &Address) -> Option<Arc<Live>> {
         let mut g = self.inner.lock();
-        if g.by_match.get(&id).is_some_and(|(a, _)| a == address) {
-            if let Some((_, live)) = g.by_match.remove(&id) {
-                live.release();
-                return Some(live);
-            }
+        if g.by_match.get(&id).is_some_and(|(a, _, _)| a == address) {
+            return g.remove(&id);
         }
         None
     }
@@ -117,8 +198,7 @@ impl Reservations {
         let mut freed = Vec::new();
         while g.queue.front().is_some_and(|(t, _)| *t <= now) {
             if let Some((_, id)) = g.queue.pop_front() {
-                if let Some((_, live)) = g.by_match.remove(&id) {
-                    live.release();
+                if let Some(live) = g.remove(&id) {
                     freed.push(live);
                 }
             }
@@ -131,9 +211,28 @@ impl Reservations {
     }
 }
 
+/// The id a caller's matches are recorded under: its key's id, 0 for the operator's admin
+/// secret (key ids are never 0), `None` without a key (open mode: anyone may report).
+pub(crate) fn owner_of(caller: Option<&Caller>) -> Option<u64> {
+    caller.map(|c| c.key_id().unwrap_or(0))
+}
+
 impl Hub {
-    /// Finds the best miners for a job; see [`crate::domain::matching`].
+    /// Finds the best miners for a job, for no particular client (open mode).
     pub async fn match_job(&self, req: MatchRequest) -> Result<Match, HubError> {
+        self.match_job_for(req, None).await
+    }
+
+    /// Finds the best miners for a job; see [`crate::domain::matching`]. The match is
+    /// recorded as `caller`'s, so only that key may report its outcomes; a key that holds
+    /// `auth.max_reservations_per_client` reservations already gets its match without one
+    /// (`reserved: false`), so no client can reserve the whole pool.
+    pub async fn match_job_for(
+        &self,
+        mut req: MatchRequest,
+        caller: Option<&Caller>,
+    ) -> Result<Match, HubError> {
+        let client = owner_of(caller);
         let started = Instant::now();
         validate_name("model", &req.model)?;
         let job_type = req.job_type.as_deref().unwrap_or(DEFAULT_JOB_TYPE);
@@ -159,6 +258,18 @@ impl Hub {
         }
         let now = now_ms();
         let ttl_ms = m.reservation_ttl.saturating_mul(1000);
+        // The key's quota is taken before the search and given back below if no
+        // reservation comes of it.
+        let quota = match client {
+            Some(c) if req.reserve => {
+                let q = self
+                    .reservations
+                    .take_quota(c, self.config.auth.max_reservations_per_client);
+                req.reserve = q.is_some();
+                q
+            }
+            _ => None,
+        };
         // Hubs sharing the hot store hear of each other's reservations late, so there the
         // slot is taken in the store, atomically, for the miner chosen; when the store says
         // it is full, the next candidate is tried. A store only this process sees holds
@@ -167,6 +278,7 @@ impl Hub {
         let mut exclude = req.exclude;
         let mut refused = 0;
         let expires = now.saturating_add(ttl_ms);
+        let mut quota = quota;
         let (offers, panic, match_id, reserved) = loop {
             let crit = MatchCriteria {
                 model: &req.model,
@@ -192,8 +304,13 @@ impl Hub {
             // Taken in the index before the shared store is asked, so the matches this hub
             // runs meanwhile see the slot as gone: otherwise they all pick the same miner
             // during the round trip and the store refuses all but one of them.
-            self.reservations
-                .add(match_id, first.address, first.key.live.clone(), expires);
+            self.reservations.add(
+                match_id,
+                first.address,
+                first.key.live.clone(),
+                expires,
+                quota.take().and_then(Quota::keep),
+            );
             // A miner this filled leaves the match sets (and the panic counts) now.
             self.registry.note(&first.key.live);
             if !shared {
@@ -215,9 +332,16 @@ impl Hub {
                 Ok(true) => break (offers, panic, match_id, true),
                 Ok(false) => {
                     // Full through other hubs' reservations this index has not heard of.
+                    // Giving the slot back gives the key's quota back too: take it again.
                     self.unreserve(match_id, &first.address);
                     refused += 1;
                     exclude.push(first.address);
+                    if let Some(c) = client {
+                        quota = self
+                            .reservations
+                            .take_quota(c, self.config.auth.max_reservations_per_client);
+                        req.reserve = quota.is_some();
+                    }
                     if refused >= MAX_REFUSED_RESERVATIONS {
                         offers.remove(0);
                         break (offers, panic, match_id, false);
@@ -244,6 +368,7 @@ impl Hub {
                 id: match_id,
                 offered: offers.iter().map(|o| o.address).collect(),
                 created_at: now,
+                client,
             };
             if let Err(e) = self.hot.record_match(ticket).await {
                 if reserved {
@@ -294,9 +419,19 @@ impl Hub {
         }
     }
 
-    /// Accepts a job's outcome for a miner that match `match_id` offered; each pair once.
-    /// Answered only after the outcome and the new statistics are durable.
+    /// Accepts a job's outcome reported without a key (open mode).
     pub async fn report_outcome(&self, rep: OutcomeReport) -> Result<Standing, HubError> {
+        self.report_outcome_for(rep, None).await
+    }
+
+    /// Accepts a job's outcome for a miner that match `match_id` offered; each pair once,
+    /// and only from the key that made the match (`NotYourMatch` otherwise). Answered only
+    /// after the outcome and the new statistics are durable.
+    pub async fn report_outcome_for(
+        &self,
+        rep: OutcomeReport,
+        caller: Option<&Caller>,
+    ) -> Result<Standing, HubError> {
         let id: MatchId = rep.match_id.parse()?;
         if let Some(l) = rep.latency_ms {
             if !l.is_finite() || !(0.0..=86_400_000.0).contains(&l) {
@@ -311,7 +446,7 @@ impl Hub {
             return Err(Invalid::new("error", "must be at most 1024 characters").into());
         }
         self.hot
-            .claim_outcome(id, &rep.address)
+            .claim_outcome_by(id, &rep.address, owner_of(caller))
             .await
             .map_err(|e| match e {
                 // Redis down: counted and logged like every other storage failure.
@@ -418,7 +553,12 @@ mod tests {
         async fn record_match(&self, t: MatchTicket) -> StoreResult<()> {
             self.0.record_match(t).await
         }
-        async fn claim_outcome(&self, _: MatchId, _: &Address) -> Result<(), ClaimError> {
+        async fn claim_outcome_by(
+            &self,
+            _: MatchId,
+            _: &Address,
+            _: Option<u64>,
+        ) -> Result<(), ClaimError> {
             Err(StoreError::unavailable("redis", "connection refused").into())
         }
         async fn unclaim_outcome(&self, id: MatchId, a: &Address) -> StoreResult<()> {
@@ -439,6 +579,28 @@ mod tests {
         async fn health(&self) -> StoreResult<()> {
             Ok(())
         }
+    }
+
+    /// A key's quota is counted at once, capped, and given back when the match that took
+    /// it ends without a reservation, however it ends (here: abandoned, the guard dropped).
+    #[test]
+    fn a_quota_not_kept_by_a_reservation_goes_back() {
+        let r = Reservations::default();
+        let first = r.take_quota(7, 2).expect("first");
+        let second = r.take_quota(7, 2).expect("second");
+        assert!(r.take_quota(7, 2).is_none(), "capped at 2");
+        assert!(r.take_quota(8, 2).is_some(), "per key");
+        assert_eq!(r.held_by(7), 2);
+        drop(first);
+        assert_eq!(r.held_by(7), 1, "an abandoned match gives its quota back");
+        assert_eq!(
+            second.keep(),
+            Some(7),
+            "kept: now the reservation's to give back"
+        );
+        assert_eq!(r.held_by(7), 1);
+        assert!(r.take_quota(9, 0).is_none(), "a cap of 0 reserves nothing");
+        assert_eq!(r.held_by(9), 0);
     }
 
     /// Issue 9, defect 8: a claim that fails because the hot store is down is counted in
@@ -477,7 +639,6 @@ mod tests {
         assert!(matches!(r, Err(HubError::Store(_))), "{r:?}");
         assert_eq!(errors(), before + 1);
     }
-
     /// A shared hot store (it has a bus) whose slot claims take a while, as a Redis round
     /// trip does under load; it counts the claims it is asked for.
     struct SlowShared {
@@ -509,8 +670,13 @@ mod tests {
         async fn record_match(&self, t: MatchTicket) -> StoreResult<()> {
             self.inner.record_match(t).await
         }
-        async fn claim_outcome(&self, id: MatchId, a: &Address) -> Result<(), ClaimError> {
-            self.inner.claim_outcome(id, a).await
+        async fn claim_outcome_by(
+            &self,
+            id: MatchId,
+            a: &Address,
+            client: Option<u64>,
+        ) -> Result<(), ClaimError> {
+            self.inner.claim_outcome_by(id, a, client).await
         }
         async fn unclaim_outcome(&self, id: MatchId, a: &Address) -> StoreResult<()> {
             self.inner.unclaim_outcome(id, a).await

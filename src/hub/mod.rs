@@ -11,12 +11,16 @@
 //!   format those events travel in.
 //! * `tasks`: the background work, owned by the caller's `CancellationToken`/`TaskTracker`.
 
+mod keys;
 mod matching;
 mod sync;
 mod tasks;
 pub mod views;
 mod wire;
 
+pub use keys::{
+    key_id_string, parse_key_id, validate_key_name, CreatedKey, KEY_RELOAD_INTERVAL, MAX_KEY_NAME,
+};
 pub use matching::{Match, MatchRequest, Offer, OutcomeReport, Standing};
 pub use sync::Event;
 
@@ -82,6 +86,8 @@ pub enum HubError {
     Forbidden(Address),
     #[error("miner {0} is not registered")]
     MinerNotFound(Address),
+    #[error("no key with id {0}")]
+    KeyNotFound(String),
     #[error(transparent)]
     Claim(ClaimError),
     #[error(transparent)]
@@ -136,6 +142,8 @@ pub struct Hub {
     instance: String,
     /// Client and admin keys by digest: a request's key is checked here, never in a store.
     keys: crate::auth::KeyRing,
+    /// Serialises key changes and reloads, so a reload never drops a key created meanwhile.
+    keys_lock: tokio::sync::Mutex<()>,
 }
 
 /// SHA-256 of a token, hex: what is stored instead of the token.
@@ -178,6 +186,7 @@ impl Hub {
             .then(|| crate::auth::digest(&config.auth.admin_token));
         let hub = Self {
             keys: crate::auth::KeyRing::new(operator),
+            keys_lock: tokio::sync::Mutex::new(()),
             params,
             failover,
             policy,
@@ -208,7 +217,9 @@ impl Hub {
                 .upsert(s.miner, s.stats, s.availability, score, cooldown);
         }
         hub.metrics.miners_total.set(n as i64);
+        hub.keys.replace_all(hub.durable.load_keys().await?);
         tracing::info!(
+            keys = hub.keys.len(),
             miners = n,
             durable = hub.durable.backend(),
             hot = hub.hot.backend(),

@@ -99,6 +99,9 @@ pub enum Event {
         match_id: MatchId,
         address: Address,
     },
+    /// A client or admin key was created or revoked: reload the whole set from the durable
+    /// store (which holds only digests, so nothing secret travels on the bus).
+    Keys,
 }
 
 impl Hub {
@@ -177,7 +180,9 @@ impl Hub {
                 if let Some((_, live)) = self.registry.live(&address) {
                     let ttl = self.config.matching.reservation_ttl.saturating_mul(1000);
                     let expires = expires.min(now_ms().saturating_add(ttl));
-                    self.reservations.add(id, address, live.clone(), expires);
+                    // Counted against no key here: a key's quota is per hub.
+                    self.reservations
+                        .add(id, address, live.clone(), expires, None);
                     self.registry.note(&live);
                 }
             }
@@ -189,6 +194,7 @@ impl Hub {
                     self.registry.note(&live);
                 }
             }
+            Event::Keys => self.reload_keys_logged().await,
         }
     }
 

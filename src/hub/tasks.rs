@@ -97,7 +97,7 @@ impl Hub {
     }
 
     /// Starts the background work — the score updater, the reservation sweeper and (with a
-    /// shared hot store) the sync between hubs — on `tracker`, so whoever owns the hub can
+    /// shared hot store) the sync between hubs, and the key reload — on `tracker`, so whoever owns the hub can
     /// wait for it; every task stops at its next await once `cancel` fires.
     pub fn spawn_tasks(self: &Arc<Self>, cancel: CancellationToken, tracker: &TaskTracker) {
         let interval = Duration::from_secs(self.config.scoring.update_interval);
@@ -117,6 +117,7 @@ impl Hub {
             });
         }
         self.spawn_sync(cancel.clone(), tracker);
+        self.spawn_key_reload(cancel.clone(), tracker);
         let hub = self.clone();
         tracker.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -162,8 +163,8 @@ mod tests {
         hub.spawn_tasks(cancel.clone(), &tracker);
         assert_eq!(
             tracker.len(),
-            2,
-            "scorer and sweeper (no shared hot store: no sync)"
+            3,
+            "scorer, sweeper and key reload (no shared hot store: no sync)"
         );
         cancel.cancel();
         tracker.close();

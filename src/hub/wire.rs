@@ -9,7 +9,9 @@
 //! `{"from": <instance id>, "v": 1, "kind": <kind>, ...}` with the kinds
 //! `miner {address}`, `deleted {address}`, `stats {address, stats}`,
 //! `status {address, status}`, `reserved {match_id, address, expires}` and
-//! `released {match_id, address}`. Addresses are `0x` + 40 hex digits, match ids 32
+//! `released {match_id, address}`, and `keys {}` (a client key was created or revoked:
+//! reload them all from the durable store; builds before it ignore it with a warning and
+//! catch up by their periodic reload). Addresses are `0x` + 40 hex digits, match ids 32
 //! lowercase hex digits, times unix milliseconds.
 
 use super::sync::Event;
@@ -61,6 +63,7 @@ pub(crate) enum WireEvent {
         match_id: String,
         address: String,
     },
+    Keys {},
 }
 
 /// A miner's statistics as version 1 sends them.
@@ -176,6 +179,7 @@ impl From<&Event> for WireEvent {
                 match_id: match_id.to_string(),
                 address: address.to_string(),
             },
+            Event::Keys => Self::Keys {},
         }
     }
 }
@@ -241,6 +245,7 @@ impl Envelope {
                 match_id: id(&match_id)?,
                 address: addr(&address)?,
             },
+            WireEvent::Keys {} => Event::Keys,
         })
     }
 }
@@ -310,6 +315,15 @@ mod tests {
         };
         assert_eq!(stats.jobs_total, 1);
         assert_eq!(stats.latency_sum_ms, 120.0);
+    }
+
+    /// The keys event carries nothing but its kind: no id, name or digest on the bus.
+    #[test]
+    fn the_keys_event_is_pinned_and_carries_no_key_material() {
+        let s = serde_json::to_string(&Envelope::new("ab", &Event::Keys)).expect("json");
+        assert_eq!(s, r#"{"from":"ab","v":1,"kind":"keys"}"#);
+        let back = Envelope::parse(&s).and_then(Envelope::into_event);
+        assert_eq!(back.expect("keys"), Event::Keys);
     }
 
     #[test]

@@ -22,6 +22,8 @@ const OUTCOME_PAGE: usize = 5000;
 pub struct Copied {
     pub miners: usize,
     pub outcomes: u64,
+    /// Client and admin keys (digests only) copied.
+    pub keys: usize,
 }
 
 /// Why a migration stopped. The target is left as the failed step left it: run again with
@@ -61,6 +63,8 @@ pub enum MigrateError {
     MinerCount { in_source: usize, in_target: usize },
     #[error("verification failed: miner records differ after the copy")]
     MinerRecords,
+    #[error("verification failed: a key of the source is missing from the target")]
+    KeyRecords,
     #[error("verification failed: {in_source} outcomes in the source, {in_target} in the target")]
     OutcomeCount { in_source: u64, in_target: u64 },
 }
@@ -150,6 +154,22 @@ pub async fn copy(
             .map_err(e("writing outcomes"))?;
         cursor = next;
     }
+    // Keys are not wiped by `--force` (they are credentials, not data): a key already in
+    // the target is kept, and one that clashes with a different key there stops the copy.
+    let keys = from.load_keys().await.map_err(e("reading keys"))?;
+    let present = to
+        .load_keys()
+        .await
+        .map_err(e("reading the target's keys"))?;
+    for k in &keys {
+        if !present.contains(k) {
+            to.insert_key(k).await.map_err(e("writing keys"))?;
+        }
+    }
+    let copied_keys = to.load_keys().await.map_err(e("verifying"))?;
+    if !keys.iter().all(|k| copied_keys.contains(k)) {
+        return Err(MigrateError::KeyRecords);
+    }
     // Verify: the same miners, record for record, and the same number of outcomes.
     let copied = to.load_all().await.map_err(e("verifying"))?;
     if copied.len() != miners.len() {
@@ -172,6 +192,7 @@ pub async fn copy(
     Ok(Copied {
         miners: miners.len(),
         outcomes,
+        keys: keys.len(),
     })
 }
 

@@ -32,6 +32,7 @@ pub mod rows;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
+use crate::auth::ApiKey;
 use crate::domain::scoring::{Availability, MinerStats};
 use crate::domain::{Address, Miner, MinerStatus};
 use async_trait::async_trait;
@@ -214,6 +215,14 @@ pub trait DurableStore: Send + Sync + 'static {
     async fn health(&self) -> Result<()>;
     /// Finishes pending writes; later writes fail.
     async fn close(&self);
+    /// Stores a new client or admin key (its digest, never its secret); `AlreadyExists`
+    /// when its id or its digest is taken. Every hub sharing the store loads it.
+    async fn insert_key(&self, key: &ApiKey) -> Result<()>;
+    /// Deletes the key with this id, so no hub loads it again; `NotFound` when there is
+    /// none.
+    async fn revoke_key(&self, id: u64) -> Result<()>;
+    /// Every live (not revoked) key, oldest first: what each hub's key ring is built from.
+    async fn load_keys(&self) -> Result<Vec<ApiKey>>;
 }
 
 /// Why an outcome cannot be accepted.
@@ -225,6 +234,8 @@ pub enum ClaimError {
     NotOffered,
     #[error("an outcome for this match and miner was already reported")]
     AlreadyReported,
+    #[error("this match was made with another client key: only that key may report its outcomes")]
+    NotYourMatch,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -238,6 +249,7 @@ pub enum ClaimError {
 /// * `claim_outcome` succeeds once per offered `(match, address)` pair, whichever hub and
 ///   however many callers try at once; a claim made right after `record_match` on the same
 ///   store finds the match.
+/// * A match recorded with a `client` is claimed only by that client (`NotYourMatch`).
 /// * `reserve_slot` never lets a miner hold more unexpired reservations than the `slots`
 ///   the caller passes, however many processes share the store; a reservation ends by
 ///   `release_slot` or when its TTL passes.
@@ -252,11 +264,24 @@ pub trait HotStore: Send + Sync + 'static {
     async fn remove_status(&self, address: &Address) -> Result<()>;
     /// Remembers a match for the outcome window.
     async fn record_match(&self, ticket: MatchTicket) -> Result<()>;
-    /// Claims the right to report the outcome of `(match, address)`; each pair once.
+    /// Claims the right to report the outcome of `(match, address)` without a key (open
+    /// mode): [`HotStore::claim_outcome_by`] with no client.
     async fn claim_outcome(
         &self,
         id: MatchId,
         address: &Address,
+    ) -> std::result::Result<(), ClaimError> {
+        self.claim_outcome_by(id, address, None).await
+    }
+    /// Claims the right to report the outcome of `(match, address)`, each pair once, for
+    /// `client` (the reporting key's id): a match recorded with a client accepts only that
+    /// client (`NotYourMatch` otherwise, checked before anything else about the pair, and
+    /// claiming nothing); one recorded without accepts anyone.
+    async fn claim_outcome_by(
+        &self,
+        id: MatchId,
+        address: &Address,
+        client: Option<u64>,
     ) -> std::result::Result<(), ClaimError>;
     /// Gives back a claim whose outcome could not be stored, so the client may retry.
     async fn unclaim_outcome(&self, id: MatchId, address: &Address) -> Result<()>;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 struct Ledger {
+    client: Option<u64>,
     offered: Vec<Address>,
     reported: Mutex<Vec<bool>>,
 }
@@ -96,6 +97,7 @@ impl HotStore for MokaHotStore {
     async fn record_match(&self, ticket: MatchTicket) -> Result<()> {
         let n = ticket.offered.len();
         let ledger = Ledger {
+            client: ticket.client,
             offered: ticket.offered,
             reported: Mutex::new(vec![false; n]),
         };
@@ -103,12 +105,16 @@ impl HotStore for MokaHotStore {
         Ok(())
     }
 
-    async fn claim_outcome(
+    async fn claim_outcome_by(
         &self,
         id: MatchId,
         address: &Address,
+        client: Option<u64>,
     ) -> std::result::Result<(), ClaimError> {
         let ledger = self.matches.get(&id).ok_or(ClaimError::UnknownMatch)?;
+        if ledger.client.is_some() && ledger.client != client {
+            return Err(ClaimError::NotYourMatch);
+        }
         let i = ledger
             .offered
             .iter()

@@ -17,6 +17,7 @@ use super::rows::{self, OutcomeRow, RowError};
 use super::{
     BoxError, CommitObserver, DurableStore, OutcomeRecord, Result, StoreError, StoredMiner,
 };
+use crate::auth::ApiKey;
 use crate::domain::scoring::{Availability, MinerStats};
 use crate::domain::{Address, Miner};
 use async_trait::async_trait;
@@ -48,6 +49,13 @@ const MIGRATIONS: &[&str] = &[
         error      TEXT
     );
     CREATE INDEX outcomes_at ON {s}.outcomes (at);",
+    // 2: client and admin keys: the digest of each secret, never the secret; the JSON row
+    // (`rows::KeyRow`) is what is read back, the columns are there for the constraints.
+    "CREATE TABLE {s}.api_keys (
+        id     BIGINT PRIMARY KEY,
+        digest TEXT NOT NULL UNIQUE,
+        key    JSONB NOT NULL
+    );",
 ];
 
 /// The newest schema version this build understands.
@@ -121,6 +129,9 @@ struct Sql {
     export_outcomes: String,
     import_miner: String,
     wipe: String,
+    insert_key: String,
+    revoke_key: String,
+    select_keys: String,
 }
 
 impl Sql {
@@ -172,6 +183,13 @@ impl Sql {
                    availability = EXCLUDED.availability"
             ),
             wipe: format!("TRUNCATE {s}.miners, {s}.outcomes RESTART IDENTITY"),
+            // No conflict target: a taken id and a taken digest both insert nothing.
+            insert_key: format!(
+                "INSERT INTO {s}.api_keys (id, digest, key) VALUES ($1, $2, $3::text::jsonb)
+                 ON CONFLICT DO NOTHING"
+            ),
+            revoke_key: format!("DELETE FROM {s}.api_keys WHERE id = $1"),
+            select_keys: format!("SELECT key::text FROM {s}.api_keys"),
         }
     }
 }
@@ -636,6 +654,55 @@ impl DurableStore for PostgresStore {
             .await
             .map_err(pg)
             .map(|_| ())
+    }
+
+    async fn insert_key(&self, key: &ApiKey) -> Result<()> {
+        let text = row(rows::encode_key(key))?;
+        self.observed(async {
+            let client = self.client().await?;
+            // The id's bits as a BIGINT, so every u64 round-trips.
+            let n = client
+                .execute(
+                    &self.sql.insert_key,
+                    &[&(key.id as i64), &hex::encode(key.digest), &text],
+                )
+                .await
+                .map_err(pg)?;
+            if n == 0 {
+                Err(StoreError::AlreadyExists)
+            } else {
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn revoke_key(&self, id: u64) -> Result<()> {
+        self.observed(async {
+            let client = self.client().await?;
+            let n = client
+                .execute(&self.sql.revoke_key, &[&(id as i64)])
+                .await
+                .map_err(pg)?;
+            if n == 0 {
+                Err(StoreError::NotFound)
+            } else {
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn load_keys(&self) -> Result<Vec<ApiKey>> {
+        let client = self.client().await?;
+        let found = client.query(&self.sql.select_keys, &[]).await.map_err(pg)?;
+        let mut out = Vec::with_capacity(found.len());
+        for r in found {
+            let text: String = r.get(0);
+            out.push(row(rows::decode_key(text.as_bytes()))?);
+        }
+        out.sort_by_key(|k| (k.created_at, k.id));
+        Ok(out)
     }
 
     async fn close(&self) {

@@ -5,7 +5,9 @@
 //! * `…status:<address>`: a miner's live status (JSON), with the heartbeat timeout as TTL;
 //! * `…match:<id>`: the match ledger, a hash from each offered address to `0`/`1` (reported),
 //!   with the outcome window as TTL; claims are one Lua script, so a pair is claimed once
-//!   even when two hubs receive the same outcome;
+//!   even when two hubs receive the same outcome. A match made with a client key also holds
+//!   `client` (the key's id, format [`OWNED_LEDGER_FORMAT`]), and the script refuses every
+//!   other claimant;
 //! * `…slots:<address>`: a miner's slot reservations, a sorted set of match ids scored by
 //!   their expiry (unix ms, Redis's clock); taking a slot is one Lua script that drops
 //!   expired entries and checks the cap, so hubs sharing Redis never over-reserve a miner
@@ -45,16 +47,27 @@ const QUEUE: usize = 65_536;
 /// Most queued writes one pipeline carries.
 const MAX_BATCH: usize = 1024;
 
-/// The format version of the values this build writes (status JSON, ledger hashes).
+/// The format version of the values this build writes (status JSON, and ledger hashes of
+/// matches made without a key).
 pub const FORMAT: u32 = 1;
+/// The format of a ledger that names the client key that made the match (its `client`
+/// field). Version 1 builds refuse it as newer, so during a rolling upgrade they never
+/// accept another key's outcome for it; ledgers without a client stay version 1.
+pub const OWNED_LEDGER_FORMAT: u32 = 2;
 /// The ledger hash field holding its format version (never an address).
 const VERSION_FIELD: &str = "v";
+/// The ledger hash field holding the id of the key that made the match (never an address,
+/// which starts with `0x`).
+const CLIENT_FIELD: &str = "client";
 
-/// KEYS[1] = ledger; ARGV[1] = address, ARGV[2] = the newest ledger format this build reads.
+/// KEYS[1] = ledger; ARGV[1] = address, ARGV[2] = the newest ledger format this build reads,
+/// ARGV[3] = the claiming key's id ("" for none).
 const CLAIM: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local fmt = redis.call('HGET', KEYS[1], 'v')
 if fmt and tonumber(fmt) > tonumber(ARGV[2]) then return -4 end
+local owner = redis.call('HGET', KEYS[1], 'client')
+if owner and owner ~= ARGV[3] then return -5 end
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return -2 end
 if v == '1' then return -3 end
@@ -398,7 +411,15 @@ async fn writer(
                 Write::Ledger(t) => {
                     let key = format!("{ns}match:{}", t.id);
                     let mut hset = redis::cmd("HSET");
-                    hset.arg(&key).arg(VERSION_FIELD).arg(FORMAT);
+                    match t.client {
+                        Some(c) => hset
+                            .arg(&key)
+                            .arg(VERSION_FIELD)
+                            .arg(OWNED_LEDGER_FORMAT)
+                            .arg(CLIENT_FIELD)
+                            .arg(c.to_string()),
+                        None => hset.arg(&key).arg(VERSION_FIELD).arg(FORMAT),
+                    };
                     for a in &t.offered {
                         hset.arg(a.to_string()).arg(0);
                     }
@@ -510,10 +531,11 @@ impl HotStore for RedisHotStore {
         Ok(())
     }
 
-    async fn claim_outcome(
+    async fn claim_outcome_by(
         &self,
         id: MatchId,
         address: &Address,
+        client: Option<u64>,
     ) -> std::result::Result<(), ClaimError> {
         self.flush().await;
         let mut c = self.conn.clone();
@@ -521,7 +543,8 @@ impl HotStore for RedisHotStore {
             .claim
             .key(self.match_key(id))
             .arg(address.to_string())
-            .arg(FORMAT)
+            .arg(OWNED_LEDGER_FORMAT)
+            .arg(client.map(|c| c.to_string()).unwrap_or_default())
             .invoke_async(&mut c)
             .await
             .map_err(unavailable)?;
@@ -530,8 +553,9 @@ impl HotStore for RedisHotStore {
             -1 => Err(ClaimError::UnknownMatch),
             -2 => Err(ClaimError::NotOffered),
             -3 => Err(ClaimError::AlreadyReported),
+            -5 => Err(ClaimError::NotYourMatch),
             -4 => Err(corrupt(format!(
-                "match {id}'s ledger is in a newer format than version {FORMAT}"
+                "match {id}'s ledger is in a newer format than version {OWNED_LEDGER_FORMAT}"
             ))
             .into()),
             other => Err(corrupt(format!("claim script answered {other}")).into()),

@@ -14,6 +14,7 @@
 //! and add a golden test with the new encoding.
 
 use super::OutcomeRecord;
+use crate::auth::{ApiKey, Role};
 use crate::domain::scoring::{Availability, MinerStats};
 use crate::domain::{Address, Capabilities, Endpoint, Miner};
 use serde::de::DeserializeOwned;
@@ -322,6 +323,64 @@ impl TryFrom<OutcomeRow> for OutcomeRecord {
     }
 }
 
+/// A client or admin key as stored: its digest, never its secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRow {
+    #[serde(default, rename = "v")]
+    pub version: u32,
+    pub id: u64,
+    pub name: String,
+    /// `"admin"` or `"client"`.
+    pub role: String,
+    pub created_at: u64,
+    /// SHA-256 of the secret, 64 lowercase hex digits.
+    pub digest: String,
+}
+
+impl Row for KeyRow {
+    const WHAT: &'static str = "key";
+}
+
+impl From<&ApiKey> for KeyRow {
+    fn from(k: &ApiKey) -> Self {
+        Self {
+            version: current(),
+            id: k.id,
+            name: k.name.clone(),
+            role: match k.role {
+                Role::Admin => "admin",
+                Role::Client => "client",
+            }
+            .to_string(),
+            created_at: k.created_at,
+            digest: hex::encode(k.digest),
+        }
+    }
+}
+
+impl TryFrom<KeyRow> for ApiKey {
+    type Error = RowError;
+
+    fn try_from(r: KeyRow) -> Result<Self, RowError> {
+        let invalid = |field: &str, message: String| RowError::Invalid {
+            what: KeyRow::WHAT,
+            field: field.to_string(),
+            message,
+        };
+        let role = r.role.parse::<Role>().map_err(|m| invalid("role", m))?;
+        let mut digest = [0u8; 32];
+        hex::decode_to_slice(&r.digest, &mut digest)
+            .map_err(|e| invalid("digest", format!("not 32 hex bytes: {e}")))?;
+        Ok(ApiKey {
+            id: r.id,
+            name: r.name,
+            role,
+            created_at: r.created_at,
+            digest,
+        })
+    }
+}
+
 // Shorthands the stores use: domain value to JSON row, and back, so a store never names a
 // row type and cannot bypass the conversion.
 
@@ -363,6 +422,16 @@ pub fn encode_outcome(o: &OutcomeRecord) -> Result<String, RowError> {
 /// An outcome from its JSON row.
 pub fn decode_outcome(bytes: &[u8]) -> Result<OutcomeRecord, RowError> {
     OutcomeRecord::try_from(decode::<OutcomeRow>(bytes)?)
+}
+
+/// A key as its JSON row.
+pub fn encode_key(k: &ApiKey) -> Result<String, RowError> {
+    encode(&KeyRow::from(k))
+}
+
+/// A key from its JSON row.
+pub fn decode_key(bytes: &[u8]) -> Result<ApiKey, RowError> {
+    ApiKey::try_from(decode::<KeyRow>(bytes)?)
 }
 
 #[cfg(test)]
@@ -449,6 +518,43 @@ mod tests {
             decode_outcome(encode_outcome(&o).unwrap().as_bytes()).unwrap(),
             o
         );
+    }
+
+    /// A key row is pinned like the others, holds the digest (never a secret), and a
+    /// row naming an unknown role or a short digest is refused, not half-read.
+    #[test]
+    fn key_rows_are_pinned_and_checked() {
+        let k = ApiKey {
+            id: 7,
+            name: "coordinator-1".into(),
+            role: Role::Client,
+            created_at: 1_700_000_000_000,
+            digest: [0xab; 32],
+        };
+        let text = encode_key(&k).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                r#"{{"v":1,"id":7,"name":"coordinator-1","role":"client","created_at":1700000000000,"digest":"{}"}}"#,
+                "ab".repeat(32)
+            )
+        );
+        assert_eq!(decode_key(text.as_bytes()).unwrap(), k);
+        let root = text.replace("\"client\"", "\"root\"");
+        assert!(matches!(
+            decode_key(root.as_bytes()),
+            Err(RowError::Invalid { field, .. }) if field == "role"
+        ));
+        let short = text.replace(&"ab".repeat(32), "abab");
+        assert!(matches!(
+            decode_key(short.as_bytes()),
+            Err(RowError::Invalid { field, .. }) if field == "digest"
+        ));
+        let newer = text.replace("\"v\":1", "\"v\":9");
+        assert!(matches!(
+            decode_key(newer.as_bytes()),
+            Err(RowError::Newer { .. })
+        ));
     }
 
     /// Rows as the code before format versions wrote them (serde of the domain types).

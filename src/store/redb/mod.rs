@@ -18,6 +18,7 @@ use super::{
     error_chain, BoxError, CommitObserver, DurableStore, OutcomeRecord, Result, StoreError,
     StoredMiner,
 };
+use crate::auth::ApiKey;
 use crate::domain::scoring::{Availability, MinerStats};
 use crate::domain::{Address, Miner};
 use async_trait::async_trait;
@@ -181,6 +182,18 @@ impl DurableStore for RedbStore {
 
     async fn wipe(&self) -> Result<()> {
         self.write(Op::Wipe).await
+    }
+
+    async fn insert_key(&self, key: &ApiKey) -> Result<()> {
+        self.write(Op::InsertKey(key.clone())).await
+    }
+
+    async fn revoke_key(&self, id: u64) -> Result<()> {
+        self.write(Op::RevokeKey(id)).await
+    }
+
+    async fn load_keys(&self) -> Result<Vec<ApiKey>> {
+        self.read(tables::load_keys).await
     }
 
     async fn health(&self) -> Result<()> {

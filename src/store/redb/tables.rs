@@ -3,6 +3,7 @@
 //! into commits, and the store (`mod.rs`) runs the reads on blocking threads.
 
 use super::{corrupt, row, unavailable};
+use crate::auth::ApiKey;
 use crate::domain::scoring::{Availability, MinerStats};
 use crate::domain::{Address, Miner};
 use crate::store::rows;
@@ -24,6 +25,9 @@ pub(super) const AVAILABILITY: TableDefinition<&[u8], &[u8]> = TableDefinition::
 /// (accepted_at_ms << 64 | sequence) -> `rows::OutcomeRow` (JSON); time-ordered for pruning.
 pub(super) const OUTCOMES: TableDefinition<u128, &[u8]> = TableDefinition::new("outcomes");
 
+/// key id -> `rows::KeyRow` (JSON): client and admin keys, by digest only.
+pub(super) const KEYS: TableDefinition<u64, &[u8]> = TableDefinition::new("keys");
+
 const SCHEMA_KEY: &str = "schema_version";
 const SEQ_KEY: &str = "outcome_seq";
 
@@ -37,6 +41,8 @@ pub(super) enum Op {
     Prune(u64),
     Import(Vec<StoredMiner>, Vec<OutcomeRecord>),
     Wipe,
+    InsertKey(ApiKey),
+    RevokeKey(u64),
 }
 
 pub(super) enum Reply {
@@ -70,6 +76,7 @@ pub(super) fn init_schema(db: &Database) -> Result<()> {
         txn.open_table(STATS).map_err(unavailable)?;
         txn.open_table(AVAILABILITY).map_err(unavailable)?;
         txn.open_table(OUTCOMES).map_err(unavailable)?;
+        txn.open_table(KEYS).map_err(unavailable)?;
     }
     txn.commit().map_err(unavailable)
 }
@@ -81,6 +88,7 @@ pub(super) struct Tables<'t> {
     stats: redb::Table<'t, &'static [u8], &'static [u8]>,
     availability: redb::Table<'t, &'static [u8], &'static [u8]>,
     outcomes: redb::Table<'t, u128, &'static [u8]>,
+    keys: redb::Table<'t, u64, &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -91,6 +99,7 @@ impl<'t> Tables<'t> {
             stats: txn.open_table(STATS).map_err(unavailable)?,
             availability: txn.open_table(AVAILABILITY).map_err(unavailable)?,
             outcomes: txn.open_table(OUTCOMES).map_err(unavailable)?,
+            keys: txn.open_table(KEYS).map_err(unavailable)?,
         })
     }
 
@@ -238,6 +247,23 @@ impl<'t> Tables<'t> {
                 self.outcomes.retain(|_, _| false).map_err(unavailable)?;
                 Ok(Reply::Done)
             }
+            Op::InsertKey(k) => {
+                // Few keys (one per client): a scan for the digest is cheap, and a digest
+                // held twice would make one secret mean two keys.
+                for entry in self.keys.iter().map_err(unavailable)? {
+                    let (id, v) = entry.map_err(unavailable)?;
+                    if id.value() == k.id || row(rows::decode_key(v.value()))?.digest == k.digest {
+                        return Err(StoreError::AlreadyExists);
+                    }
+                }
+                let v = row(rows::encode_key(&k))?;
+                self.keys.insert(k.id, v.as_bytes()).map_err(unavailable)?;
+                Ok(Reply::Done)
+            }
+            Op::RevokeKey(id) => match self.keys.remove(id).map_err(unavailable)? {
+                Some(_) => Ok(Reply::Done),
+                None => Err(StoreError::NotFound),
+            },
         }
     }
 }
@@ -325,6 +351,18 @@ pub(super) fn export(
         last = Some(k.value());
     }
     Ok((out, last))
+}
+
+pub(super) fn load_keys(db: &Database) -> Result<Vec<ApiKey>> {
+    let txn = db.begin_read().map_err(unavailable)?;
+    let t = txn.open_table(KEYS).map_err(unavailable)?;
+    let mut out = Vec::new();
+    for entry in t.iter().map_err(unavailable)? {
+        let (_, v) = entry.map_err(unavailable)?;
+        out.push(row(rows::decode_key(v.value()))?);
+    }
+    out.sort_by_key(|k| (k.created_at, k.id));
+    Ok(out)
 }
 
 pub(super) fn outcome_count(db: &Database) -> Result<u64> {

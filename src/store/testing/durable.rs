@@ -5,6 +5,7 @@
 //! each; what differs between backends is passed in [`DurableCaps`].
 
 use super::fixtures::{address, availability, miner, outcome};
+use crate::auth::{ApiKey, Role};
 use crate::domain::scoring::MinerStats;
 use crate::store::{DurableStore, StoreError, StoredMiner};
 use std::future::Future;
@@ -47,7 +48,56 @@ where
     prune_drops_old_history_only(make().await.as_ref()).await;
     load_miner_reads_one(make().await.as_ref()).await;
     export_import_round_trips(make().await.as_ref(), make().await.as_ref()).await;
+    keys_insert_load_and_revoke(make().await.as_ref()).await;
+    a_taken_key_id_or_digest_is_refused(make().await.as_ref()).await;
     closed_store_refuses_writes(make().await.as_ref(), caps).await;
+}
+
+fn key(id: u64, secret: &str, role: Role, created_at: u64) -> ApiKey {
+    ApiKey {
+        id,
+        name: format!("client-{id}"),
+        role,
+        created_at,
+        digest: crate::auth::digest(secret),
+    }
+}
+
+/// Keys load back as inserted (oldest first, every field, ids beyond `i64::MAX` too), and
+/// a revoked key is gone from the load; revoking it again, or an unknown id, is `NotFound`.
+pub async fn keys_insert_load_and_revoke(s: &dyn DurableStore) {
+    assert_eq!(s.load_keys().await.expect("load"), vec![]);
+    let a = key(u64::MAX - 1, "secret-a", Role::Client, 20);
+    let b = key(2, "secret-b", Role::Admin, 10);
+    let c = key(3, "secret-c", Role::Client, 30);
+    for k in [&a, &b, &c] {
+        s.insert_key(k).await.expect("insert key");
+    }
+    assert_eq!(
+        s.load_keys().await.expect("load"),
+        vec![b.clone(), a.clone(), c.clone()]
+    );
+    s.revoke_key(a.id).await.expect("revoke");
+    assert_eq!(s.load_keys().await.expect("load"), vec![b, c]);
+    assert_eq!(s.revoke_key(a.id).await, Err(StoreError::NotFound));
+    assert_eq!(s.revoke_key(99).await, Err(StoreError::NotFound));
+}
+
+/// A key whose id or digest is already stored is `AlreadyExists`, and the first stays.
+pub async fn a_taken_key_id_or_digest_is_refused(s: &dyn DurableStore) {
+    let first = key(5, "secret-5", Role::Client, 1);
+    s.insert_key(&first).await.expect("insert");
+    assert_eq!(
+        s.insert_key(&key(5, "other-secret", Role::Admin, 2)).await,
+        Err(StoreError::AlreadyExists),
+        "same id"
+    );
+    assert_eq!(
+        s.insert_key(&key(6, "secret-5", Role::Admin, 2)).await,
+        Err(StoreError::AlreadyExists),
+        "same digest: one secret must name one key"
+    );
+    assert_eq!(s.load_keys().await.expect("load"), vec![first]);
 }
 
 fn find(all: &[StoredMiner], i: u8) -> &StoredMiner {
@@ -329,6 +379,8 @@ where
         .await
         .expect("save");
     let before = first.load_all().await.expect("load_all");
+    let k = key(42, "survivor", Role::Client, 7);
+    first.insert_key(&k).await.expect("insert key");
     first.close().await;
     drop(first);
     let s = reopen().await;
@@ -337,5 +389,6 @@ where
     assert_eq!(all[0].stats.jobs_failed, 1);
     assert_eq!(all[0].miner.token_hash, "h");
     assert_eq!(s.outcome_count().await.expect("count"), 1);
+    assert_eq!(s.load_keys().await.expect("keys after reopen"), vec![k]);
     s.close().await;
 }

@@ -44,6 +44,7 @@ pub async fn hot_suite(store: Arc<dyn HotStore>, caps: HotCaps) {
     status_expires_after_its_ttl(h, caps).await;
     statuses_read_in_bulk(h).await;
     claims_are_once_per_offered_miner(h).await;
+    claims_belong_to_the_client_that_matched(h).await;
     concurrent_claims_give_exactly_one_ok(store.clone(), caps).await;
     a_claim_right_after_a_match_succeeds(store.clone(), caps).await;
     ledger_expires_after_the_outcome_window(h, caps).await;
@@ -82,6 +83,7 @@ fn ticket(id: MatchId, offered: Vec<Address>) -> MatchTicket {
         id,
         offered,
         created_at: 1,
+        client: None,
     }
 }
 
@@ -117,6 +119,46 @@ pub async fn statuses_read_in_bulk(h: &dyn HotStore) {
     h.put_status(&a, &status(7)).await.unwrap();
     let got = h.get_statuses(&[a, b]).await.unwrap();
     assert_eq!(got, vec![Some(status(7)), None]);
+}
+
+/// A match recorded for a client is claimed by that client only: another key, or none, gets
+/// `NotYourMatch` (even for a miner it did not offer, so a stranger learns nothing) and
+/// claims nothing, so the owner's report still counts. Ids beyond `i64::MAX` too.
+pub async fn claims_belong_to_the_client_that_matched(h: &dyn HotStore) {
+    let (a, b) = (address(12, 1), address(12, 2));
+    let owner = u64::MAX - 3;
+    let id = fresh_id();
+    h.record_match(MatchTicket {
+        client: Some(owner),
+        ..ticket(id, vec![a])
+    })
+    .await
+    .unwrap();
+    for other in [Some(7), None] {
+        assert_eq!(
+            h.claim_outcome_by(id, &a, other).await,
+            Err(ClaimError::NotYourMatch),
+            "{other:?}"
+        );
+        assert_eq!(
+            h.claim_outcome_by(id, &b, other).await,
+            Err(ClaimError::NotYourMatch)
+        );
+    }
+    assert_eq!(
+        h.claim_outcome_by(id, &b, Some(owner)).await,
+        Err(ClaimError::NotOffered)
+    );
+    h.claim_outcome_by(id, &a, Some(owner)).await.unwrap();
+    assert_eq!(
+        h.claim_outcome_by(id, &a, Some(owner)).await,
+        Err(ClaimError::AlreadyReported)
+    );
+    // A match made without a key (open mode) takes anyone's report, keyed or not.
+    let open = fresh_id();
+    h.record_match(ticket(open, vec![a, b])).await.unwrap();
+    h.claim_outcome_by(open, &a, Some(7)).await.unwrap();
+    h.claim_outcome_by(open, &b, None).await.unwrap();
 }
 
 pub async fn claims_are_once_per_offered_miner(h: &dyn HotStore) {
