@@ -16,6 +16,7 @@
 
 use super::extract::bearer;
 use super::ApiError;
+use crate::auth::Caller;
 use crate::config::{Rate, RateLimits};
 use crate::domain::Address;
 use crate::hub::Hub;
@@ -29,7 +30,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http_body_util::{BodyExt, LengthLimitError};
 use serde::Deserialize;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,6 +120,12 @@ impl Limiter {
         }
     }
 
+    /// Whether `class` is limited at all (`per_second > 0`): when it is not, the layer does
+    /// not even work out the party.
+    pub fn limits(&self, class: RouteClass) -> bool {
+        self.classes.get(class.index()).is_some_and(|l| l.is_some())
+    }
+
     /// Takes one token from `party`'s bucket for `class`.
     pub fn check(&self, class: RouteClass, party: &Party) -> Result<(), RetryAfter> {
         match self.classes.get(class.index()).and_then(Option::as_ref) {
@@ -163,6 +170,12 @@ pub fn spawn_forgetting(limiter: Arc<Limiter>, cancel: CancellationToken, tracke
     });
 }
 
+/// The caller the rate-limit layer resolved from a match's or outcome's bearer (`None`: no
+/// bearer, or one that is no live key), left in the request's extensions so that
+/// [`ClientCaller`](super::auth::ClientCaller) does not hash the same key a second time.
+#[derive(Debug, Clone)]
+pub struct KnownCaller(pub Option<Caller>);
+
 /// What a limited route is, before its party is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -175,6 +188,16 @@ enum Kind {
     Status,
     /// Match or outcome: per client key, else per source IP.
     PerClient(RouteClass),
+}
+
+impl Kind {
+    fn class(self) -> RouteClass {
+        match self {
+            Kind::Registration => RouteClass::Register,
+            Kind::PerIp(c) | Kind::PerClient(c) => c,
+            Kind::Status => RouteClass::Status,
+        }
+    }
 }
 
 /// The limited class of a request, by its method and matched route (the route template, so
@@ -262,11 +285,13 @@ impl Enforcer {
     /// A match or outcome is counted against the caller's key when the bearer is a live key,
     /// so clients behind one address (or one proxy) do not share a bucket; otherwise against
     /// the source address.
-    fn client_party(&self, headers: &HeaderMap, ip: IpAddr) -> Party {
-        bearer(headers)
-            .and_then(|t| self.hub.keys().caller(t))
-            .and_then(|c| c.key_id())
-            .map_or(Party::Ip(ip), Party::Key)
+    fn client_party(&self, headers: &HeaderMap, ip: IpAddr) -> (Party, KnownCaller) {
+        let caller = bearer(headers).and_then(|t| self.hub.keys().caller(t));
+        let party = caller
+            .as_ref()
+            .and_then(Caller::key_id)
+            .map_or(Party::Ip(ip), Party::Key);
+        (party, KnownCaller(caller))
     }
 
     /// A status update is counted against its miner only when it carries the miner's token;
@@ -283,6 +308,19 @@ impl Enforcer {
             (Some(a), Some(t)) if self.hub.holds_token(&a, t) => Party::Miner(a),
             _ => Party::Ip(ip),
         }
+    }
+}
+
+/// The address a source's bucket is kept under: an IPv6 client by its /64, since one host
+/// commonly holds a whole /64 and could otherwise take a fresh bucket for every request; an
+/// IPv4 client seen through a dual-stack socket as its IPv4 address.
+fn bucket_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::from(u64::MAX)))),
+        },
     }
 }
 
@@ -350,14 +388,16 @@ pub(super) async fn enforce(State(e): State<Enforcer>, req: Request, next: Next)
         Some(route) => classify(req.method(), route.as_str()),
         None => None,
     };
-    let Some(limited) = limited else {
+    let Some(limited) = limited.filter(|k| e.limiter.limits(k.class())) else {
         return next.run(req).await;
     };
-    let ip = e.source_ip(&req);
+    let ip = bucket_ip(e.source_ip(&req));
     let (req, class, party) = match limited {
         Kind::PerIp(class) => (req, class, Party::Ip(ip)),
         Kind::PerClient(class) => {
-            let party = e.client_party(req.headers(), ip);
+            let (party, caller) = e.client_party(req.headers(), ip);
+            let mut req = req;
+            req.extensions_mut().insert(caller);
             (req, class, party)
         }
         Kind::Status => {
@@ -494,6 +534,21 @@ mod tests {
         ] {
             assert_eq!(classify(m, route), None, "{m} {route}");
         }
+    }
+
+    #[test]
+    fn an_ipv6_source_is_counted_by_its_64_prefix() {
+        assert_eq!(bucket_ip(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(bucket_ip(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(bucket_ip(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            bucket_ip(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+            bucket_ip(ip("2001:db8:1:2::9"))
+        );
+        assert_ne!(
+            bucket_ip(ip("2001:db8:1:3::1")),
+            bucket_ip(ip("2001:db8:1:2::1"))
+        );
     }
 
     #[test]
