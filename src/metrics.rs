@@ -32,6 +32,7 @@ pub struct Metrics {
     pub score_updates_total: IntCounter,
     pub build_info: IntGaugeVec,
     pub rate_limited_total: IntCounterVec,
+    pub rate_limit_parties: IntGauge,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -216,6 +217,13 @@ impl Metrics {
                 &["class"],
             ),
         );
+        let rate_limit_parties = add(
+            &registry,
+            IntGauge::new(
+                "poolhub_rate_limit_parties",
+                "Rate-limit buckets held in memory (parties per class, summed) after the last sweep of idle ones.",
+            ),
+        );
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -255,6 +263,7 @@ impl Metrics {
             score_updates_total,
             build_info,
             rate_limited_total,
+            rate_limit_parties,
         }
     }
 

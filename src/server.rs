@@ -147,7 +147,13 @@ pub async fn serve(
     let limiter = Arc::new(crate::http::limits::Limiter::new(
         &hub.config().auth.rate_limits,
     ));
-    crate::http::limits::spawn_forgetting(limiter.clone(), background.clone(), &tasks);
+    crate::http::limits::spawn_forgetting(
+        limiter.clone(),
+        crate::http::limits::FORGET_EVERY,
+        hub.metrics().rate_limit_parties.clone(),
+        background.clone(),
+        &tasks,
+    );
 
     let stop = conn::Stop {
         drain: CancellationToken::new(),

@@ -151,18 +151,28 @@ impl Limiter {
     }
 }
 
-/// Calls [`Limiter::forget_idle`] every [`FORGET_EVERY`] until `cancel` fires, on the
-/// server's background tracker (so shutdown waits for it like for the hub's own tasks).
-pub fn spawn_forgetting(limiter: Arc<Limiter>, cancel: CancellationToken, tracker: &TaskTracker) {
+/// Calls [`Limiter::forget_idle`] every `every` ([`FORGET_EVERY`] in the server) until
+/// `cancel` fires, on the server's background tracker (so shutdown waits for it like for the
+/// hub's own tasks), and shows how many parties remain in `parties`
+/// (`poolhub_rate_limit_parties`).
+pub fn spawn_forgetting(
+    limiter: Arc<Limiter>,
+    every: Duration,
+    parties: prometheus::IntGauge,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) {
     tracker.spawn(async move {
-        let mut tick = tokio::time::interval(FORGET_EVERY);
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
             tokio::select! {
                 _ = tick.tick() => {
                     limiter.forget_idle();
-                    tracing::debug!(parties = limiter.tracked(), "rate limits: idle parties forgotten");
+                    let n = limiter.tracked();
+                    parties.set(i64::try_from(n).unwrap_or(i64::MAX));
+                    tracing::debug!(parties = n, "rate limits: idle parties forgotten");
                 }
                 () = cancel.cancelled() => break,
             }
@@ -549,6 +559,50 @@ mod tests {
             bucket_ip(ip("2001:db8:1:3::1")),
             bucket_ip(ip("2001:db8:1:2::1"))
         );
+    }
+
+    #[tokio::test]
+    async fn the_sweeper_forgets_idle_parties_and_stops_on_cancel() {
+        // 1000/s with a burst of 1: a bucket is full again 1 ms after its one request.
+        let l = Arc::new(Limiter::new(&limits(Rate {
+            per_second: 1000,
+            burst: 1,
+        })));
+        for i in 0..10u8 {
+            assert_eq!(
+                l.check(
+                    RouteClass::Register,
+                    &Party::Ip(IpAddr::from([192, 0, 2, i]))
+                ),
+                Ok(())
+            );
+        }
+        assert_eq!(l.tracked(), 10);
+        let gauge = prometheus::IntGauge::new("parties", "test").expect("gauge");
+        gauge.set(-1);
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        spawn_forgetting(
+            l.clone(),
+            Duration::from_millis(10),
+            gauge.clone(),
+            cancel.clone(),
+            &tracker,
+        );
+        // Polled, not timed: the sweep runs every 10 ms; 10 s is only a bound on a hang.
+        let started = std::time::Instant::now();
+        while l.tracked() > 0 || gauge.get() != 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "never forgotten: {} parties, gauge {}",
+                l.tracked(),
+                gauge.get()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
     }
 
     #[test]
