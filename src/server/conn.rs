@@ -276,19 +276,19 @@ async fn serve_connection(
             Instant::now() + limits.idle_timeout,
         )),
     };
-    let service =
-        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            let busy = Busy::start(&phase);
-            // The peer, as axum's `ConnectInfo` would carry it: rate limits count per source
-            // address (see `http::limits`), and only this loop knows it.
-            req.extensions_mut().insert(ConnectInfo(peer));
-            let app = app.clone();
-            async move {
-                let res = app.oneshot(req).await;
-                drop(busy);
-                res
-            }
-        });
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let busy = Busy::start(&phase);
+        // The peer, as axum's `ConnectInfo` would carry it: rate limits count per source
+        // address (see `http::limits`), and only this loop knows it.
+        let mut req = req;
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let app = app.clone();
+        async move {
+            let res = app.oneshot(req).await;
+            drop(busy);
+            res
+        }
+    });
     let conn = hyper::server::conn::http1::Builder::new()
         // The deadlines are TimedIo's; hyper's own header timer would also cut idle
         // keep-alive connections at the header timeout.
