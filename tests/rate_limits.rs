@@ -306,7 +306,7 @@ async fn registrations_of_new_addresses_are_limited_per_source_ip() {
             assert_eq!(r.status, StatusCode::OK, "round {round}: {}", r.json);
         }
     }
-    // A body the handler refuses is not counted either (it registers nothing).
+    // A body without a valid address is not counted either (it can register nothing).
     let r = c
         .post("/api/v1/miners/register", &json!({"address": "nope"}), None)
         .await;
