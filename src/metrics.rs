@@ -31,6 +31,8 @@ pub struct Metrics {
     pub store_errors_total: IntCounterVec,
     pub score_updates_total: IntCounter,
     pub build_info: IntGaugeVec,
+    pub rate_limited_total: IntCounterVec,
+    pub rate_limit_parties: IntGauge,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -205,6 +207,23 @@ impl Metrics {
                 &["version"],
             ),
         );
+        let rate_limited_total = add(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "poolhub_rate_limited_total",
+                    "Requests refused with 429 by a rate limit, by route class.",
+                ),
+                &["class"],
+            ),
+        );
+        let rate_limit_parties = add(
+            &registry,
+            IntGauge::new(
+                "poolhub_rate_limit_parties",
+                "Rate-limit buckets held in memory (parties per class, summed) after the last sweep of idle ones.",
+            ),
+        );
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -219,6 +238,9 @@ impl Metrics {
         }
         for b in backends {
             let _ = store_errors_total.with_label_values(&[b]);
+        }
+        for c in crate::http::limits::RouteClass::ALL {
+            let _ = rate_limited_total.with_label_values(&[c.label()]);
         }
 
         Self {
@@ -240,6 +262,8 @@ impl Metrics {
             store_errors_total,
             score_updates_total,
             build_info,
+            rate_limited_total,
+            rate_limit_parties,
         }
     }
 
@@ -297,6 +321,11 @@ mod tests {
             "poolhub_job_outcomes_total{result=\"failure\"} 0",
             "poolhub_store_errors_total{backend=\"redb\"} 0",
             "poolhub_store_errors_total{backend=\"moka\"} 0",
+            "poolhub_rate_limited_total{class=\"register\"} 0",
+            "poolhub_rate_limited_total{class=\"status\"} 0",
+            "poolhub_rate_limited_total{class=\"match\"} 0",
+            "poolhub_rate_limited_total{class=\"outcome\"} 0",
+            "poolhub_rate_limited_total{class=\"admin\"} 0",
         ] {
             assert!(text.contains(series), "{series} missing");
         }

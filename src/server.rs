@@ -176,6 +176,16 @@ pub async fn serve(
     let tasks = TaskTracker::new();
     hub.spawn_tasks(background.clone(), &tasks);
     crate::systemd::spawn_watchdog(background.clone(), &tasks);
+    let limiter = Arc::new(crate::http::limits::Limiter::new(
+        &hub.config().auth.rate_limits,
+    ));
+    crate::http::limits::spawn_forgetting(
+        limiter.clone(),
+        crate::http::limits::FORGET_EVERY,
+        hub.metrics().rate_limit_parties.clone(),
+        background.clone(),
+        &tasks,
+    );
 
     let stop = conn::Stop {
         drain: CancellationToken::new(),
@@ -192,7 +202,7 @@ pub async fn serve(
     let limits = conn::Limits::from_config(&hub.config().server);
     let api_loop = tokio::spawn(conn::accept_loop(
         api,
-        crate::http::api_router(hub.clone()),
+        crate::http::api_router(hub.clone(), limiter),
         limits,
         true,
         stop.clone(),

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 fn config(pg: Option<(&str, &str)>, redis: Option<(&str, &str)>) -> Config {
     let mut c = Config::default();
     c.storage.ephemeral = true;
+    // These tests poll a miner's status every 20 ms while a backend is cut: more than the
+    // default status limit (10/s per miner), which is not what they test.
+    c.auth.rate_limits = poolhub::config::RateLimits::unlimited();
     if let Some((url, schema)) = pg {
         c.storage.ephemeral = false;
         c.storage.durable = DurableKind::Postgres;

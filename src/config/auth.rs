@@ -53,12 +53,12 @@ impl Rate {
 pub struct RateLimits {
     /// Registrations of new addresses, identity challenges and token recovery, per source IP.
     pub register: Rate,
-    /// Status updates, per miner.
+    /// Status updates, per miner (when they carry its token; else per source IP).
     pub status: Rate,
-    /// Match requests, per client key (per source IP when clients are open).
+    /// Match requests, per client key when the bearer is a valid key, else per source IP.
     #[serde(rename = "match")]
     pub match_: Rate,
-    /// Outcome reports, per client key (per source IP when clients are open).
+    /// Outcome reports, per client key when the bearer is a valid key, else per source IP.
     pub outcome: Rate,
     /// Admin calls, per source IP.
     pub admin: Rate,

@@ -35,7 +35,11 @@ impl FromRequestParts<AppState> for ClientCaller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Bearer(token) = Bearer::from_request_parts(parts, state).await?;
-        let caller = token.as_deref().and_then(|t| state.hub.keys().caller(t));
+        // The rate-limit layer has looked the key up already when it counted this request.
+        let caller = match parts.extensions.get::<super::limits::KnownCaller>() {
+            Some(known) => known.0.clone(),
+            None => token.as_deref().and_then(|t| state.hub.keys().caller(t)),
+        };
         match state.hub.config().auth.clients {
             ClientAuth::Open => Ok(Self(caller)),
             ClientAuth::Keys => match (token, caller) {

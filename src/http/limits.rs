@@ -1,19 +1,45 @@
-//! Rate limits: a token bucket per (route class, party).
+//! Rate limits: a token bucket per (route class, party), and the layer that applies them.
 //!
 //! Every miner and client reaches the API port, so one party must not be able to crowd out
 //! the others: registrations of new addresses are limited per source IP (against squatting
 //! and flooding), status updates per miner, matches and outcomes per client key (or per IP
-//! when clients are open), admin calls per key. The buckets are governor's GCRA, one keyed
-//! limiter per class; a check is a hash lookup and an atomic compare-and-swap, with no lock
-//! held across requests.
+//! when no valid key is given), admin calls per source IP. The buckets are governor's GCRA,
+//! one keyed limiter per class; a check is a hash lookup and an atomic compare-and-swap, with
+//! no lock held across requests.
+//!
+//! The source IP is the peer's address, or, only when the peer is one of
+//! `server.trusted_proxies`, the nearest untrusted hop in its `X-Forwarded-For`
+//! ([`crate::net::client_ip`]): a client cannot choose the bucket it is counted in.
+//!
+//! Reads (`GET` outside the admin API), `/health` and `/metrics` are never limited: they change
+//! nothing, and an operator's dashboards must keep working while a flood is refused.
 
+use super::extract::bearer;
+use super::ApiError;
+use crate::auth::Caller;
 use crate::config::{Rate, RateLimits};
 use crate::domain::Address;
+use crate::hub::Hub;
+use crate::net::{client_ip, Cidr};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use std::net::IpAddr;
+use http_body_util::{BodyExt, LengthLimitError};
+use serde::Deserialize;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How often idle parties are forgotten: often enough that memory follows the active
+/// parties, rarely enough that the sweep (a pass over every bucket) costs nothing.
+pub const FORGET_EVERY: Duration = Duration::from_secs(10);
 
 /// The classes of route that are limited separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -94,6 +120,12 @@ impl Limiter {
         }
     }
 
+    /// Whether `class` is limited at all (`per_second > 0`): when it is not, the layer does
+    /// not even work out the party.
+    pub fn limits(&self, class: RouteClass) -> bool {
+        self.classes.get(class.index()).is_some_and(|l| l.is_some())
+    }
+
     /// Takes one token from `party`'s bucket for `class`.
     pub fn check(&self, class: RouteClass, party: &Party) -> Result<(), RetryAfter> {
         match self.classes.get(class.index()).and_then(Option::as_ref) {
@@ -117,6 +149,293 @@ impl Limiter {
     pub fn tracked(&self) -> usize {
         self.classes.iter().flatten().map(|l| l.len()).sum()
     }
+}
+
+/// Calls [`Limiter::forget_idle`] every `every` ([`FORGET_EVERY`] in the server) until
+/// `cancel` fires, on the server's background tracker (so shutdown waits for it like for the
+/// hub's own tasks), and shows how many parties remain in `parties`
+/// (`poolhub_rate_limit_parties`).
+pub fn spawn_forgetting(
+    limiter: Arc<Limiter>,
+    every: Duration,
+    parties: prometheus::IntGauge,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) {
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    limiter.forget_idle();
+                    let n = limiter.tracked();
+                    parties.set(i64::try_from(n).unwrap_or(i64::MAX));
+                    tracing::debug!(parties = n, "rate limits: idle parties forgotten");
+                }
+                () = cancel.cancelled() => break,
+            }
+        }
+    });
+}
+
+/// The caller the rate-limit layer resolved from a match's or outcome's bearer (`None`: no
+/// bearer, or one that is no live key), left in the request's extensions so that
+/// [`ClientCaller`](super::auth::ClientCaller) does not hash the same key a second time.
+#[derive(Debug, Clone)]
+pub struct KnownCaller(pub Option<Caller>);
+
+/// What a limited route is, before its party is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `POST /api/v1/miners/register`: counted only when the address is new.
+    Registration,
+    /// A route counted per source IP in `class` (identity challenges and token recovery in
+    /// the register class; the admin API).
+    PerIp(RouteClass),
+    /// A miner's status update: per miner.
+    Status,
+    /// Match or outcome: per client key, else per source IP.
+    PerClient(RouteClass),
+}
+
+impl Kind {
+    fn class(self) -> RouteClass {
+        match self {
+            Kind::Registration => RouteClass::Register,
+            Kind::PerIp(c) | Kind::PerClient(c) => c,
+            Kind::Status => RouteClass::Status,
+        }
+    }
+}
+
+/// The limited class of a request, by its method and matched route (the route template, so
+/// the identity routes are recognised whatever their parameter is called).
+fn classify(method: &Method, route: &str) -> Option<Kind> {
+    if route == "/api/v1/admin" || route.starts_with("/api/v1/admin/") {
+        // Every admin call, reads included: each one is an attempt at the admin secret.
+        return Some(Kind::PerIp(RouteClass::Admin));
+    }
+    let tail = route
+        .strip_prefix("/api/v1/miners/")
+        .and_then(|r| r.split_once('/'))
+        .map(|(_, tail)| tail);
+    // Challenges and token recovery mint nonces and tokens whatever the method.
+    if matches!(tail, Some("challenge" | "token")) {
+        return Some(Kind::PerIp(RouteClass::Register));
+    }
+    if method != Method::POST {
+        return None;
+    }
+    match route {
+        "/api/v1/miners/register" => Some(Kind::Registration),
+        "/api/v1/match" => Some(Kind::PerClient(RouteClass::Match)),
+        "/api/v1/outcomes" => Some(Kind::PerClient(RouteClass::Outcome)),
+        _ if tail == Some("status") => Some(Kind::Status),
+        _ => None,
+    }
+}
+
+/// The state of the rate-limit layer.
+#[derive(Clone)]
+pub struct Enforcer {
+    hub: Arc<Hub>,
+    limiter: Arc<Limiter>,
+    trusted: Arc<[Cidr]>,
+    max_body: usize,
+}
+
+impl Enforcer {
+    pub fn new(hub: Arc<Hub>, limiter: Arc<Limiter>) -> Self {
+        let server = &hub.config().server;
+        // Validated at start-up (`server.trusted_proxies`), so nothing is dropped here.
+        let trusted = server
+            .trusted_proxies
+            .iter()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        let max_body = server.max_body_bytes;
+        Self {
+            hub,
+            limiter,
+            trusted,
+            max_body,
+        }
+    }
+
+    /// The client's address: the peer's, or the one a trusted proxy forwarded for.
+    fn source_ip(&self, req: &Request) -> IpAddr {
+        // The accept loop always inserts the peer; a router driven in-process has none, and
+        // all such callers share one bucket rather than escaping the limits.
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        if self.trusted.is_empty() {
+            return peer;
+        }
+        let headers = req.headers().get_all("x-forwarded-for");
+        let mut values = headers.iter().filter_map(|v| v.to_str().ok());
+        match (values.next(), values.next()) {
+            (None, _) => peer,
+            (Some(one), None) => client_ip(peer, Some(one), &self.trusted),
+            // Several header lines are one list (RFC 9110 5.3), nearest hop last.
+            (Some(_), Some(_)) => {
+                let joined = headers
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                client_ip(peer, Some(&joined), &self.trusted)
+            }
+        }
+    }
+
+    /// A match or outcome is counted against the caller's key when the bearer is a live key,
+    /// so clients behind one address (or one proxy) do not share a bucket; otherwise against
+    /// the source address.
+    fn client_party(&self, headers: &HeaderMap, ip: IpAddr) -> (Party, KnownCaller) {
+        let caller = bearer(headers).and_then(|t| self.hub.keys().caller(t));
+        let party = caller
+            .as_ref()
+            .and_then(Caller::key_id)
+            .map_or(Party::Ip(ip), Party::Key);
+        (party, KnownCaller(caller))
+    }
+
+    /// A status update is counted against its miner only when it carries the miner's token;
+    /// anything else (no token, a wrong one, an unknown address) against the source address,
+    /// so a stranger cannot use up a miner's allowance and silence its heartbeats.
+    fn status_party(&self, req: &Request, ip: IpAddr) -> Party {
+        let address = req
+            .uri()
+            .path()
+            .strip_prefix("/api/v1/miners/")
+            .and_then(|r| r.strip_suffix("/status"))
+            .and_then(|a| a.parse::<Address>().ok());
+        match (address, bearer(req.headers())) {
+            (Some(a), Some(t)) if self.hub.holds_token(&a, t) => Party::Miner(a),
+            _ => Party::Ip(ip),
+        }
+    }
+}
+
+/// The address a source's bucket is kept under: an IPv6 client by its /64, since one host
+/// commonly holds a whole /64 and could otherwise take a fresh bucket for every request; an
+/// IPv4 client seen through a dual-stack socket as its IPv4 address.
+fn bucket_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::from(u64::MAX)))),
+        },
+    }
+}
+
+/// Just the address of a registration body.
+#[derive(Deserialize)]
+struct Named {
+    address: String,
+}
+
+/// Reads a registration's body (within `server.max_body_bytes`, like the handler would) to
+/// learn its address, and hands the request on rebuilt. `Err` is the answer to give instead.
+async fn registration_address(
+    req: Request,
+    max_body: usize,
+) -> Result<(Request, Option<Address>), Response> {
+    let (parts, body) = req.into_parts();
+    let bytes = match http_body_util::Limited::new(body, max_body).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is larger than the configured limit (server.max_body_bytes)",
+            )
+            .into_response())
+        }
+        Err(e) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                format!("cannot read the request body: {e}"),
+            )
+            .into_response())
+        }
+    };
+    // A body the handler will refuse (no address, bad JSON) registers nothing: not counted.
+    let address = serde_json::from_slice::<Named>(&bytes)
+        .ok()
+        .and_then(|n| n.address.parse().ok());
+    Ok((Request::from_parts(parts, Body::from(bytes)), address))
+}
+
+/// The 429 answer: the JSON error and `Retry-After` in whole seconds.
+fn too_many(class: RouteClass, retry: RetryAfter) -> Response {
+    let seconds = retry.seconds();
+    let mut res = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!(
+            "too many {} requests; retry after {seconds} s (auth.rate_limits.{})",
+            class.label(),
+            class.label()
+        ),
+    )
+    .into_response();
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    res
+}
+
+/// The rate-limit layer: classifies the request by its matched route, finds its party, and
+/// answers 429 when that party's bucket is empty.
+pub(super) async fn enforce(State(e): State<Enforcer>, req: Request, next: Next) -> Response {
+    let limited = match req.extensions().get::<MatchedPath>() {
+        Some(route) => classify(req.method(), route.as_str()),
+        None => None,
+    };
+    let Some(limited) = limited.filter(|k| e.limiter.limits(k.class())) else {
+        return next.run(req).await;
+    };
+    let ip = bucket_ip(e.source_ip(&req));
+    let (req, class, party) = match limited {
+        Kind::PerIp(class) => (req, class, Party::Ip(ip)),
+        Kind::PerClient(class) => {
+            let (party, caller) = e.client_party(req.headers(), ip);
+            let mut req = req;
+            req.extensions_mut().insert(caller);
+            (req, class, party)
+        }
+        Kind::Status => {
+            let party = e.status_party(&req, ip);
+            (req, RouteClass::Status, party)
+        }
+        Kind::Registration => {
+            let (req, address) = match registration_address(req, e.max_body).await {
+                Ok(r) => r,
+                Err(answer) => return answer,
+            };
+            match address {
+                // Re-registering (or taking over) an address that exists is not a new one.
+                Some(a) if !e.hub.is_registered(&a) => (req, RouteClass::Register, Party::Ip(ip)),
+                _ => return next.run(req).await,
+            }
+        }
+    };
+    if let Err(retry) = e.limiter.check(class, &party) {
+        e.hub
+            .metrics()
+            .rate_limited_total
+            .with_label_values(&[class.label()])
+            .inc();
+        tracing::debug!(class = class.label(), "rate limited");
+        return too_many(class, retry);
+    }
+    next.run(req).await
 }
 
 #[cfg(test)]
@@ -172,6 +491,118 @@ mod tests {
             assert_eq!(l.check(RouteClass::Admin, &a), Ok(()));
         }
         assert_eq!(l.tracked(), 0);
+    }
+
+    #[test]
+    fn routes_are_classified_by_method_and_template() {
+        let post = Method::POST;
+        let get = Method::GET;
+        assert_eq!(
+            classify(&post, "/api/v1/match"),
+            Some(Kind::PerClient(RouteClass::Match))
+        );
+        assert_eq!(
+            classify(&post, "/api/v1/outcomes"),
+            Some(Kind::PerClient(RouteClass::Outcome))
+        );
+        assert_eq!(
+            classify(&post, "/api/v1/miners/register"),
+            Some(Kind::Registration)
+        );
+        assert_eq!(
+            classify(&post, "/api/v1/miners/{address}/status"),
+            Some(Kind::Status)
+        );
+        for identity in [
+            "/api/v1/miners/{address}/challenge",
+            "/api/v1/miners/{a}/token",
+        ] {
+            assert_eq!(
+                classify(&post, identity),
+                Some(Kind::PerIp(RouteClass::Register)),
+                "{identity}"
+            );
+        }
+        for admin in ["/api/v1/admin/keys", "/api/v1/admin/keys/{id}"] {
+            for m in [&get, &post, &Method::DELETE] {
+                assert_eq!(
+                    classify(m, admin),
+                    Some(Kind::PerIp(RouteClass::Admin)),
+                    "{m} {admin}"
+                );
+            }
+        }
+        // Reads and deregistration are not limited.
+        for (m, route) in [
+            (&get, "/health"),
+            (&get, "/metrics"),
+            (&get, "/api/v1/status"),
+            (&get, "/api/v1/miners"),
+            (&get, "/api/v1/miners/{address}"),
+            (&Method::DELETE, "/api/v1/miners/{address}"),
+            (&get, "/api/v1/match"),
+        ] {
+            assert_eq!(classify(m, route), None, "{m} {route}");
+        }
+    }
+
+    #[test]
+    fn an_ipv6_source_is_counted_by_its_64_prefix() {
+        assert_eq!(bucket_ip(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(bucket_ip(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(bucket_ip(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            bucket_ip(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+            bucket_ip(ip("2001:db8:1:2::9"))
+        );
+        assert_ne!(
+            bucket_ip(ip("2001:db8:1:3::1")),
+            bucket_ip(ip("2001:db8:1:2::1"))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_sweeper_forgets_idle_parties_and_stops_on_cancel() {
+        // 1000/s with a burst of 1: a bucket is full again 1 ms after its one request.
+        let l = Arc::new(Limiter::new(&limits(Rate {
+            per_second: 1000,
+            burst: 1,
+        })));
+        for i in 0..10u8 {
+            assert_eq!(
+                l.check(
+                    RouteClass::Register,
+                    &Party::Ip(IpAddr::from([192, 0, 2, i]))
+                ),
+                Ok(())
+            );
+        }
+        assert_eq!(l.tracked(), 10);
+        let gauge = prometheus::IntGauge::new("parties", "test").expect("gauge");
+        gauge.set(-1);
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        spawn_forgetting(
+            l.clone(),
+            Duration::from_millis(10),
+            gauge.clone(),
+            cancel.clone(),
+            &tracker,
+        );
+        // Polled, not timed: the sweep runs every 10 ms; 10 s is only a bound on a hang.
+        let started = std::time::Instant::now();
+        while l.tracked() > 0 || gauge.get() != 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "never forgotten: {} parties, gauge {}",
+                l.tracked(),
+                gauge.get()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
     }
 
     #[test]

@@ -27,8 +27,12 @@ pub struct AppState {
 }
 
 /// The API router (port 8000 by default).
-pub fn api_router(hub: Arc<Hub>) -> Router {
+///
+/// `limiter` holds the rate limits' buckets: one per process, shared by every connection
+/// (the server also sweeps it, see [`limits::spawn_forgetting`]).
+pub fn api_router(hub: Arc<Hub>, limiter: Arc<limits::Limiter>) -> Router {
     let cfg = hub.config().server.clone();
+    let enforcer = limits::Enforcer::new(hub.clone(), limiter);
     let state = AppState { hub };
     let mut r = Router::new()
         .route("/health", get(handlers::health))
@@ -55,8 +59,10 @@ pub fn api_router(hub: Arc<Hub>) -> Router {
     }
     r.fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
-        // Innermost first: the body limit, then the request timeout (so its 408 is counted),
-        // then counting and logging, then panics turned into 500s.
+        // Innermost first: the rate limits (inside the timeout, since a registration's body
+        // is read there), the body limit, then the request timeout (so its 408 is counted),
+        // then counting and logging (so 429s are counted), then panics turned into 500s.
+        .layer(middleware::from_fn_with_state(enforcer, limits::enforce))
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
         .layer(layers::timeout(cfg.request_timeout))
         .layer(middleware::from_fn_with_state(

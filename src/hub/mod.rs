@@ -258,6 +258,22 @@ impl Hub {
         HubError::Store(e)
     }
 
+    /// Whether `address` is in the index (which follows every hub's registrations): the rate
+    /// limit on registrations counts new addresses only, so a miner re-registering is never
+    /// throttled by its neighbours behind the same address.
+    pub fn is_registered(&self, address: &Address) -> bool {
+        self.registry.live(address).is_some()
+    }
+
+    /// Whether `token` is the token of `address`'s miner. A status update counts against the
+    /// miner's own rate limit only when it is, so nobody can use up a miner's allowance by
+    /// sending updates in its name.
+    pub fn holds_token(&self, address: &Address, token: &str) -> bool {
+        self.registry
+            .live(address)
+            .is_some_and(|(miner, _)| self.authorize(&miner, Some(token)).is_ok())
+    }
+
     fn authorize(&self, miner: &Miner, token: Option<&str>) -> Result<(), HubError> {
         let token = token.ok_or(HubError::Unauthorized)?;
         if tokens_equal(&hash_token(token), &miner.token_hash) {

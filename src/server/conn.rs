@@ -19,11 +19,13 @@
 //! it waits for the client, so the deadline is checked exactly when the hub is waiting, and a
 //! timed-out read ends the connection like any I/O error.
 
+use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -221,8 +223,8 @@ pub(crate) async fn accept_loop(
             r = listener.accept() => r,
             () = stop.drain.cancelled() => break,
         };
-        let tcp = match accepted {
-            Ok((tcp, _peer)) => tcp,
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors (EMFILE) or a connection reset before accept: wait
                 // a moment instead of spinning on the error.
@@ -247,13 +249,19 @@ pub(crate) async fn accept_loop(
         let app = app.clone();
         let stop2 = stop.clone();
         stop.conns.spawn(async move {
-            serve_connection(tcp, app, limits, stop2).await;
+            serve_connection(tcp, peer, app, limits, stop2).await;
             drop(slot);
         });
     }
 }
 
-async fn serve_connection(tcp: TcpStream, app: Router, limits: Limits, stop: Stop) {
+async fn serve_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    limits: Limits,
+    stop: Stop,
+) {
     let phase: Shared = Arc::new(Mutex::new(Phase {
         in_flight: 0,
         idle_since: Instant::now(),
@@ -270,6 +278,10 @@ async fn serve_connection(tcp: TcpStream, app: Router, limits: Limits, stop: Sto
     };
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let busy = Busy::start(&phase);
+        // The peer, as axum's `ConnectInfo` would carry it: rate limits count per source
+        // address (see `http::limits`), and only this loop knows it.
+        let mut req = req;
+        req.extensions_mut().insert(ConnectInfo(peer));
         let app = app.clone();
         async move {
             let res = app.oneshot(req).await;
