@@ -110,8 +110,23 @@ impl Live {
         self.reserved.load(Ordering::Relaxed)
     }
 
+    /// Counts a reservation made elsewhere (another hub's, heard of through an event): it
+    /// happened, so it is counted even if it overfills this index's view.
     pub fn reserve(&self) {
         self.reserved.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes a slot if one is free, atomically: two matches running at once that both saw
+    /// room cannot both take the last slot (the check in `has_room` and the increment are
+    /// one compare-and-swap here).
+    pub fn try_reserve(&self) -> bool {
+        let max = self.max_concurrent.load(Ordering::Relaxed);
+        let load = self.current_load.load(Ordering::Relaxed);
+        self.reserved
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
+                (load.saturating_add(r) < max).then_some(r + 1)
+            })
+            .is_ok()
     }
 
     /// Gives back one reserved slot (never below zero).
@@ -763,6 +778,32 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::SeedableRng;
     use std::collections::BTreeSet;
+
+    /// Matches racing for a miner's last slots: exactly as many reservations as free slots
+    /// are granted, however the threads interleave (the check and the increment are one
+    /// compare-and-swap).
+    #[test]
+    fn concurrent_reservations_never_exceed_the_free_slots() {
+        for load in [0u32, 1, 3] {
+            let live = Arc::new(Live::new(0));
+            live.max_concurrent.store(4, Ordering::Relaxed);
+            live.current_load.store(load, Ordering::Relaxed);
+            let granted: u32 = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| {
+                        let live = &live;
+                        s.spawn(move || (0..50).filter(|_| live.try_reserve()).count() as u32)
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+            });
+            assert_eq!(granted, 4 - load, "load {load}");
+            assert_eq!(live.reserved(), 4 - load);
+            live.release();
+            assert!(live.try_reserve(), "a released slot can be taken again");
+            assert!(!live.try_reserve());
+        }
+    }
 
     const NOW: u64 = 1_700_000_000_000;
     const HB: u64 = 30_000;

@@ -137,8 +137,10 @@ impl Drop for Quota<'_> {
 }
 
 impl Reservations {
-    /// Adds a reservation. A `client` must have taken its quota with
-    /// [`Reservations::take_quota`] first; the quota is given back when the reservation ends.
+    /// Adds a reservation if the miner still has a free slot (another match may have taken
+    /// the last one since this one selected it); returns whether it did. A `client` must have
+    /// taken its quota with [`Reservations::take_quota`] first; the quota is given back when
+    /// the reservation ends, or at once when none is added.
     pub(crate) fn add(
         &self,
         id: MatchId,
@@ -146,11 +148,18 @@ impl Reservations {
         live: Arc<Live>,
         expires: u64,
         client: Option<u64>,
-    ) {
-        live.reserve();
+    ) -> bool {
+        let taken = live.try_reserve();
         let mut g = self.inner.lock();
+        if !taken {
+            if let Some(c) = client {
+                g.give_back(c);
+            }
+            return false;
+        }
         g.by_match.insert(id, (address, live, client));
         g.queue.push_back((expires, id));
+        true
     }
 
     /// Takes one of `client`'s `cap` reservations, if it has one left: checked and counted
@@ -304,7 +313,7 @@ impl Hub {
             // Taken in the index before the shared store is asked, so the matches this hub
             // runs meanwhile see the slot as gone: otherwise they all pick the same miner
             // during the round trip and the store refuses all but one of them.
-            self.reservations.add(
+            let taken = self.reservations.add(
                 match_id,
                 first.address,
                 first.key.live.clone(),
@@ -313,26 +322,32 @@ impl Hub {
             );
             // A miner this filled leaves the match sets (and the panic counts) now.
             self.registry.note(&first.key.live);
-            if !shared {
+            if taken && !shared {
                 break (offers, panic, match_id, true);
             }
-            let load = first.key.live.status().map_or(0, |s| s.current_load);
-            let slots = first
-                .key
-                .miner
-                .capabilities
-                .max_concurrent_jobs
-                .saturating_sub(load);
-            let ttl = std::time::Duration::from_millis(ttl_ms);
-            match self
-                .hot
-                .reserve_slot(&first.address, match_id, slots, ttl)
-                .await
-            {
+            let claimed = if taken {
+                let load = first.key.live.status().map_or(0, |s| s.current_load);
+                let slots = first
+                    .key
+                    .miner
+                    .capabilities
+                    .max_concurrent_jobs
+                    .saturating_sub(load);
+                let ttl = std::time::Duration::from_millis(ttl_ms);
+                self.hot
+                    .reserve_slot(&first.address, match_id, slots, ttl)
+                    .await
+            } else {
+                // A match running at once on this hub took the miner's last slot between
+                // this one's selection and its reservation.
+                Ok(false)
+            };
+            match claimed {
                 Ok(true) => break (offers, panic, match_id, true),
                 Ok(false) => {
-                    // Full through other hubs' reservations this index has not heard of.
-                    // Giving the slot back gives the key's quota back too: take it again.
+                    // Full: through a concurrent match here, or through other hubs'
+                    // reservations this index has not heard of. Giving the slot back gives
+                    // the key's quota back too: take it again.
                     self.unreserve(match_id, &first.address);
                     refused += 1;
                     exclude.push(first.address);
