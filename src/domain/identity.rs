@@ -102,7 +102,10 @@ pub fn recover_signer(message: &[u8], signature: &RawSignature) -> Result<Addres
 }
 
 /// An EIP-4361 sign-in request for one address, as the hub issues it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serialisable because the hot store keeps the latest one per address (shared by every hub
+/// on the same Redis), and the signature is checked against exactly the stored text.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Challenge {
     /// The hub, as the authority the miner signs in to (the `Host` it is reached at).
     pub domain: String,

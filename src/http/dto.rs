@@ -330,6 +330,7 @@ mod tests {
             token_hash: "h".into(),
             registered_at: 1,
             updated_at: 2,
+            proven: false,
         };
         let stats = MinerStats {
             jobs_total: 3,

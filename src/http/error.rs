@@ -66,6 +66,15 @@ impl From<HubError> for ApiError {
             HubError::Unauthorized => Self::new(StatusCode::UNAUTHORIZED, "unauthorized", msg),
             HubError::Forbidden(_) => Self::new(StatusCode::FORBIDDEN, "forbidden", msg),
             HubError::MinerNotFound(_) => Self::new(StatusCode::NOT_FOUND, "miner_not_found", msg),
+            HubError::BadSignature(_) => Self {
+                field: Some("signature".into()),
+                ..Self::new(StatusCode::UNAUTHORIZED, "bad_signature", msg)
+            },
+            HubError::SignatureRequired => Self {
+                field: Some("signature".into()),
+                ..Self::new(StatusCode::UNAUTHORIZED, "signature_required", msg)
+            },
+            HubError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", msg),
             HubError::Claim(c) => match c {
                 ClaimError::UnknownMatch => Self::new(StatusCode::NOT_FOUND, "unknown_match", msg),
                 ClaimError::NotOffered => {

@@ -11,6 +11,7 @@
 //!   format those events travel in.
 //! * `tasks`: the background work, owned by the caller's `CancellationToken`/`TaskTracker`.
 
+mod identity;
 mod matching;
 mod sync;
 mod tasks;
@@ -82,6 +83,15 @@ pub enum HubError {
     Forbidden(Address),
     #[error("miner {0} is not registered")]
     MinerNotFound(Address),
+    /// Carries why, in words that tell the miner what to do next.
+    #[error("{0}")]
+    BadSignature(&'static str),
+    #[error("this hub requires a signature: request a challenge from /api/v1/miners/{{address}}/challenge, sign its message with the address's key (personal_sign) and send it as \"signature\"")]
+    SignatureRequired,
+    #[error(
+        "miner {0} changed through another hub meanwhile: request a new challenge and try again"
+    )]
+    Conflict(Address),
     #[error(transparent)]
     Claim(ClaimError),
     #[error(transparent)]
@@ -299,6 +309,7 @@ impl Hub {
             token_hash: hash_token(&issued),
             registered_at: now,
             updated_at: now,
+            proven: false,
         };
         match self.durable.insert_miner(&miner).await {
             Ok(()) => {}
@@ -365,6 +376,7 @@ impl Hub {
             token_hash: current.token_hash.clone(),
             registered_at: current.registered_at,
             updated_at: now,
+            proven: current.proven,
         };
         match self.durable.update_miner(&miner).await {
             Ok(()) => {}

@@ -32,6 +32,7 @@ pub mod rows;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
+use crate::domain::identity::Challenge;
 use crate::domain::scoring::{Availability, MinerStats};
 use crate::domain::{Address, Miner, MinerStatus};
 use async_trait::async_trait;
@@ -183,6 +184,16 @@ pub trait DurableStore: Send + Sync + 'static {
     async fn insert_miner(&self, miner: &Miner) -> Result<()>;
     /// Replaces a registration whose stored token hash equals `miner.token_hash`.
     async fn update_miner(&self, miner: &Miner) -> Result<()>;
+    /// Replaces a registration whose stored token hash is `previous_token_hash` with `miner`
+    /// (whose token hash may differ: a reissued token, or a takeover). With `fresh`, the
+    /// statistics and availability are dropped too, in the same commit: the proven owner
+    /// taking over a squatted address must not inherit the squatter's record.
+    async fn replace_miner(
+        &self,
+        miner: &Miner,
+        previous_token_hash: &str,
+        fresh: bool,
+    ) -> Result<()>;
     /// Removes a miner, its statistics and availability, if `token_hash` matches.
     async fn delete_miner(&self, address: &Address, token_hash: &str) -> Result<()>;
     /// Appends the outcome and updates the miner's statistics in one commit.
@@ -242,6 +253,8 @@ pub enum ClaimError {
 ///   the caller passes, however many processes share the store; a reservation ends by
 ///   `release_slot` or when its TTL passes.
 /// * `close` returns only after the writes the store accepted have been sent.
+/// * `take_challenge` returns a challenge at most once, only the latest one put for the
+///   address, and none after its TTL.
 #[async_trait]
 pub trait HotStore: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
@@ -276,6 +289,16 @@ pub trait HotStore: Send + Sync + 'static {
     ) -> Result<bool>;
     /// Gives back the slot match `id` holds on `address`, if any (the outcome arrived).
     async fn release_slot(&self, address: &Address, id: MatchId) -> Result<()>;
+    /// Keeps `challenge` as the one open sign-in challenge of its address for `ttl`,
+    /// replacing any older one (only the latest challenge counts).
+    ///
+    /// In the hot store, not the hub's memory, so a miner may fetch a challenge from one hub
+    /// and answer it through another sharing the store.
+    async fn put_challenge(&self, challenge: &Challenge, ttl: std::time::Duration) -> Result<()>;
+    /// Removes and returns the open challenge of `address` (`None` if there is none or it
+    /// expired). One atomic step in the store: however many hubs and callers try at once,
+    /// one challenge is taken once, which is what makes its nonce single-use.
+    async fn take_challenge(&self, address: &Address) -> Result<Option<Challenge>>;
     async fn health(&self) -> Result<()>;
     /// Live statuses of many miners at once (periodic resync); same order as `addresses`.
     async fn get_statuses(&self, addresses: &[Address]) -> Result<Vec<Option<MinerStatus>>> {

@@ -110,6 +110,7 @@ struct Sql {
     select_one: String,
     insert: String,
     update: String,
+    replace: String,
     token_of: String,
     delete: String,
     lock_stats: String,
@@ -139,6 +140,13 @@ impl Sql {
             ),
             update: format!(
                 "UPDATE {s}.miners SET miner = $3::text::jsonb WHERE address = $1 AND token_hash = $2"
+            ),
+            // $5: drop statistics and availability (a takeover starts a fresh record).
+            replace: format!(
+                "UPDATE {s}.miners SET token_hash = $3, miner = $4::text::jsonb,
+                   stats = CASE WHEN $5 THEN NULL ELSE stats END,
+                   availability = CASE WHEN $5 THEN NULL ELSE availability END
+                 WHERE address = $1 AND token_hash = $2"
             ),
             token_of: format!("SELECT token_hash FROM {s}.miners WHERE address = $1"),
             delete: format!("DELETE FROM {s}.miners WHERE address = $1 AND token_hash = $2"),
@@ -485,6 +493,38 @@ impl DurableStore for PostgresStore {
                 .execute(
                     &stmt,
                     &[&addr, &miner.token_hash, &row(rows::encode_miner(miner))?],
+                )
+                .await
+                .map_err(pg)?;
+            if n == 0 {
+                Err(self.why_not(&client, &addr).await)
+            } else {
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn replace_miner(
+        &self,
+        miner: &Miner,
+        previous_token_hash: &str,
+        fresh: bool,
+    ) -> Result<()> {
+        self.observed(async {
+            let client = self.client().await?;
+            let addr = miner.address.to_string();
+            let stmt = client.prepare_cached(&self.sql.replace).await.map_err(pg)?;
+            let n = client
+                .execute(
+                    &stmt,
+                    &[
+                        &addr,
+                        &previous_token_hash,
+                        &miner.token_hash,
+                        &row(rows::encode_miner(miner))?,
+                        &fresh,
+                    ],
                 )
                 .await
                 .map_err(pg)?;

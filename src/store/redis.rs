@@ -29,6 +29,7 @@
 //! The connection is a `ConnectionManager`, which reconnects by itself.
 
 use super::{BusMessage, ClaimError, EventBus, HotStore, MatchId, MatchTicket, Result, StoreError};
+use crate::domain::identity::Challenge;
 use crate::domain::{Address, MinerStatus};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -258,6 +259,10 @@ impl RedisHotStore {
 
     fn slots_key(&self, a: &Address) -> String {
         format!("{}slots:{a}", self.ns)
+    }
+
+    fn challenge_key(&self, a: &Address) -> String {
+        format!("{}challenge:{a}", self.ns)
     }
 
     fn enqueue(&self, write: Write) {
@@ -567,6 +572,32 @@ impl HotStore for RedisHotStore {
             .await
             .map_err(unavailable)?;
         Ok(r == 1)
+    }
+
+    async fn put_challenge(&self, challenge: &Challenge, ttl: Duration) -> Result<()> {
+        let v = serde_json::to_string(challenge).map_err(corrupt)?;
+        let mut c = self.conn.clone();
+        // SET replaces any older challenge of the address: only the latest one counts.
+        redis::cmd("SET")
+            .arg(self.challenge_key(&challenge.address))
+            .arg(v)
+            .arg("PX")
+            .arg((ttl.as_millis() as u64).max(1))
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn take_challenge(&self, address: &Address) -> Result<Option<Challenge>> {
+        let mut c = self.conn.clone();
+        // GETDEL (Redis 6.2+) reads and deletes in one step: two hubs cannot both take it.
+        let v: Option<String> = redis::cmd("GETDEL")
+            .arg(self.challenge_key(address))
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        v.map(|s| serde_json::from_str(&s).map_err(corrupt))
+            .transpose()
     }
 
     async fn release_slot(&self, address: &Address, id: MatchId) -> Result<()> {

@@ -129,6 +129,20 @@ impl DurableStore for RedbStore {
         self.write(Op::Update(miner.clone())).await
     }
 
+    async fn replace_miner(
+        &self,
+        miner: &Miner,
+        previous_token_hash: &str,
+        fresh: bool,
+    ) -> Result<()> {
+        self.write(Op::Replace(
+            miner.clone(),
+            previous_token_hash.to_string(),
+            fresh,
+        ))
+        .await
+    }
+
     async fn delete_miner(&self, address: &Address, token_hash: &str) -> Result<()> {
         self.write(Op::Delete(*address, token_hash.to_string()))
             .await

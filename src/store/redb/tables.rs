@@ -31,6 +31,9 @@ const SEQ_KEY: &str = "outcome_seq";
 pub(super) enum Op {
     Insert(Miner),
     Update(Miner),
+    /// The new record, the token hash the stored one must have, and whether to drop the
+    /// statistics and availability.
+    Replace(Miner, String, bool),
     Delete(Address, String),
     Outcome(OutcomeRecord, f64),
     SaveAvailability(Vec<(Address, Availability)>),
@@ -154,6 +157,20 @@ impl<'t> Tables<'t> {
                     Some(_) => {}
                 }
                 self.put_miner(&m)?;
+                Ok(Reply::Done)
+            }
+            Op::Replace(m, previous, fresh) => {
+                match self.stored_token(&m.address)? {
+                    None => return Err(StoreError::NotFound),
+                    Some(t) if t != previous => return Err(StoreError::TokenMismatch),
+                    Some(_) => {}
+                }
+                self.put_miner(&m)?;
+                if fresh {
+                    let k = m.address.as_bytes().as_slice();
+                    self.stats.remove(k).map_err(unavailable)?;
+                    self.availability.remove(k).map_err(unavailable)?;
+                }
                 Ok(Reply::Done)
             }
             Op::Delete(a, token) => {
