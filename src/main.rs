@@ -302,9 +302,10 @@ fn migrate(args: &MigrateArgs) -> ExitCode {
     )) {
         Ok(c) => {
             eprintln!(
-                "poolhub: migrated {} miners and {} outcomes from {} to {} (counts and miner records verified)",
+                "poolhub: migrated {} miners, {} outcomes and {} bans from {} to {} (counts and miner records verified)",
                 c.miners,
                 c.outcomes,
+                c.bans,
                 shown(&args.from),
                 shown(&args.to)
             );

@@ -101,11 +101,19 @@ pub fn recover_signer(message: &[u8], signature: &RawSignature) -> Result<Addres
     Ok(address_of(&key))
 }
 
+/// An address the operator barred from the pool: it cannot register, and its miner (if
+/// any) is removed when the ban is placed, so it is never matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ban {
+    pub address: Address,
+    /// The operator's note, shown in the ban list (never to the miner).
+    pub reason: Option<String>,
+    /// Unix ms.
+    pub banned_at: u64,
+}
+
 /// An EIP-4361 sign-in request for one address, as the hub issues it.
-///
-/// Serialisable because the hot store keeps the latest one per address (shared by every hub
-/// on the same Redis), and the signature is checked against exactly the stored text.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Challenge {
     /// The hub, as the authority the miner signs in to (the `Host` it is reached at).
     pub domain: String,

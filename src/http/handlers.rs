@@ -160,7 +160,16 @@ pub async fn delete_miner(
     AddressPath(address): AddressPath,
     Bearer(token): Bearer,
 ) -> Result<Response, ApiError> {
-    state.hub.deregister(&address, token.as_deref()).await?;
+    // The admin may deregister any miner; anyone else needs the miner's own token.
+    let admin = token
+        .as_deref()
+        .and_then(|t| state.hub.keys().caller(t))
+        .is_some_and(|c| c.role() == crate::auth::Role::Admin);
+    if admin {
+        state.hub.remove_miner(&address).await?;
+    } else {
+        state.hub.deregister(&address, token.as_deref()).await?;
+    }
     Ok(Json(DeregisteredDto {
         address,
         status: "deregistered",

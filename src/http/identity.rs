@@ -1,9 +1,11 @@
-//! The miner identity routes: challenges to sign, and a new token for a lost one. The
-//! signed registration itself goes through `handlers::register`.
+//! The miner identity routes: challenges to sign, and a new token for a lost one (the
+//! signed registration itself goes through `handlers::register`); and the admin's bans.
 
+use super::auth::AdminCaller;
 use super::error::ApiError;
 use super::extract::{AddressPath, ApiJson};
 use super::AppState;
+use crate::domain::identity::Ban;
 use crate::domain::identity::RawSignature;
 use crate::domain::Address;
 use axum::extract::State;
@@ -73,4 +75,66 @@ pub async fn reissue_token(
         token_note: "shown once: the previous token no longer works",
     })
     .into_response())
+}
+
+/// `POST /api/v1/admin/bans`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BanBody {
+    address: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// One ban in `GET /api/v1/admin/bans` and the answer to `POST`.
+#[derive(Serialize)]
+pub struct BanDto {
+    pub address: Address,
+    pub reason: Option<String>,
+    pub banned_at: u64,
+}
+
+impl From<Ban> for BanDto {
+    fn from(b: Ban) -> Self {
+        Self {
+            address: b.address,
+            reason: b.reason,
+            banned_at: b.banned_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct BanListDto {
+    pub bans: Vec<BanDto>,
+}
+
+pub async fn create_ban(
+    State(state): State<AppState>,
+    AdminCaller(_): AdminCaller,
+    ApiJson(body): ApiJson<BanBody>,
+) -> Result<Response, ApiError> {
+    let address: Address = body.address.parse()?;
+    let ban = state.hub.ban(address, body.reason).await?;
+    Ok((StatusCode::CREATED, Json(BanDto::from(ban))).into_response())
+}
+
+pub async fn list_bans(
+    State(state): State<AppState>,
+    AdminCaller(_): AdminCaller,
+) -> Result<Response, ApiError> {
+    let bans = state.hub.bans().await?;
+    Ok(Json(BanListDto {
+        bans: bans.into_iter().map(BanDto::from).collect(),
+    })
+    .into_response())
+}
+
+pub async fn delete_ban(
+    State(state): State<AppState>,
+    AdminCaller(_): AdminCaller,
+    AddressPath(address): AddressPath,
+) -> Result<Response, ApiError> {
+    state.hub.unban(&address).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

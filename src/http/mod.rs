@@ -51,6 +51,14 @@ pub fn api_router(hub: Arc<Hub>) -> Router {
             "/api/v1/miners/{address}/token",
             post(identity::reissue_token),
         )
+        .route(
+            "/api/v1/admin/bans",
+            get(identity::list_bans).post(identity::create_ban),
+        )
+        .route(
+            "/api/v1/admin/bans/{address}",
+            axum::routing::delete(identity::delete_ban),
+        )
         .route("/api/v1/match", post(handlers::match_job))
         .route("/api/v1/outcomes", post(handlers::report_outcome));
     if cfg.metrics_on_api_port {

@@ -11,6 +11,7 @@
 //!   format those events travel in.
 //! * `tasks`: the background work, owned by the caller's `CancellationToken`/`TaskTracker`.
 
+mod bans;
 mod identity;
 mod matching;
 mod sync;
@@ -92,6 +93,8 @@ pub enum HubError {
         "miner {0} changed through another hub meanwhile: request a new challenge and try again"
     )]
     Conflict(Address),
+    #[error("address {0} is not banned")]
+    NotBanned(Address),
     #[error(transparent)]
     Claim(ClaimError),
     #[error(transparent)]

@@ -22,6 +22,7 @@ const OUTCOME_PAGE: usize = 5000;
 pub struct Copied {
     pub miners: usize,
     pub outcomes: u64,
+    pub bans: usize,
 }
 
 /// Why a migration stopped. The target is left as the failed step left it: run again with
@@ -63,6 +64,8 @@ pub enum MigrateError {
     MinerRecords,
     #[error("verification failed: {in_source} outcomes in the source, {in_target} in the target")]
     OutcomeCount { in_source: u64, in_target: u64 },
+    #[error("verification failed: {in_source} bans in the source, {in_target} in the target")]
+    BanCount { in_source: usize, in_target: usize },
 }
 
 /// A location given on the command line: a `postgresql://` URL or a redb file path.
@@ -134,6 +137,11 @@ pub async fn copy(
             .await
             .map_err(e("writing miners"))?;
     }
+    // Bans after miners: a ban removes its address's miner, and a banned address has none.
+    let bans = from.bans().await.map_err(e("reading bans"))?;
+    for b in &bans {
+        to.ban(b).await.map_err(e("writing bans"))?;
+    }
     let mut cursor = None;
     let mut outcomes = 0u64;
     loop {
@@ -169,9 +177,17 @@ pub async fn copy(
             in_target: n,
         });
     }
+    let copied_bans = to.bans().await.map_err(e("verifying"))?;
+    if copied_bans.len() != bans.len() {
+        return Err(MigrateError::BanCount {
+            in_source: bans.len(),
+            in_target: copied_bans.len(),
+        });
+    }
     Ok(Copied {
         miners: miners.len(),
         outcomes,
+        bans: bans.len(),
     })
 }
 

@@ -32,7 +32,7 @@ pub mod rows;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
-use crate::domain::identity::Challenge;
+use crate::domain::identity::{Ban, Challenge};
 use crate::domain::scoring::{Availability, MinerStats};
 use crate::domain::{Address, Miner, MinerStatus};
 use async_trait::async_trait;
@@ -60,6 +60,8 @@ pub enum StoreError {
     AlreadyExists,
     #[error("token does not match")]
     TokenMismatch,
+    #[error("the address is banned")]
+    Banned,
     #[error("{backend} is unavailable")]
     Unavailable {
         backend: &'static str,
@@ -98,7 +100,7 @@ impl StoreError {
     pub fn backend(&self) -> Option<&'static str> {
         match self {
             Self::Unavailable { backend, .. } | Self::Corrupt { backend, .. } => Some(backend),
-            Self::NotFound | Self::AlreadyExists | Self::TokenMismatch => None,
+            Self::NotFound | Self::AlreadyExists | Self::TokenMismatch | Self::Banned => None,
         }
     }
 
@@ -180,7 +182,8 @@ pub trait DurableStore: Send + Sync + 'static {
     async fn load_all(&self) -> Result<Vec<StoredMiner>>;
     /// One miner with its statistics (for applying another hub's change to the index).
     async fn load_miner(&self, address: &Address) -> Result<Option<StoredMiner>>;
-    /// Stores a new miner; `AlreadyExists` when the address is taken.
+    /// Stores a new miner; `AlreadyExists` when the address is taken, `Banned` when it is
+    /// banned (checked in the same statement or transaction as the insert).
     async fn insert_miner(&self, miner: &Miner) -> Result<()>;
     /// Replaces a registration whose stored token hash equals `miner.token_hash`.
     async fn update_miner(&self, miner: &Miner) -> Result<()>;
@@ -216,10 +219,18 @@ pub trait DurableStore: Send + Sync + 'static {
         after: Option<u128>,
         limit: usize,
     ) -> Result<(Vec<OutcomeRecord>, Option<u128>)>;
+    /// Bans `ban.address` (replacing an earlier ban of it) and removes its miner with its
+    /// statistics and availability, in one commit; answers whether a miner was removed.
+    /// Outcome history is kept: it is the record of what happened.
+    async fn ban(&self, ban: &Ban) -> Result<bool>;
+    /// Lifts the ban of `address`; `NotFound` when it is not banned.
+    async fn unban(&self, address: &Address) -> Result<()>;
+    /// Every ban, ordered by address.
+    async fn bans(&self) -> Result<Vec<Ban>>;
     /// Stores miners exactly as given (token hash, statistics, availability; replacing any
     /// with the same address) and appends outcome records, in one commit (`poolhub migrate`).
     async fn import(&self, miners: Vec<StoredMiner>, outcomes: Vec<OutcomeRecord>) -> Result<()>;
-    /// Deletes every miner and every outcome (`poolhub migrate --force`).
+    /// Deletes every miner, outcome and ban (`poolhub migrate --force`).
     async fn wipe(&self) -> Result<()>;
     /// Cheap liveness check.
     async fn health(&self) -> Result<()>;

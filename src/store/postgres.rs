@@ -17,6 +17,7 @@ use super::rows::{self, OutcomeRow, RowError};
 use super::{
     BoxError, CommitObserver, DurableStore, OutcomeRecord, Result, StoreError, StoredMiner,
 };
+use crate::domain::identity::Ban;
 use crate::domain::scoring::{Availability, MinerStats};
 use crate::domain::{Address, Miner};
 use async_trait::async_trait;
@@ -48,6 +49,12 @@ const MIGRATIONS: &[&str] = &[
         error      TEXT
     );
     CREATE INDEX outcomes_at ON {s}.outcomes (at);",
+    // 2: bans, checked by the insert of a miner in the same statement.
+    "CREATE TABLE {s}.bans (
+        address   TEXT PRIMARY KEY,
+        reason    TEXT,
+        banned_at BIGINT NOT NULL
+    );",
 ];
 
 /// The newest schema version this build understands.
@@ -122,6 +129,11 @@ struct Sql {
     export_outcomes: String,
     import_miner: String,
     wipe: String,
+    is_banned: String,
+    put_ban: String,
+    delete_banned: String,
+    unban: String,
+    bans: String,
 }
 
 impl Sql {
@@ -134,8 +146,11 @@ impl Sql {
             select_one: format!(
                 "SELECT miner::text, stats::text, availability::text FROM {s}.miners WHERE address = $1"
             ),
+            // A banned address is refused by the same statement that inserts.
             insert: format!(
-                "INSERT INTO {s}.miners (address, token_hash, miner) VALUES ($1, $2, $3::text::jsonb)
+                "INSERT INTO {s}.miners (address, token_hash, miner)
+                 SELECT $1::text, $2::text, $3::text::jsonb
+                 WHERE NOT EXISTS (SELECT 1 FROM {s}.bans WHERE address = $1::text)
                  ON CONFLICT (address) DO NOTHING"
             ),
             update: format!(
@@ -179,7 +194,16 @@ impl Sql {
                    miner = EXCLUDED.miner, stats = EXCLUDED.stats,
                    availability = EXCLUDED.availability"
             ),
-            wipe: format!("TRUNCATE {s}.miners, {s}.outcomes RESTART IDENTITY"),
+            wipe: format!("TRUNCATE {s}.miners, {s}.outcomes, {s}.bans RESTART IDENTITY"),
+            is_banned: format!("SELECT 1 FROM {s}.bans WHERE address = $1"),
+            put_ban: format!(
+                "INSERT INTO {s}.bans (address, reason, banned_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (address) DO UPDATE SET reason = EXCLUDED.reason,
+                   banned_at = EXCLUDED.banned_at"
+            ),
+            delete_banned: format!("DELETE FROM {s}.miners WHERE address = $1"),
+            unban: format!("DELETE FROM {s}.bans WHERE address = $1"),
+            bans: format!("SELECT address, reason, banned_at FROM {s}.bans ORDER BY address"),
         }
     }
 }
@@ -476,7 +500,15 @@ impl DurableStore for PostgresStore {
                 .await
                 .map_err(pg)?;
             if n == 0 {
-                Err(StoreError::AlreadyExists)
+                let banned = client
+                    .query_opt(&self.sql.is_banned, &[&miner.address.to_string()])
+                    .await
+                    .map_err(pg)?;
+                Err(if banned.is_some() {
+                    StoreError::Banned
+                } else {
+                    StoreError::AlreadyExists
+                })
             } else {
                 Ok(())
             }
@@ -662,6 +694,59 @@ impl DurableStore for PostgresStore {
             insert_outcome(&txn, &stmt, o).await?;
         }
         txn.commit().await.map_err(pg)
+    }
+
+    async fn ban(&self, ban: &Ban) -> Result<bool> {
+        let b = rows::BanRow::from(ban);
+        self.observed(async {
+            let mut client = self.client().await?;
+            let txn = client.transaction().await.map_err(pg)?;
+            txn.execute(
+                &self.sql.put_ban,
+                &[&b.address, &b.reason, &i64_of(b.banned_at)],
+            )
+            .await
+            .map_err(pg)?;
+            let n = txn
+                .execute(&self.sql.delete_banned, &[&b.address])
+                .await
+                .map_err(pg)?;
+            txn.commit().await.map_err(pg)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn unban(&self, address: &Address) -> Result<()> {
+        self.observed(async {
+            let client = self.client().await?;
+            let n = client
+                .execute(&self.sql.unban, &[&address.to_string()])
+                .await
+                .map_err(pg)?;
+            if n == 0 {
+                Err(StoreError::NotFound)
+            } else {
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn bans(&self) -> Result<Vec<Ban>> {
+        let client = self.client().await?;
+        let rows = client.query(&self.sql.bans, &[]).await.map_err(pg)?;
+        rows.iter()
+            .map(|r| {
+                let at: i64 = r.get(2);
+                row(Ban::try_from(rows::BanRow {
+                    version: rows::FORMAT_VERSION,
+                    address: r.get(0),
+                    reason: r.get(1),
+                    banned_at: u64::try_from(at).unwrap_or(0),
+                }))
+            })
+            .collect()
     }
 
     async fn wipe(&self) -> Result<()> {

@@ -137,6 +137,56 @@ fn decode_status(raw: &str) -> Result<MinerStatus> {
     })
 }
 
+/// An open challenge as stored, apart from the domain type for the same reason as
+/// [`StatusRow`]: another hub (maybe another build) reads what this one wrote.
+#[derive(Serialize, Deserialize)]
+struct ChallengeRow {
+    v: u32,
+    domain: String,
+    address: Address,
+    statement: String,
+    uri: String,
+    chain_id: u64,
+    nonce: String,
+    issued_at: u64,
+    expires_at: u64,
+}
+
+fn encode_challenge(c: &Challenge) -> Result<String> {
+    serde_json::to_string(&ChallengeRow {
+        v: FORMAT,
+        domain: c.domain.clone(),
+        address: c.address,
+        statement: c.statement.clone(),
+        uri: c.uri.clone(),
+        chain_id: c.chain_id,
+        nonce: c.nonce.clone(),
+        issued_at: c.issued_at,
+        expires_at: c.expires_at,
+    })
+    .map_err(corrupt)
+}
+
+fn decode_challenge(raw: &str) -> Result<Challenge> {
+    let r: ChallengeRow = serde_json::from_str(raw).map_err(corrupt)?;
+    if r.v > FORMAT {
+        return Err(corrupt(format!(
+            "a challenge in format version {} (this build reads up to {FORMAT})",
+            r.v
+        )));
+    }
+    Ok(Challenge {
+        domain: r.domain,
+        address: r.address,
+        statement: r.statement,
+        uri: r.uri,
+        chain_id: r.chain_id,
+        nonce: r.nonce,
+        issued_at: r.issued_at,
+        expires_at: r.expires_at,
+    })
+}
+
 /// Checks a key prefix: printable, no spaces, bounded.
 pub fn valid_prefix(p: &str) -> bool {
     p.len() <= 64 && p.chars().all(|c| c.is_ascii_graphic())
@@ -575,7 +625,7 @@ impl HotStore for RedisHotStore {
     }
 
     async fn put_challenge(&self, challenge: &Challenge, ttl: Duration) -> Result<()> {
-        let v = serde_json::to_string(challenge).map_err(corrupt)?;
+        let v = encode_challenge(challenge)?;
         let mut c = self.conn.clone();
         // SET replaces any older challenge of the address: only the latest one counts.
         redis::cmd("SET")
@@ -596,8 +646,7 @@ impl HotStore for RedisHotStore {
             .query_async(&mut c)
             .await
             .map_err(unavailable)?;
-        v.map(|s| serde_json::from_str(&s).map_err(corrupt))
-            .transpose()
+        v.map(|s| decode_challenge(&s)).transpose()
     }
 
     async fn release_slot(&self, address: &Address, id: MatchId) -> Result<()> {

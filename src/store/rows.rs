@@ -11,12 +11,14 @@
 //! written by this build still opens in the previous one.
 //!
 //! Version 2 added `proven` to the miner row (registered with a signature by the address's
-//! key); a miner row of version 0 or 1 reads as unproven. The other rows are unchanged.
+//! key); a miner row of version 0 or 1 reads as unproven. The other rows are unchanged, and
+//! the ban row is new in version 2.
 //!
 //! To change a row's layout: bump [`FORMAT_VERSION`], keep reading every older version here,
 //! and add a golden test with the new encoding.
 
 use super::OutcomeRecord;
+use crate::domain::identity::Ban;
 use crate::domain::scoring::{Availability, MinerStats};
 use crate::domain::{Address, Capabilities, Endpoint, Miner};
 use serde::de::DeserializeOwned;
@@ -328,6 +330,53 @@ impl TryFrom<OutcomeRow> for OutcomeRecord {
             error: r.error,
         })
     }
+}
+
+/// A ban as stored (redb; PostgreSQL stores its columns).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BanRow {
+    #[serde(default, rename = "v")]
+    pub version: u32,
+    pub address: String,
+    pub reason: Option<String>,
+    pub banned_at: u64,
+}
+
+impl Row for BanRow {
+    const WHAT: &'static str = "ban";
+}
+
+impl From<&Ban> for BanRow {
+    fn from(b: &Ban) -> Self {
+        Self {
+            version: current(),
+            address: b.address.to_string(),
+            reason: b.reason.clone(),
+            banned_at: b.banned_at,
+        }
+    }
+}
+
+impl TryFrom<BanRow> for Ban {
+    type Error = RowError;
+
+    fn try_from(r: BanRow) -> Result<Self, RowError> {
+        Ok(Ban {
+            address: parse_address(BanRow::WHAT, &r.address)?,
+            reason: r.reason,
+            banned_at: r.banned_at,
+        })
+    }
+}
+
+/// A ban as its JSON row.
+pub fn encode_ban(b: &Ban) -> Result<String, RowError> {
+    encode(&BanRow::from(b))
+}
+
+/// A ban from its JSON row.
+pub fn decode_ban(bytes: &[u8]) -> Result<Ban, RowError> {
+    Ban::try_from(decode::<BanRow>(bytes)?)
 }
 
 // Shorthands the stores use: domain value to JSON row, and back, so a store never names a

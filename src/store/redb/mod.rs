@@ -18,6 +18,7 @@ use super::{
     error_chain, BoxError, CommitObserver, DurableStore, OutcomeRecord, Result, StoreError,
     StoredMiner,
 };
+use crate::domain::identity::Ban;
 use crate::domain::scoring::{Availability, MinerStats};
 use crate::domain::{Address, Miner};
 use async_trait::async_trait;
@@ -141,6 +142,21 @@ impl DurableStore for RedbStore {
             fresh,
         ))
         .await
+    }
+
+    async fn ban(&self, ban: &Ban) -> Result<bool> {
+        match self.writer.submit(Op::Ban(ban.clone())).await? {
+            Reply::Count(n) => Ok(n > 0),
+            _ => Err(unavailable("unexpected reply to a ban")),
+        }
+    }
+
+    async fn unban(&self, address: &Address) -> Result<()> {
+        self.write(Op::Unban(*address)).await
+    }
+
+    async fn bans(&self) -> Result<Vec<Ban>> {
+        self.read(tables::bans).await
     }
 
     async fn delete_miner(&self, address: &Address, token_hash: &str) -> Result<()> {

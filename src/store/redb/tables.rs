@@ -3,6 +3,7 @@
 //! into commits, and the store (`mod.rs`) runs the reads on blocking threads.
 
 use super::{corrupt, row, unavailable};
+use crate::domain::identity::Ban;
 use crate::domain::scoring::{Availability, MinerStats};
 use crate::domain::{Address, Miner};
 use crate::store::rows;
@@ -21,6 +22,9 @@ pub(super) const MINERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("m
 pub(super) const STATS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("stats");
 /// address bytes -> `rows::AvailabilityRow` (JSON)
 pub(super) const AVAILABILITY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("availability");
+/// address bytes -> `rows::BanRow` (JSON). A file from before bans gets the table when it
+/// is opened; the layout of the other tables is unchanged, so the schema version is too.
+pub(super) const BANS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("bans");
 /// (accepted_at_ms << 64 | sequence) -> `rows::OutcomeRow` (JSON); time-ordered for pruning.
 pub(super) const OUTCOMES: TableDefinition<u128, &[u8]> = TableDefinition::new("outcomes");
 
@@ -35,6 +39,8 @@ pub(super) enum Op {
     /// statistics and availability.
     Replace(Miner, String, bool),
     Delete(Address, String),
+    Ban(Ban),
+    Unban(Address),
     Outcome(OutcomeRecord, f64),
     SaveAvailability(Vec<(Address, Availability)>),
     Prune(u64),
@@ -73,6 +79,7 @@ pub(super) fn init_schema(db: &Database) -> Result<()> {
         txn.open_table(STATS).map_err(unavailable)?;
         txn.open_table(AVAILABILITY).map_err(unavailable)?;
         txn.open_table(OUTCOMES).map_err(unavailable)?;
+        txn.open_table(BANS).map_err(unavailable)?;
     }
     txn.commit().map_err(unavailable)
 }
@@ -84,6 +91,7 @@ pub(super) struct Tables<'t> {
     stats: redb::Table<'t, &'static [u8], &'static [u8]>,
     availability: redb::Table<'t, &'static [u8], &'static [u8]>,
     outcomes: redb::Table<'t, u128, &'static [u8]>,
+    bans: redb::Table<'t, &'static [u8], &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -94,6 +102,7 @@ impl<'t> Tables<'t> {
             stats: txn.open_table(STATS).map_err(unavailable)?,
             availability: txn.open_table(AVAILABILITY).map_err(unavailable)?,
             outcomes: txn.open_table(OUTCOMES).map_err(unavailable)?,
+            bans: txn.open_table(BANS).map_err(unavailable)?,
         })
     }
 
@@ -147,6 +156,14 @@ impl<'t> Tables<'t> {
                 {
                     return Err(StoreError::AlreadyExists);
                 }
+                if self
+                    .bans
+                    .get(key.as_slice())
+                    .map_err(unavailable)?
+                    .is_some()
+                {
+                    return Err(StoreError::Banned);
+                }
                 self.put_miner(&m)?;
                 Ok(Reply::Done)
             }
@@ -183,6 +200,26 @@ impl<'t> Tables<'t> {
                 self.miners.remove(k).map_err(unavailable)?;
                 self.stats.remove(k).map_err(unavailable)?;
                 self.availability.remove(k).map_err(unavailable)?;
+                Ok(Reply::Done)
+            }
+            Op::Ban(b) => {
+                let k = b.address.as_bytes().as_slice();
+                let v = row(rows::encode_ban(&b))?;
+                self.bans.insert(k, v.as_bytes()).map_err(unavailable)?;
+                let removed = self.miners.remove(k).map_err(unavailable)?.is_some();
+                self.stats.remove(k).map_err(unavailable)?;
+                self.availability.remove(k).map_err(unavailable)?;
+                Ok(Reply::Count(u64::from(removed)))
+            }
+            Op::Unban(a) => {
+                if self
+                    .bans
+                    .remove(a.as_bytes().as_slice())
+                    .map_err(unavailable)?
+                    .is_none()
+                {
+                    return Err(StoreError::NotFound);
+                }
                 Ok(Reply::Done)
             }
             Op::Outcome(o, decay) => {
@@ -253,6 +290,7 @@ impl<'t> Tables<'t> {
                     .retain(|_, _| false)
                     .map_err(unavailable)?;
                 self.outcomes.retain(|_, _| false).map_err(unavailable)?;
+                self.bans.retain(|_, _| false).map_err(unavailable)?;
                 Ok(Reply::Done)
             }
         }
@@ -342,6 +380,17 @@ pub(super) fn export(
         last = Some(k.value());
     }
     Ok((out, last))
+}
+
+pub(super) fn bans(db: &Database) -> Result<Vec<Ban>> {
+    let txn = db.begin_read().map_err(unavailable)?;
+    let t = txn.open_table(BANS).map_err(unavailable)?;
+    let mut out = Vec::new();
+    for entry in t.iter().map_err(unavailable)? {
+        let (_, v) = entry.map_err(unavailable)?;
+        out.push(row(rows::decode_ban(v.value()))?);
+    }
+    Ok(out)
 }
 
 pub(super) fn outcome_count(db: &Database) -> Result<u64> {
