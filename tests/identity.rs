@@ -5,15 +5,17 @@
 //! `personal_sign` makes them (EIP-191 over the challenge's message), with the Hardhat test
 //! key #0; `src/domain/identity.rs` checks the verifier against eth-account's vectors.
 
+mod backends;
 mod common;
 
 use common::{registration, Api};
-use hyper::StatusCode;
+use hyper::{Method, StatusCode};
 use k256::ecdsa::SigningKey;
 use poolhub::config::{Config, MinerIdentity};
 use poolhub::domain::identity::personal_message_hash;
 use poolhub::server::TestHub;
 use serde_json::{json, Value};
+use std::time::{Duration, Instant};
 
 /// Hardhat's account #0: a well-known test key, never a real one.
 const OWNER_KEY: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
@@ -35,11 +37,62 @@ fn sign(hex_key: &str, message: &str) -> String {
     format!("0x{}", hex::encode(out))
 }
 
+/// The operator's secret in these tests.
+const ADMIN: &str = "test-admin-secret-0123456789";
+
 async fn start(identity: MinerIdentity) -> TestHub {
     let mut cfg = Config::default();
     cfg.storage.ephemeral = true;
     cfg.auth.miner_identity = identity;
+    cfg.auth.admin_token = ADMIN.into();
     TestHub::start(cfg).await.expect("hub")
+}
+
+/// A hub on PostgreSQL (schema `schema`) and Redis (key prefix `prefix`).
+fn shared_config(pg: &str, schema: &str, redis: &str, prefix: &str) -> Config {
+    use poolhub::config::{DurableKind, HotKind};
+    let mut c = Config::default();
+    c.storage.durable = DurableKind::Postgres;
+    c.storage.database_url = Some(pg.into());
+    c.storage.postgres_schema = schema.into();
+    c.storage.connect_timeout = 5;
+    c.storage.hot = HotKind::Redis;
+    c.storage.redis_url = Some(redis.into());
+    c.storage.redis_prefix = prefix.into();
+    c.auth.admin_token = ADMIN.into();
+    c
+}
+
+async fn drop_schema(url: &str, schema: &str) {
+    let s = poolhub::store::postgres::PostgresStore::connect(
+        poolhub::store::postgres::PgOptions {
+            url: url.into(),
+            schema: schema.into(),
+            max_connections: 1,
+            startup_timeout: Duration::from_secs(5),
+        },
+        None,
+    )
+    .await
+    .expect("connect");
+    s.drop_schema().await.expect("drop schema");
+}
+
+/// Polls `check` until it holds, for at most `within` (a bound on a wait, never a measured
+/// duration the test asserts).
+async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(started.elapsed() < within, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn challenge(api: &Api, address: &str) -> Value {
@@ -309,4 +362,237 @@ async fn a_lost_token_is_replaced_with_a_signature_and_the_history_is_kept() {
         )
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+}
+
+async fn ban(api: &Api, address: &str, bearer: Option<&str>) -> common::Resp {
+    api.post(
+        "/api/v1/admin/bans",
+        &json!({"address": address, "reason": "forged outcomes"}),
+        bearer,
+    )
+    .await
+}
+
+async fn matched(api: &Api, address: &str) -> bool {
+    let r = api
+        .post(
+            "/api/v1/match",
+            &json!({"model": "llama3.2", "limit": 10, "reserve": false}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    r.json["miners"]
+        .as_array()
+        .expect("miners")
+        .iter()
+        .any(|m| m["address"] == address)
+}
+
+#[tokio::test]
+async fn a_banned_address_cannot_register_and_is_never_matched() {
+    let hub = start(MinerIdentity::Token).await;
+    let api = Api::new(hub.api_addr);
+    let token = api.register(OWNER, &["llama3.2"], 16384, 4).await;
+    assert_eq!(api.heartbeat(OWNER, &token, 0).await.status, StatusCode::OK);
+    assert!(matched(&api, OWNER).await);
+
+    // Only the admin bans.
+    assert_eq!(
+        ban(&api, OWNER, None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        ban(&api, OWNER, Some(&token)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let r = api
+        .post(
+            "/api/v1/admin/bans",
+            &json!({"address": "0x12"}),
+            Some(ADMIN),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(r.json["error"]["field"], "address");
+
+    let r = ban(&api, OWNER, Some(ADMIN)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.json["address"], OWNER);
+    assert_eq!(r.json["reason"], "forged outcomes");
+    assert!(!matched(&api, OWNER).await, "never matched");
+    let r = api.get(&format!("/api/v1/miners/{OWNER}")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "its miner is gone");
+    assert_eq!(
+        api.heartbeat(OWNER, &token, 0).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Registering again is refused, signed or not.
+    let r = register(&api, &owner_registration(), None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(error_code(&r), "banned");
+    let sig = signed(&api, OWNER, OWNER_KEY).await;
+    let r = register(&api, &with_signature(owner_registration(), &sig), None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(error_code(&r), "banned");
+
+    let r = api
+        .send(Method::GET, "/api/v1/admin/bans", None, Some(ADMIN))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["bans"][0]["address"], OWNER);
+    assert_eq!(r.json["bans"].as_array().map(Vec::len), Some(1));
+    let r = api
+        .send(Method::GET, "/api/v1/admin/bans", None, None)
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    // Lifted: the address registers again, as a new miner.
+    let path = format!("/api/v1/admin/bans/{OWNER}");
+    assert_eq!(
+        api.delete(&path, Some(&token)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let r = api.delete(&path, Some(ADMIN)).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let r = api.delete(&path, Some(ADMIN)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    assert_eq!(error_code(&r), "not_banned");
+    let r = register(&api, &owner_registration(), None).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+}
+
+#[tokio::test]
+async fn the_admin_deregisters_any_miner() {
+    let hub = start(MinerIdentity::Token).await;
+    let api = Api::new(hub.api_addr);
+    let token = api.register(OWNER, &["llama3.2"], 16384, 4).await;
+    let path = format!("/api/v1/miners/{OWNER}");
+    assert_eq!(
+        api.delete(&path, None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        api.delete(&path, Some("ph_wrong")).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let r = api.delete(&path, Some(ADMIN)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(api.get(&path).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        api.heartbeat(OWNER, &token, 0).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.delete(&path, Some(ADMIN)).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+/// Two hubs sharing PostgreSQL and Redis: a challenge fetched from one is answered through
+/// the other (and only once), a takeover on one locks the squatter out of both, and a ban
+/// placed on one holds on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs POOLHUB_TEST_DATABASE_URL and POOLHUB_TEST_REDIS_URL"]
+async fn identity_and_bans_hold_on_two_hubs_sharing_postgres_and_redis() {
+    let (pg, rd) = (backends::database_url(), backends::redis_url());
+    let schema = backends::fresh_name("poolhub_test_");
+    let prefix = backends::fresh_name("test:") + ":";
+    let cfg = shared_config(&pg, &schema, &rd, &prefix);
+    let hub_a = TestHub::start(cfg.clone()).await.expect("hub A");
+    let hub_b = TestHub::start(cfg).await.expect("hub B");
+    let (a, b) = (Api::new(hub_a.api_addr), Api::new(hub_b.api_addr));
+    let second = Duration::from_secs(1);
+
+    // The squatter registers through A; B learns of it.
+    let squatter = a.register(OWNER, &["llama3.2"], 16384, 4).await;
+    eventually(second, "registration reaches B", || {
+        let (b, squatter) = (b.clone(), squatter.clone());
+        async move { b.heartbeat(OWNER, &squatter, 0).await.status == StatusCode::OK }
+    })
+    .await;
+
+    // The owner's challenge comes from A, its answer goes to B, and works once.
+    let sig = signed(&a, OWNER, OWNER_KEY).await;
+    let r = register(&b, &with_signature(owner_registration(), &sig), None).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let owner = r.json["token"].as_str().expect("token").to_string();
+    let r = register(&a, &with_signature(owner_registration(), &sig), None).await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "reused on the other hub: {}",
+        r.text
+    );
+    assert_eq!(error_code(&r), "bad_signature");
+
+    // A hears of the takeover: the squatter's token stops working there too.
+    eventually(second, "takeover reaches A", || {
+        let (a, squatter) = (a.clone(), squatter.clone());
+        async move { a.heartbeat(OWNER, &squatter, 0).await.status == StatusCode::FORBIDDEN }
+    })
+    .await;
+    assert_eq!(a.heartbeat(OWNER, &owner, 0).await.status, StatusCode::OK);
+
+    // A lost token reissued through A stops working on B.
+    let sig = signed(&b, OWNER, OWNER_KEY).await;
+    let r = a
+        .post(
+            &format!("/api/v1/miners/{OWNER}/token"),
+            &json!({"signature": sig}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let reissued = r.json["token"].as_str().expect("token").to_string();
+    eventually(second, "reissued token reaches B", || {
+        let (b, owner) = (b.clone(), owner.clone());
+        async move { b.heartbeat(OWNER, &owner, 0).await.status == StatusCode::FORBIDDEN }
+    })
+    .await;
+    assert_eq!(
+        b.heartbeat(OWNER, &reissued, 0).await.status,
+        StatusCode::OK
+    );
+
+    // Banned on A: B stops matching it and refuses its registration at once.
+    eventually(second, "the miner is matchable on B", || {
+        let b = b.clone();
+        async move { matched(&b, OWNER).await }
+    })
+    .await;
+    assert_eq!(
+        ban(&a, OWNER, Some(ADMIN)).await.status,
+        StatusCode::CREATED
+    );
+    // At once, even before B's index hears of it: the shared store refuses the record
+    // (with the owner's token: 404, the record is gone; without: 401 or 403).
+    let r = register(&b, &owner_registration(), Some(&reissued)).await;
+    assert!(!r.status.is_success(), "{}", r.text);
+    let r = register(&b, &owner_registration(), None).await;
+    assert!(!r.status.is_success(), "{}", r.text);
+    eventually(second, "the ban reaches B's index", || {
+        let b = b.clone();
+        async move { !matched(&b, OWNER).await }
+    })
+    .await;
+    let r = register(&b, &owner_registration(), None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(error_code(&r), "banned");
+    let r = b
+        .send(Method::GET, "/api/v1/admin/bans", None, Some(ADMIN))
+        .await;
+    assert_eq!(r.json["bans"][0]["address"], OWNER, "{}", r.text);
+    // Lifted on B: A lets it register.
+    let r = b
+        .delete(&format!("/api/v1/admin/bans/{OWNER}"), Some(ADMIN))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let r = register(&a, &owner_registration(), None).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+
+    hub_a.stop().await;
+    hub_b.stop().await;
+    drop_schema(&pg, &schema).await;
 }
