@@ -596,3 +596,76 @@ async fn identity_and_bans_hold_on_two_hubs_sharing_postgres_and_redis() {
     hub_b.stop().await;
     drop_schema(&pg, &schema).await;
 }
+
+/// The whole identity flow against the built binary at trace level: no token, signature or
+/// admin secret appears in its log.
+#[test]
+fn trace_logs_never_contain_a_signature_token_or_admin_secret() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().expect("dir");
+    let stderr = dir.path().join("stderr.log");
+    let file = std::fs::File::create(&stderr).expect("stderr file");
+    let served = common::Served::start(
+        dir.path(),
+        &["--ephemeral", "--host", "127.0.0.1", "--port", "0"],
+        &[("LOG_LEVEL", "trace"), ("POOLHUB_ADMIN_TOKEN", ADMIN)],
+        Stdio::from(file),
+    );
+    let api = served.api();
+    let (secrets, signatures) = common::rt().block_on(async {
+        let squatter = api.register(OWNER, &["llama3.2"], 16384, 4).await;
+        let sig1 = signed(&api, OWNER, OWNER_KEY).await;
+        let r = register(&api, &with_signature(owner_registration(), &sig1), None).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let owner = r.json["token"].as_str().expect("token").to_string();
+        // A reused signature is refused (and its refusal logged without it).
+        let r = register(&api, &with_signature(owner_registration(), &sig1), None).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        let sig2 = signed(&api, OWNER, OWNER_KEY).await;
+        let r = api
+            .post(
+                &format!("/api/v1/miners/{OWNER}/token"),
+                &json!({"signature": sig2}),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let reissued = r.json["token"].as_str().expect("token").to_string();
+        assert_eq!(
+            ban(&api, OWNER, Some(ADMIN)).await.status,
+            StatusCode::CREATED
+        );
+        (
+            vec![squatter, owner, reissued, ADMIN.to_string()],
+            vec![sig1, sig2],
+        )
+    });
+    let status = served.sigterm();
+    assert!(status.success(), "exit status {status}");
+    let log = std::fs::read_to_string(&stderr).expect("log");
+    assert!(
+        log.contains("unproven registration taken over") && log.contains("address banned"),
+        "the identity events are logged:\n{log}"
+    );
+    for secret in secrets.iter().chain(&signatures) {
+        let bare = secret.trim_start_matches("0x").trim_start_matches("ph_");
+        assert!(
+            !log.contains(bare),
+            "a secret appears in the log:\n{}",
+            log.lines()
+                .filter(|l| l.contains(bare))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    for t in &secrets[..3] {
+        assert!(
+            !log.contains(&poolhub::hub::hash_token(t)),
+            "a token hash is logged"
+        );
+    }
+    assert!(
+        !log.to_ascii_lowercase().contains("bearer"),
+        "an Authorization header is logged"
+    );
+}

@@ -325,7 +325,87 @@ fn valid_host(h: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::valid_host;
+    use super::*;
+    use crate::domain::identity::personal_message_hash;
+    use crate::hub::tests::{hub, registration};
+    use k256::ecdsa::SigningKey;
+
+    /// Hardhat's test account #0.
+    const KEY: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+    const OWNER: &str = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";
+
+    fn sign(message: &str) -> RawSignature {
+        let key = SigningKey::from_slice(&hex::decode(KEY).expect("hex")).expect("key");
+        let (sig, recid) = key
+            .sign_prehash_recoverable(&personal_message_hash(message.as_bytes()))
+            .expect("sign");
+        format!(
+            "0x{}{:02x}",
+            hex::encode(sig.to_bytes()),
+            27 + recid.to_byte()
+        )
+        .parse()
+        .expect("signature")
+    }
+
+    /// A signature over a challenge whose time is up is refused even while the store still
+    /// holds it, and the challenge is spent by the attempt.
+    #[tokio::test]
+    async fn an_expired_challenge_is_refused_and_spent() {
+        let hub = hub().await;
+        let owner: Address = OWNER.parse().expect("address");
+        let now = now_ms();
+        let stale = Challenge {
+            domain: "hub.example".into(),
+            address: owner,
+            statement: STATEMENT.into(),
+            uri: "http://hub.example/api/v1/miners/register".into(),
+            chain_id: 1,
+            nonce: "expiredNonce12345678".into(),
+            issued_at: now - 600_000,
+            expires_at: now - 1,
+        };
+        hub.hot
+            .put_challenge(&stale, Duration::from_secs(60))
+            .await
+            .expect("put");
+        let sig = sign(&stale.message());
+        let mut reg = registration(1);
+        reg.address = owner;
+        assert!(matches!(
+            hub.register_signed(reg.clone(), None, Some(&sig)).await,
+            Err(HubError::BadSignature(_))
+        ));
+        assert!(hub.registry.get(&owner).is_none(), "nothing registered");
+        assert_eq!(hub.hot.take_challenge(&owner).await.expect("take"), None);
+
+        // The same flow with a live challenge works, and marks the miner proven.
+        let fresh = hub
+            .challenge(owner, Some("hub.example"))
+            .await
+            .expect("challenge");
+        let r = hub
+            .register_signed(reg, None, Some(&sign(&fresh.message())))
+            .await
+            .expect("registered");
+        assert!(r.created && r.token.is_some() && r.view.miner.proven);
+    }
+
+    #[tokio::test]
+    async fn a_challenge_needs_a_domain() {
+        let hub = hub().await;
+        let owner: Address = OWNER.parse().expect("address");
+        match hub.challenge(owner, None).await {
+            Err(HubError::Invalid(e)) => assert_eq!(e.field, "Host"),
+            other => panic!("{other:?}"),
+        }
+        let c = hub
+            .challenge(owner, Some("pool.example:8000"))
+            .await
+            .expect("ok");
+        assert_eq!(c.uri, "http://pool.example:8000/api/v1/miners/register");
+        assert!(c.nonce.len() >= 16 && c.nonce.chars().all(|ch| ch.is_ascii_alphanumeric()));
+    }
 
     #[test]
     fn hosts_that_would_bend_the_message_are_refused() {
