@@ -298,6 +298,34 @@ async fn a_challenge_works_once_and_bad_signatures_are_refused() {
     );
 }
 
+/// An unsigned registrant that proves the key while holding the record's token is the
+/// owner all along: the record becomes proven in place, keeping its token and history.
+#[tokio::test]
+async fn the_token_holder_who_signs_keeps_the_record() {
+    let hub = start(MinerIdentity::Token).await;
+    let api = Api::new(hub.api_addr);
+    let token = api.register(OWNER, &["llama3.2"], 16384, 4).await;
+    one_job(&api, OWNER, &token).await;
+    let sig = signed(&api, OWNER, OWNER_KEY).await;
+    let r = register(
+        &api,
+        &with_signature(owner_registration(), &sig),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(
+        r.json.get("token").is_none(),
+        "the token is kept: {}",
+        r.text
+    );
+    assert_eq!(jobs_total(&api, OWNER).await, 1, "history kept");
+    assert_eq!(api.heartbeat(OWNER, &token, 0).await.status, StatusCode::OK);
+    // Proven now: an unsigned registration cannot take it, even in the default mode.
+    let r = register(&api, &owner_registration(), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+}
+
 #[tokio::test]
 async fn signature_mode_refuses_unsigned_registrations() {
     let hub = start(MinerIdentity::Signature).await;

@@ -6,8 +6,10 @@
 //!   removes it, so each nonce is used once, right or wrong.
 //! * A registration with a valid signature marks the record *proven*. An unproven record
 //!   (registered with no signature: possibly a squatter) is taken over by whoever proves the
-//!   key: a new token and a fresh record, since the old one's history was never the owner's.
-//!   A proven record changes only with its token or another fresh signature.
+//!   key without its token: a new token and a fresh record, since the old one's history was
+//!   never the owner's. Proving the key *with* the record's token upgrades it in place (the
+//!   token holder and the key holder are the same party). A proven record changes only with
+//!   its token or another fresh signature.
 //! * A lost token is replaced with a fresh signature; the record and its history stay.
 
 use super::{hash_token, new_token, now_ms, Event, Hub, HubError, Registered, Registration};
@@ -118,13 +120,14 @@ impl Hub {
             return self.insert_proven(reg, now).await;
         };
         let token_ok = token.is_some_and(|t| self.authorize(&current, Some(t)).is_ok());
-        if !current.proven {
-            // Registered without proof: the prover is the owner, and what was there is not
-            // theirs (even if they hold its token, a fresh record is the honest answer).
+        if !current.proven && !token_ok {
+            // Registered without proof by someone who is not the prover: the record was
+            // never the owner's, so the owner gets a fresh one.
             return self.take_over(reg, &current, now).await;
         }
-        // Proven before: the same owner. Keep the token it holds, or issue a new one if it
-        // did not send it (it may have lost it).
+        // The same owner: proven before, or the holder of the unproven record's token now
+        // proving the key (its history was its own all along). Keep the token it holds, or
+        // issue a new one if it did not send it (it may have lost it).
         let issued = (!token_ok).then(new_token);
         let miner = Miner {
             address: reg.address,
