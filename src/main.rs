@@ -302,7 +302,7 @@ fn migrate(args: &MigrateArgs) -> ExitCode {
     )) {
         Ok(c) => {
             eprintln!(
-                "poolhub: migrated {} miners, {} outcomes and {} bans from {} to {} (counts and miner records verified)",
+                "poolhub: migrated {} miners and {} outcomes ({} bans) from {} to {} (counts and miner records verified)",
                 c.miners,
                 c.outcomes,
                 c.bans,

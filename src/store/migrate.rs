@@ -122,7 +122,8 @@ pub async fn copy(
     let e = |step: &'static str| move |source| MigrateError::Store { step, source };
     let existing = to.load_all().await.map_err(e("reading the target"))?.len();
     let existing_outcomes = to.outcome_count().await.map_err(e("reading the target"))?;
-    if existing > 0 || existing_outcomes > 0 {
+    let existing_bans = to.bans().await.map_err(e("reading the target"))?.len();
+    if existing > 0 || existing_outcomes > 0 || existing_bans > 0 {
         if !force {
             return Err(MigrateError::NotEmpty {
                 miners: existing,
