@@ -130,6 +130,7 @@ struct Sql {
     import_miner: String,
     wipe: String,
     is_banned: String,
+    lock_address: String,
     put_ban: String,
     delete_banned: String,
     unban: String,
@@ -196,6 +197,13 @@ impl Sql {
             ),
             wipe: format!("TRUNCATE {s}.miners, {s}.outcomes, {s}.bans RESTART IDENTITY"),
             is_banned: format!("SELECT 1 FROM {s}.bans WHERE address = $1"),
+            // Serialises a new registration of an address with a ban of it. Without it, under
+            // READ COMMITTED an insert whose snapshot predates a concurrent ban's commit, and
+            // a ban whose delete cannot see the uncommitted insert, would leave a banned
+            // address registered.
+            lock_address: format!(
+                "SELECT pg_advisory_xact_lock(hashtextextended('poolhub-address:{schema}:' || $1, 0))"
+            ),
             put_ban: format!(
                 "INSERT INTO {s}.bans (address, reason, banned_at) VALUES ($1, $2, $3)
                  ON CONFLICT (address) DO UPDATE SET reason = EXCLUDED.reason,
@@ -486,32 +494,35 @@ impl DurableStore for PostgresStore {
 
     async fn insert_miner(&self, miner: &Miner) -> Result<()> {
         self.observed(async {
-            let client = self.client().await?;
-            let stmt = client.prepare_cached(&self.sql.insert).await.map_err(pg)?;
-            let n = client
+            let mut client = self.client().await?;
+            let txn = client.transaction().await.map_err(pg)?;
+            let addr = miner.address.to_string();
+            let lock = txn
+                .prepare_cached(&self.sql.lock_address)
+                .await
+                .map_err(pg)?;
+            txn.execute(&lock, &[&addr]).await.map_err(pg)?;
+            let stmt = txn.prepare_cached(&self.sql.insert).await.map_err(pg)?;
+            let n = txn
                 .execute(
                     &stmt,
-                    &[
-                        &miner.address.to_string(),
-                        &miner.token_hash,
-                        &row(rows::encode_miner(miner))?,
-                    ],
+                    &[&addr, &miner.token_hash, &row(rows::encode_miner(miner))?],
                 )
                 .await
                 .map_err(pg)?;
             if n == 0 {
-                let banned = client
-                    .query_opt(&self.sql.is_banned, &[&miner.address.to_string()])
+                let banned = txn
+                    .query_opt(&self.sql.is_banned, &[&addr])
                     .await
                     .map_err(pg)?;
-                Err(if banned.is_some() {
+                // Dropping the transaction rolls it back (nothing was written).
+                return Err(if banned.is_some() {
                     StoreError::Banned
                 } else {
                     StoreError::AlreadyExists
-                })
-            } else {
-                Ok(())
+                });
             }
+            txn.commit().await.map_err(pg)
         })
         .await
     }
@@ -701,6 +712,9 @@ impl DurableStore for PostgresStore {
         self.observed(async {
             let mut client = self.client().await?;
             let txn = client.transaction().await.map_err(pg)?;
+            txn.execute(&self.sql.lock_address, &[&b.address])
+                .await
+                .map_err(pg)?;
             txn.execute(
                 &self.sql.put_ban,
                 &[&b.address, &b.reason, &i64_of(b.banned_at)],

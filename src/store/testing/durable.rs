@@ -43,6 +43,7 @@ where
     delete_checks_the_token_and_removes_everything(make().await.as_ref()).await;
     replace_checks_the_previous_token_and_may_start_fresh(make().await.as_ref()).await;
     bans_remove_the_miner_and_refuse_its_registration(make().await.as_ref()).await;
+    a_ban_racing_a_registration_always_wins(make().await).await;
     outcomes_accumulate_into_stats(make().await.as_ref()).await;
     concurrent_outcomes_are_never_lost(make().await, caps).await;
     availability_checkpoint_round_trips(make().await.as_ref()).await;
@@ -234,6 +235,34 @@ pub async fn bans_remove_the_miner_and_refuse_its_registration(s: &dyn DurableSt
     assert_eq!(s.bans().await.expect("bans"), vec![ban(15, None)]);
     s.wipe().await.expect("wipe");
     assert!(s.bans().await.expect("bans").is_empty(), "wipe clears bans");
+}
+
+/// However a registration and a ban of the same address interleave, the address ends up
+/// banned and unregistered.
+pub async fn a_ban_racing_a_registration_always_wins(s: Arc<dyn DurableStore>) {
+    use crate::domain::identity::Ban;
+    for i in 100..132u8 {
+        let (a, b) = (s.clone(), s.clone());
+        let insert = tokio::spawn(async move { a.insert_miner(&miner(i, "h")).await });
+        let ban = tokio::spawn(async move {
+            b.ban(&Ban {
+                address: address(i),
+                reason: None,
+                banned_at: 1,
+            })
+            .await
+        });
+        let inserted = insert.await.expect("insert task");
+        assert!(
+            matches!(inserted, Ok(()) | Err(StoreError::Banned)),
+            "{inserted:?}"
+        );
+        ban.await.expect("ban task").expect("ban");
+        assert!(
+            s.load_miner(&address(i)).await.expect("load").is_none(),
+            "miner {i} stayed registered although banned"
+        );
+    }
 }
 
 /// Outcomes fold into the statistics in one commit with their history record; the stats
