@@ -10,6 +10,8 @@
 //! * `sync`: keeping several hubs' indexes current (events, resync); `wire`: the versioned
 //!   format those events travel in.
 //! * `tasks`: the background work, owned by the caller's `CancellationToken`/`TaskTracker`.
+//! * `identity`: EIP-4361 challenges, signed registrations (takeover of unproven records)
+//!   and lost-token reissue; `bans`: the admin's bans and deregistration of any miner.
 
 mod bans;
 mod identity;
