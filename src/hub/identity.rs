@@ -394,6 +394,82 @@ mod tests {
         assert!(r.created && r.token.is_some() && r.view.miner.proven);
     }
 
+    /// A hub that missed the events (none travel between these two) learns of a takeover
+    /// and of a reissued token at its periodic resync: the squatter's token and statistics
+    /// are gone there too, and a reissue keeps the statistics.
+    #[tokio::test]
+    async fn resync_carries_a_takeover_and_a_reissue_to_a_hub_without_events() {
+        use crate::hub::tests::{hub_on, match_request};
+        use crate::hub::OutcomeReport;
+        use crate::store::redb::RedbStore;
+        use std::sync::Arc;
+        let durable = Arc::new(RedbStore::in_memory(None).expect("redb"));
+        let a = hub_on(durable.clone()).await;
+        let b = hub_on(durable).await;
+        let owner: Address = OWNER.parse().expect("address");
+        let mut reg = registration(1);
+        reg.address = owner;
+        let squatter = a
+            .register(reg.clone(), None)
+            .await
+            .expect("squat")
+            .token
+            .expect("token");
+        a.update_status(&owner, Some(&squatter), crate::hub::tests::online())
+            .await
+            .expect("status");
+        let m = a.match_job(match_request()).await.expect("match");
+        a.report_outcome(OutcomeReport {
+            match_id: m.match_id.to_string(),
+            address: owner,
+            success: true,
+            latency_ms: Some(100.0),
+            error: None,
+        })
+        .await
+        .expect("outcome");
+        b.resync().await.expect("resync");
+        let seen = b.registry.get(&owner).expect("B knows the squatter");
+        assert_eq!(seen.stats.jobs_total, 1);
+        assert!(b.authorize(&seen.miner, Some(&squatter)).is_ok());
+
+        let c = a
+            .challenge(owner, Some("hub.example"))
+            .await
+            .expect("challenge");
+        let owner_token = a
+            .register_signed(reg, None, Some(&sign(&c.message())))
+            .await
+            .expect("takeover")
+            .token
+            .expect("token");
+        b.resync().await.expect("resync");
+        let seen = b.registry.get(&owner).expect("still registered");
+        assert!(seen.miner.proven);
+        assert_eq!(
+            seen.stats.jobs_total, 0,
+            "the squatter's statistics are gone on B"
+        );
+        assert!(matches!(
+            b.authorize(&seen.miner, Some(&squatter)),
+            Err(HubError::Forbidden(_))
+        ));
+        assert!(b.authorize(&seen.miner, Some(&owner_token)).is_ok());
+
+        let c = a
+            .challenge(owner, Some("hub.example"))
+            .await
+            .expect("challenge");
+        let reissued = a
+            .reissue_token(&owner, &sign(&c.message()))
+            .await
+            .expect("reissue");
+        b.resync().await.expect("resync");
+        let seen = b.registry.get(&owner).expect("still registered");
+        assert!(b.authorize(&seen.miner, Some(&owner_token)).is_err());
+        assert!(b.authorize(&seen.miner, Some(&reissued)).is_ok());
+    }
+
     #[tokio::test]
     async fn a_challenge_needs_a_domain() {
         let hub = hub().await;
