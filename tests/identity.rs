@@ -191,6 +191,7 @@ async fn the_owner_takes_over_a_squatted_address_and_the_squatter_loses_it() {
     // The squatter registers the owner's address without a signature (the seed's way).
     let r = register(&api, &owner_registration(), None).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.json["miner"]["proven"], false, "{}", r.text);
     let squatter = r.json["token"].as_str().expect("token").to_string();
     one_job(&api, OWNER, &squatter).await;
     assert_eq!(jobs_total(&api, OWNER).await, 1);
@@ -216,6 +217,8 @@ async fn the_owner_takes_over_a_squatted_address_and_the_squatter_loses_it() {
         0,
         "the squatter's history is gone"
     );
+    let shown = api.get(&format!("/api/v1/miners/{OWNER}")).await;
+    assert_eq!(shown.json["proven"], true, "{}", shown.text);
     let r = api.heartbeat(OWNER, &squatter, 0).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "old token: {}", r.text);
     assert_eq!(api.heartbeat(OWNER, &owner, 0).await.status, StatusCode::OK);
