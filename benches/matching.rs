@@ -59,6 +59,7 @@ fn fixture(i: u32, rng: &mut StdRng) -> (Miner, MinerStats, MinerStatus) {
         token_hash: hash_token(&format!("token-{i}")),
         registered_at: 0,
         updated_at: 0,
+        proven: false,
     };
     let mut stats = MinerStats::default();
     let jobs = rng.random_range(0..60);

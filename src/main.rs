@@ -335,9 +335,10 @@ fn migrate(args: &MigrateArgs) -> ExitCode {
     )) {
         Ok(c) => {
             eprintln!(
-                "poolhub: migrated {} miners and {} outcomes from {} to {} (counts and miner records verified); {} client/admin keys copied",
+                "poolhub: migrated {} miners and {} outcomes ({} bans) from {} to {} (counts and miner records verified); {} client/admin keys copied",
                 c.miners,
                 c.outcomes,
+                c.bans,
                 shown(&args.from),
                 shown(&args.to),
                 c.keys

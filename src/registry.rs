@@ -828,6 +828,7 @@ mod tests {
             token_hash: String::new(),
             registered_at: 0,
             updated_at: 0,
+            proven: false,
         }
     }
 

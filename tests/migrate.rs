@@ -4,6 +4,7 @@
 mod backends;
 
 use poolhub::auth::{ApiKey, Role};
+use poolhub::domain::identity::Ban;
 use poolhub::store::redb::RedbStore;
 use poolhub::store::testing::fixtures::{address, availability, miner};
 use poolhub::store::testing::required_env;
@@ -13,7 +14,7 @@ use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_poolhub");
 
-/// A redb file with 5 miners, 40 outcomes and an availability checkpoint.
+/// A redb file with 5 miners, 40 outcomes, an availability checkpoint and a ban.
 async fn seed(path: &Path) {
     let s = RedbStore::open(path, None).unwrap();
     for i in 0..5 {
@@ -49,17 +50,25 @@ async fn seed(path: &Path) {
         .await
         .unwrap();
     }
+    s.ban(&Ban {
+        address: address(9),
+        reason: Some("forged outcomes".into()),
+        banned_at: 77,
+    })
+    .await
+    .unwrap();
     s.close().await;
 }
 
-async fn contents(path: &Path) -> (Vec<StoredMiner>, Vec<OutcomeRecord>, Vec<ApiKey>) {
+async fn contents(path: &Path) -> (Vec<StoredMiner>, Vec<OutcomeRecord>, Vec<ApiKey>, Vec<Ban>) {
     let s = RedbStore::open(path, None).unwrap();
     let mut m = s.load_all().await.unwrap();
     m.sort_by_key(|x| x.miner.address);
     let (o, _) = s.export_outcomes(None, 100_000).await.unwrap();
     let k = s.load_keys().await.unwrap();
+    let b = s.bans().await.unwrap();
     s.close().await;
-    (m, o, k)
+    (m, o, k, b)
 }
 
 fn migrate(args: &[&str]) -> (bool, String) {
@@ -108,12 +117,14 @@ async fn redb_to_postgres_and_back_copies_everything() {
 
     let (ok, err) = migrate(&["--from", &url, "--from-schema", &schema, "--to", b_s]);
     assert!(ok, "{err}");
-    assert!(err.contains("5 miners and 40 outcomes"), "{err}");
+    assert!(err.contains("5 miners and 40 outcomes (1 bans)"), "{err}");
 
-    let (ma, oa, ka) = contents(&a).await;
-    let (mb, ob, kb) = contents(&b).await;
+    let (ma, oa, ka, ba) = contents(&a).await;
+    let (mb, ob, kb, bb) = contents(&b).await;
     assert_eq!(ka.len(), 2);
     assert_eq!(ka, kb, "client keys (digests) survive both ways");
+    assert_eq!(ba.len(), 1);
+    assert_eq!(ba, bb, "bans survive both ways");
     assert_eq!(
         ma, mb,
         "miners, token hashes, stats, availability survive both ways"

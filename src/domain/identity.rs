@@ -101,6 +101,17 @@ pub fn recover_signer(message: &[u8], signature: &RawSignature) -> Result<Addres
     Ok(address_of(&key))
 }
 
+/// An address the operator barred from the pool: it cannot register, and its miner (if
+/// any) is removed when the ban is placed, so it is never matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ban {
+    pub address: Address,
+    /// The operator's note, shown in the ban list (never to the miner).
+    pub reason: Option<String>,
+    /// Unix ms.
+    pub banned_at: u64,
+}
+
 /// An EIP-4361 sign-in request for one address, as the hub issues it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Challenge {

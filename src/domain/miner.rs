@@ -247,6 +247,11 @@ pub struct Miner {
     pub registered_at: u64,
     /// Unix milliseconds of the latest (re-)registration.
     pub updated_at: u64,
+    /// Registered (or taken over, or its token reissued) with a signature by the address's
+    /// key. An unproven record may be taken over by whoever proves the key; a proven one
+    /// changes only with its token or a fresh signature.
+    #[serde(default)]
+    pub proven: bool,
 }
 
 impl Miner {

@@ -31,6 +31,9 @@ pub struct MinerDto<'a> {
     capabilities: Sorted<'a, Capabilities>,
     endpoint: &'a Endpoint,
     online: bool,
+    /// Registered (or taken over) with a signature by the address's key: an unproven record
+    /// may be a squatter's, and is taken over by the first signature.
+    proven: bool,
     registered_at: u64,
     reserved_slots: u32,
     score: ScoreDto<'a>,
@@ -91,6 +94,7 @@ impl<'a> MinerDto<'a> {
             capabilities: Sorted(&m.capabilities),
             endpoint: &m.endpoint,
             online,
+            proven: m.proven,
             registered_at: m.registered_at,
             reserved_slots: view.reserved,
             score: ScoreDto {
@@ -330,6 +334,7 @@ mod tests {
             token_hash: "h".into(),
             registered_at: 1,
             updated_at: 2,
+            proven: false,
         };
         let stats = MinerStats {
             jobs_total: 3,
@@ -369,6 +374,7 @@ mod tests {
             "registered_at": m.registered_at,
             "updated_at": m.updated_at,
             "online": online,
+            "proven": m.proven,
             "status": view.status,
             "reserved_slots": view.reserved,
             "stats": {

@@ -67,6 +67,16 @@ impl From<HubError> for ApiError {
             HubError::Forbidden(_) => Self::new(StatusCode::FORBIDDEN, "forbidden", msg),
             HubError::MinerNotFound(_) => Self::new(StatusCode::NOT_FOUND, "miner_not_found", msg),
             HubError::KeyNotFound(_) => Self::new(StatusCode::NOT_FOUND, "key_not_found", msg),
+            HubError::BadSignature(_) => Self {
+                field: Some("signature".into()),
+                ..Self::new(StatusCode::UNAUTHORIZED, "bad_signature", msg)
+            },
+            HubError::SignatureRequired => Self {
+                field: Some("signature".into()),
+                ..Self::new(StatusCode::UNAUTHORIZED, "signature_required", msg)
+            },
+            HubError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", msg),
+            HubError::NotBanned(_) => Self::new(StatusCode::NOT_FOUND, "not_banned", msg),
             HubError::Claim(c) => match c {
                 ClaimError::UnknownMatch => Self::new(StatusCode::NOT_FOUND, "unknown_match", msg),
                 ClaimError::NotOffered => {
@@ -82,6 +92,11 @@ impl From<HubError> for ApiError {
                 StoreError::NotFound => Self::new(StatusCode::NOT_FOUND, "not_found", msg),
                 StoreError::AlreadyExists => Self::new(StatusCode::CONFLICT, "conflict", msg),
                 StoreError::TokenMismatch => Self::new(StatusCode::FORBIDDEN, "forbidden", msg),
+                StoreError::Banned => Self::new(
+                    StatusCode::FORBIDDEN,
+                    "banned",
+                    "this address is banned from the pool: it cannot register",
+                ),
                 StoreError::Unavailable { backend, .. } | StoreError::Corrupt { backend, .. } => {
                     // The detail (the backend's own error and its causes) can name hosts,
                     // users or paths: the hub logged it (Hub::store_error), the client learns

@@ -26,6 +26,10 @@ pub struct RegisterBody {
     capabilities: Capabilities,
     #[serde(default)]
     stake: u64,
+    /// `personal_sign` by the address's key over its latest challenge (optional unless
+    /// `auth.miner_identity = "signature"`).
+    #[serde(default)]
+    signature: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -96,13 +100,22 @@ pub async fn register(
         capabilities: body.capabilities.validated()?,
         stake: body.stake,
     };
-    let r = state.hub.register(reg, token.as_deref()).await?;
-    let created = r.token.is_some();
+    let signature = body
+        .signature
+        .as_deref()
+        .map(super::identity::parse_signature)
+        .transpose()?;
+    let r = state
+        .hub
+        .register_signed(reg, token.as_deref(), signature.as_ref())
+        .await?;
+    // A proven owner may get a token without creating the record (a reissue).
+    let created = r.created;
     let body = RegisteredDto {
         address: r.view.miner.address,
         miner: render(&state, &r.view),
         status: if created { "registered" } else { "updated" },
-        token_note: created.then_some(
+        token_note: r.token.is_some().then_some(
             "shown once: send it as `Authorization: Bearer <token>` to change this miner",
         ),
         token: r.token,
@@ -148,7 +161,16 @@ pub async fn delete_miner(
     AddressPath(address): AddressPath,
     Bearer(token): Bearer,
 ) -> Result<Response, ApiError> {
-    state.hub.deregister(&address, token.as_deref()).await?;
+    // The admin may deregister any miner; anyone else needs the miner's own token.
+    let admin = token
+        .as_deref()
+        .and_then(|t| state.hub.keys().caller(t))
+        .is_some_and(|c| c.role() == crate::auth::Role::Admin);
+    if admin {
+        state.hub.remove_miner(&address).await?;
+    } else {
+        state.hub.deregister(&address, token.as_deref()).await?;
+    }
     Ok(Json(DeregisteredDto {
         address,
         status: "deregistered",

@@ -7,6 +7,7 @@ pub mod dto;
 mod error;
 mod extract;
 mod handlers;
+mod identity;
 mod layers;
 pub mod limits;
 
@@ -46,6 +47,22 @@ pub fn api_router(hub: Arc<Hub>, limiter: Arc<limits::Limiter>) -> Router {
         .route(
             "/api/v1/miners/{address}/status",
             post(handlers::update_status),
+        )
+        .route(
+            "/api/v1/miners/{address}/challenge",
+            post(identity::challenge),
+        )
+        .route(
+            "/api/v1/miners/{address}/token",
+            post(identity::reissue_token),
+        )
+        .route(
+            "/api/v1/admin/bans",
+            get(identity::list_bans).post(identity::create_ban),
+        )
+        .route(
+            "/api/v1/admin/bans/{address}",
+            axum::routing::delete(identity::delete_ban),
         )
         .route("/api/v1/match", post(handlers::match_job))
         .route("/api/v1/outcomes", post(handlers::report_outcome))

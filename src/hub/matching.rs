@@ -591,6 +591,19 @@ mod tests {
         async fn release_slot(&self, a: &Address, id: MatchId) -> StoreResult<()> {
             self.0.release_slot(a, id).await
         }
+        async fn put_challenge(
+            &self,
+            c: &crate::domain::identity::Challenge,
+            ttl: Duration,
+        ) -> StoreResult<()> {
+            self.0.put_challenge(c, ttl).await
+        }
+        async fn take_challenge(
+            &self,
+            a: &Address,
+        ) -> StoreResult<Option<crate::domain::identity::Challenge>> {
+            self.0.take_challenge(a).await
+        }
         async fn health(&self) -> StoreResult<()> {
             Ok(())
         }
@@ -710,6 +723,19 @@ mod tests {
         }
         async fn release_slot(&self, a: &Address, id: MatchId) -> StoreResult<()> {
             self.inner.release_slot(a, id).await
+        }
+        async fn put_challenge(
+            &self,
+            c: &crate::domain::identity::Challenge,
+            ttl: Duration,
+        ) -> StoreResult<()> {
+            self.inner.put_challenge(c, ttl).await
+        }
+        async fn take_challenge(
+            &self,
+            a: &Address,
+        ) -> StoreResult<Option<crate::domain::identity::Challenge>> {
+            self.inner.take_challenge(a).await
         }
         async fn health(&self) -> StoreResult<()> {
             Ok(())

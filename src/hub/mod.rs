@@ -10,7 +10,11 @@
 //! * `sync`: keeping several hubs' indexes current (events, resync); `wire`: the versioned
 //!   format those events travel in.
 //! * `tasks`: the background work, owned by the caller's `CancellationToken`/`TaskTracker`.
+//! * `identity`: EIP-4361 challenges, signed registrations (takeover of unproven records)
+//!   and lost-token reissue; `bans`: the admin's bans and deregistration of any miner.
 
+mod bans;
+mod identity;
 mod keys;
 mod matching;
 mod sync;
@@ -88,6 +92,17 @@ pub enum HubError {
     MinerNotFound(Address),
     #[error("no key with id {0}")]
     KeyNotFound(String),
+    /// Carries why, in words that tell the miner what to do next.
+    #[error("{0}")]
+    BadSignature(&'static str),
+    #[error("this hub requires a signature: request a challenge from /api/v1/miners/{{address}}/challenge, sign its message with the address's key (personal_sign) and send it as \"signature\"")]
+    SignatureRequired,
+    #[error(
+        "miner {0} changed through another hub meanwhile: request a new challenge and try again"
+    )]
+    Conflict(Address),
+    #[error("address {0} is not banned")]
+    NotBanned(Address),
     #[error(transparent)]
     Claim(ClaimError),
     #[error(transparent)]
@@ -326,6 +341,7 @@ impl Hub {
             token_hash: hash_token(&issued),
             registered_at: now,
             updated_at: now,
+            proven: false,
         };
         match self.durable.insert_miner(&miner).await {
             Ok(()) => {}
@@ -392,6 +408,7 @@ impl Hub {
             token_hash: current.token_hash.clone(),
             registered_at: current.registered_at,
             updated_at: now,
+            proven: current.proven,
         };
         match self.durable.update_miner(&miner).await {
             Ok(()) => {}

@@ -24,6 +24,7 @@ pub struct Copied {
     pub outcomes: u64,
     /// Client and admin keys (digests only) copied.
     pub keys: usize,
+    pub bans: usize,
 }
 
 /// Why a migration stopped. The target is left as the failed step left it: run again with
@@ -67,6 +68,8 @@ pub enum MigrateError {
     KeyRecords,
     #[error("verification failed: {in_source} outcomes in the source, {in_target} in the target")]
     OutcomeCount { in_source: u64, in_target: u64 },
+    #[error("verification failed: {in_source} bans in the source, {in_target} in the target")]
+    BanCount { in_source: usize, in_target: usize },
 }
 
 /// A location given on the command line: a `postgresql://` URL or a redb file path.
@@ -123,7 +126,8 @@ pub async fn copy(
     let e = |step: &'static str| move |source| MigrateError::Store { step, source };
     let existing = to.load_all().await.map_err(e("reading the target"))?.len();
     let existing_outcomes = to.outcome_count().await.map_err(e("reading the target"))?;
-    if existing > 0 || existing_outcomes > 0 {
+    let existing_bans = to.bans().await.map_err(e("reading the target"))?.len();
+    if existing > 0 || existing_outcomes > 0 || existing_bans > 0 {
         if !force {
             return Err(MigrateError::NotEmpty {
                 miners: existing,
@@ -137,6 +141,11 @@ pub async fn copy(
         to.import(chunk.to_vec(), Vec::new())
             .await
             .map_err(e("writing miners"))?;
+    }
+    // Bans after miners: a ban removes its address's miner, and a banned address has none.
+    let bans = from.bans().await.map_err(e("reading bans"))?;
+    for b in &bans {
+        to.ban(b).await.map_err(e("writing bans"))?;
     }
     let mut cursor = None;
     let mut outcomes = 0u64;
@@ -189,10 +198,18 @@ pub async fn copy(
             in_target: n,
         });
     }
+    let copied_bans = to.bans().await.map_err(e("verifying"))?;
+    if copied_bans.len() != bans.len() {
+        return Err(MigrateError::BanCount {
+            in_source: bans.len(),
+            in_target: copied_bans.len(),
+        });
+    }
     Ok(Copied {
         miners: miners.len(),
         outcomes,
         keys: keys.len(),
+        bans: bans.len(),
     })
 }
 

@@ -33,6 +33,7 @@ pub mod rows;
 pub mod testing;
 
 use crate::auth::ApiKey;
+use crate::domain::identity::{Ban, Challenge};
 use crate::domain::scoring::{Availability, MinerStats};
 use crate::domain::{Address, Miner, MinerStatus};
 use async_trait::async_trait;
@@ -60,6 +61,8 @@ pub enum StoreError {
     AlreadyExists,
     #[error("token does not match")]
     TokenMismatch,
+    #[error("the address is banned")]
+    Banned,
     #[error("{backend} is unavailable")]
     Unavailable {
         backend: &'static str,
@@ -98,7 +101,7 @@ impl StoreError {
     pub fn backend(&self) -> Option<&'static str> {
         match self {
             Self::Unavailable { backend, .. } | Self::Corrupt { backend, .. } => Some(backend),
-            Self::NotFound | Self::AlreadyExists | Self::TokenMismatch => None,
+            Self::NotFound | Self::AlreadyExists | Self::TokenMismatch | Self::Banned => None,
         }
     }
 
@@ -180,10 +183,21 @@ pub trait DurableStore: Send + Sync + 'static {
     async fn load_all(&self) -> Result<Vec<StoredMiner>>;
     /// One miner with its statistics (for applying another hub's change to the index).
     async fn load_miner(&self, address: &Address) -> Result<Option<StoredMiner>>;
-    /// Stores a new miner; `AlreadyExists` when the address is taken.
+    /// Stores a new miner; `AlreadyExists` when the address is taken, `Banned` when it is
+    /// banned (checked in the same statement or transaction as the insert).
     async fn insert_miner(&self, miner: &Miner) -> Result<()>;
     /// Replaces a registration whose stored token hash equals `miner.token_hash`.
     async fn update_miner(&self, miner: &Miner) -> Result<()>;
+    /// Replaces a registration whose stored token hash is `previous_token_hash` with `miner`
+    /// (whose token hash may differ: a reissued token, or a takeover). With `fresh`, the
+    /// statistics and availability are dropped too, in the same commit: the proven owner
+    /// taking over a squatted address must not inherit the squatter's record.
+    async fn replace_miner(
+        &self,
+        miner: &Miner,
+        previous_token_hash: &str,
+        fresh: bool,
+    ) -> Result<()>;
     /// Removes a miner, its statistics and availability, if `token_hash` matches.
     async fn delete_miner(&self, address: &Address, token_hash: &str) -> Result<()>;
     /// Appends the outcome and updates the miner's statistics in one commit.
@@ -206,10 +220,18 @@ pub trait DurableStore: Send + Sync + 'static {
         after: Option<u128>,
         limit: usize,
     ) -> Result<(Vec<OutcomeRecord>, Option<u128>)>;
+    /// Bans `ban.address` (replacing an earlier ban of it) and removes its miner with its
+    /// statistics and availability, in one commit; answers whether a miner was removed.
+    /// Outcome history is kept: it is the record of what happened.
+    async fn ban(&self, ban: &Ban) -> Result<bool>;
+    /// Lifts the ban of `address`; `NotFound` when it is not banned.
+    async fn unban(&self, address: &Address) -> Result<()>;
+    /// Every ban, ordered by address.
+    async fn bans(&self) -> Result<Vec<Ban>>;
     /// Stores miners exactly as given (token hash, statistics, availability; replacing any
     /// with the same address) and appends outcome records, in one commit (`poolhub migrate`).
     async fn import(&self, miners: Vec<StoredMiner>, outcomes: Vec<OutcomeRecord>) -> Result<()>;
-    /// Deletes every miner and every outcome (`poolhub migrate --force`).
+    /// Deletes every miner, outcome and ban (`poolhub migrate --force`).
     async fn wipe(&self) -> Result<()>;
     /// Cheap liveness check.
     async fn health(&self) -> Result<()>;
@@ -254,6 +276,8 @@ pub enum ClaimError {
 ///   the caller passes, however many processes share the store; a reservation ends by
 ///   `release_slot` or when its TTL passes.
 /// * `close` returns only after the writes the store accepted have been sent.
+/// * `take_challenge` returns a challenge at most once, only the latest one put for the
+///   address, and none after its TTL.
 #[async_trait]
 pub trait HotStore: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
@@ -301,6 +325,16 @@ pub trait HotStore: Send + Sync + 'static {
     ) -> Result<bool>;
     /// Gives back the slot match `id` holds on `address`, if any (the outcome arrived).
     async fn release_slot(&self, address: &Address, id: MatchId) -> Result<()>;
+    /// Keeps `challenge` as the one open sign-in challenge of its address for `ttl`,
+    /// replacing any older one (only the latest challenge counts).
+    ///
+    /// In the hot store, not the hub's memory, so a miner may fetch a challenge from one hub
+    /// and answer it through another sharing the store.
+    async fn put_challenge(&self, challenge: &Challenge, ttl: std::time::Duration) -> Result<()>;
+    /// Removes and returns the open challenge of `address` (`None` if there is none or it
+    /// expired). One atomic step in the store: however many hubs and callers try at once,
+    /// one challenge is taken once, which is what makes its nonce single-use.
+    async fn take_challenge(&self, address: &Address) -> Result<Option<Challenge>>;
     async fn health(&self) -> Result<()>;
     /// Live statuses of many miners at once (periodic resync); same order as `addresses`.
     async fn get_statuses(&self, addresses: &[Address]) -> Result<Vec<Option<MinerStatus>>> {

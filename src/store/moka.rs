@@ -1,6 +1,7 @@
 //! The embedded hot store: moka caches with time-to-live, in this process only.
 
 use super::{ClaimError, HotStore, MatchId, MatchTicket, Result};
+use crate::domain::identity::Challenge;
 use crate::domain::{Address, MinerStatus};
 use async_trait::async_trait;
 use moka::ops::compute::Op;
@@ -44,11 +45,34 @@ impl moka::Expiry<Address, Slots> for UntilLastExpires {
     }
 }
 
-/// Live status, the match ledger and slot reservations in moka caches.
+/// An open sign-in challenge and the instant it stops counting.
+type Open = Arc<(Challenge, Instant)>;
+
+/// Keeps a challenge exactly as long as its own TTL (each `put_challenge` names one).
+struct UntilDeadline;
+
+impl moka::Expiry<Address, Open> for UntilDeadline {
+    fn expire_after_create(&self, _: &Address, v: &Open, now: Instant) -> Option<Duration> {
+        Some(v.1.saturating_duration_since(now))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &Address,
+        v: &Open,
+        now: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(v.1.saturating_duration_since(now))
+    }
+}
+
+/// Live status, the match ledger, slot reservations and open challenges in moka caches.
 pub struct MokaHotStore {
     status: Cache<Address, MinerStatus>,
     matches: Cache<MatchId, Arc<Ledger>>,
     slots: Cache<Address, Slots>,
+    challenges: Cache<Address, Open>,
 }
 
 impl MokaHotStore {
@@ -69,6 +93,12 @@ impl MokaHotStore {
             slots: Cache::builder()
                 .max_capacity(max_matches)
                 .expire_after(UntilLastExpires)
+                .build(),
+            // One per address at most; bounded like the ledger, so a flood of challenge
+            // requests evicts open challenges (their miners ask again) instead of growing.
+            challenges: Cache::builder()
+                .max_capacity(max_matches)
+                .expire_after(UntilDeadline)
                 .build(),
         }
     }
@@ -194,6 +224,24 @@ impl HotStore for MokaHotStore {
             }
         });
         Ok(())
+    }
+
+    async fn put_challenge(&self, challenge: &Challenge, ttl: Duration) -> Result<()> {
+        let until = Instant::now() + ttl;
+        self.challenges
+            .insert(challenge.address, Arc::new((challenge.clone(), until)));
+        Ok(())
+    }
+
+    async fn take_challenge(&self, address: &Address) -> Result<Option<Challenge>> {
+        // `remove` is one step per key: of two callers, one gets the challenge. Expiry is
+        // checked here too, since moka may hand back an entry it has not evicted yet.
+        let now = Instant::now();
+        Ok(self
+            .challenges
+            .remove(address)
+            .filter(|open| open.1 > now)
+            .map(|open| open.0.clone()))
     }
 
     async fn health(&self) -> Result<()> {

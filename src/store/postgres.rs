@@ -18,6 +18,7 @@ use super::{
     BoxError, CommitObserver, DurableStore, OutcomeRecord, Result, StoreError, StoredMiner,
 };
 use crate::auth::ApiKey;
+use crate::domain::identity::Ban;
 use crate::domain::scoring::{Availability, MinerStats};
 use crate::domain::{Address, Miner};
 use async_trait::async_trait;
@@ -55,6 +56,12 @@ const MIGRATIONS: &[&str] = &[
         id     BIGINT PRIMARY KEY,
         digest TEXT NOT NULL UNIQUE,
         key    JSONB NOT NULL
+    );",
+    // 3: bans, checked by the insert of a miner in the same statement.
+    "CREATE TABLE {s}.bans (
+        address   TEXT PRIMARY KEY,
+        reason    TEXT,
+        banned_at BIGINT NOT NULL
     );",
 ];
 
@@ -118,6 +125,7 @@ struct Sql {
     select_one: String,
     insert: String,
     update: String,
+    replace: String,
     token_of: String,
     delete: String,
     lock_stats: String,
@@ -132,6 +140,12 @@ struct Sql {
     insert_key: String,
     revoke_key: String,
     select_keys: String,
+    is_banned: String,
+    lock_address: String,
+    put_ban: String,
+    delete_banned: String,
+    unban: String,
+    bans: String,
 }
 
 impl Sql {
@@ -144,12 +158,22 @@ impl Sql {
             select_one: format!(
                 "SELECT miner::text, stats::text, availability::text FROM {s}.miners WHERE address = $1"
             ),
+            // A banned address is refused by the same statement that inserts.
             insert: format!(
-                "INSERT INTO {s}.miners (address, token_hash, miner) VALUES ($1, $2, $3::text::jsonb)
+                "INSERT INTO {s}.miners (address, token_hash, miner)
+                 SELECT $1::text, $2::text, $3::text::jsonb
+                 WHERE NOT EXISTS (SELECT 1 FROM {s}.bans WHERE address = $1::text)
                  ON CONFLICT (address) DO NOTHING"
             ),
             update: format!(
                 "UPDATE {s}.miners SET miner = $3::text::jsonb WHERE address = $1 AND token_hash = $2"
+            ),
+            // $5: drop statistics and availability (a takeover starts a fresh record).
+            replace: format!(
+                "UPDATE {s}.miners SET token_hash = $3, miner = $4::text::jsonb,
+                   stats = CASE WHEN $5 THEN NULL ELSE stats END,
+                   availability = CASE WHEN $5 THEN NULL ELSE availability END
+                 WHERE address = $1 AND token_hash = $2"
             ),
             token_of: format!("SELECT token_hash FROM {s}.miners WHERE address = $1"),
             delete: format!("DELETE FROM {s}.miners WHERE address = $1 AND token_hash = $2"),
@@ -182,7 +206,7 @@ impl Sql {
                    miner = EXCLUDED.miner, stats = EXCLUDED.stats,
                    availability = EXCLUDED.availability"
             ),
-            wipe: format!("TRUNCATE {s}.miners, {s}.outcomes RESTART IDENTITY"),
+            wipe: format!("TRUNCATE {s}.miners, {s}.outcomes, {s}.bans RESTART IDENTITY"),
             // No conflict target: a taken id and a taken digest both insert nothing.
             insert_key: format!(
                 "INSERT INTO {s}.api_keys (id, digest, key) VALUES ($1, $2, $3::text::jsonb)
@@ -190,6 +214,22 @@ impl Sql {
             ),
             revoke_key: format!("DELETE FROM {s}.api_keys WHERE id = $1"),
             select_keys: format!("SELECT key::text FROM {s}.api_keys"),
+            is_banned: format!("SELECT 1 FROM {s}.bans WHERE address = $1"),
+            // Serialises a new registration of an address with a ban of it. Without it, under
+            // READ COMMITTED an insert whose snapshot predates a concurrent ban's commit, and
+            // a ban whose delete cannot see the uncommitted insert, would leave a banned
+            // address registered.
+            lock_address: format!(
+                "SELECT pg_advisory_xact_lock(hashtextextended('poolhub-address:{schema}:' || $1, 0))"
+            ),
+            put_ban: format!(
+                "INSERT INTO {s}.bans (address, reason, banned_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (address) DO UPDATE SET reason = EXCLUDED.reason,
+                   banned_at = EXCLUDED.banned_at"
+            ),
+            delete_banned: format!("DELETE FROM {s}.miners WHERE address = $1"),
+            unban: format!("DELETE FROM {s}.bans WHERE address = $1"),
+            bans: format!("SELECT address, reason, banned_at FROM {s}.bans ORDER BY address"),
         }
     }
 }
@@ -472,24 +512,35 @@ impl DurableStore for PostgresStore {
 
     async fn insert_miner(&self, miner: &Miner) -> Result<()> {
         self.observed(async {
-            let client = self.client().await?;
-            let stmt = client.prepare_cached(&self.sql.insert).await.map_err(pg)?;
-            let n = client
+            let mut client = self.client().await?;
+            let txn = client.transaction().await.map_err(pg)?;
+            let addr = miner.address.to_string();
+            let lock = txn
+                .prepare_cached(&self.sql.lock_address)
+                .await
+                .map_err(pg)?;
+            txn.execute(&lock, &[&addr]).await.map_err(pg)?;
+            let stmt = txn.prepare_cached(&self.sql.insert).await.map_err(pg)?;
+            let n = txn
                 .execute(
                     &stmt,
-                    &[
-                        &miner.address.to_string(),
-                        &miner.token_hash,
-                        &row(rows::encode_miner(miner))?,
-                    ],
+                    &[&addr, &miner.token_hash, &row(rows::encode_miner(miner))?],
                 )
                 .await
                 .map_err(pg)?;
             if n == 0 {
-                Err(StoreError::AlreadyExists)
-            } else {
-                Ok(())
+                let banned = txn
+                    .query_opt(&self.sql.is_banned, &[&addr])
+                    .await
+                    .map_err(pg)?;
+                // Dropping the transaction rolls it back (nothing was written).
+                return Err(if banned.is_some() {
+                    StoreError::Banned
+                } else {
+                    StoreError::AlreadyExists
+                });
             }
+            txn.commit().await.map_err(pg)
         })
         .await
     }
@@ -503,6 +554,38 @@ impl DurableStore for PostgresStore {
                 .execute(
                     &stmt,
                     &[&addr, &miner.token_hash, &row(rows::encode_miner(miner))?],
+                )
+                .await
+                .map_err(pg)?;
+            if n == 0 {
+                Err(self.why_not(&client, &addr).await)
+            } else {
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn replace_miner(
+        &self,
+        miner: &Miner,
+        previous_token_hash: &str,
+        fresh: bool,
+    ) -> Result<()> {
+        self.observed(async {
+            let client = self.client().await?;
+            let addr = miner.address.to_string();
+            let stmt = client.prepare_cached(&self.sql.replace).await.map_err(pg)?;
+            let n = client
+                .execute(
+                    &stmt,
+                    &[
+                        &addr,
+                        &previous_token_hash,
+                        &miner.token_hash,
+                        &row(rows::encode_miner(miner))?,
+                        &fresh,
+                    ],
                 )
                 .await
                 .map_err(pg)?;
@@ -640,6 +723,62 @@ impl DurableStore for PostgresStore {
             insert_outcome(&txn, &stmt, o).await?;
         }
         txn.commit().await.map_err(pg)
+    }
+
+    async fn ban(&self, ban: &Ban) -> Result<bool> {
+        let b = rows::BanRow::from(ban);
+        self.observed(async {
+            let mut client = self.client().await?;
+            let txn = client.transaction().await.map_err(pg)?;
+            txn.execute(&self.sql.lock_address, &[&b.address])
+                .await
+                .map_err(pg)?;
+            txn.execute(
+                &self.sql.put_ban,
+                &[&b.address, &b.reason, &i64_of(b.banned_at)],
+            )
+            .await
+            .map_err(pg)?;
+            let n = txn
+                .execute(&self.sql.delete_banned, &[&b.address])
+                .await
+                .map_err(pg)?;
+            txn.commit().await.map_err(pg)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn unban(&self, address: &Address) -> Result<()> {
+        self.observed(async {
+            let client = self.client().await?;
+            let n = client
+                .execute(&self.sql.unban, &[&address.to_string()])
+                .await
+                .map_err(pg)?;
+            if n == 0 {
+                Err(StoreError::NotFound)
+            } else {
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn bans(&self) -> Result<Vec<Ban>> {
+        let client = self.client().await?;
+        let rows = client.query(&self.sql.bans, &[]).await.map_err(pg)?;
+        rows.iter()
+            .map(|r| {
+                let at: i64 = r.get(2);
+                row(Ban::try_from(rows::BanRow {
+                    version: rows::FORMAT_VERSION,
+                    address: r.get(0),
+                    reason: r.get(1),
+                    banned_at: u64::try_from(at).unwrap_or(0),
+                }))
+            })
+            .collect()
     }
 
     async fn wipe(&self) -> Result<()> {

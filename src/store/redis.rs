@@ -31,6 +31,7 @@
 //! The connection is a `ConnectionManager`, which reconnects by itself.
 
 use super::{BusMessage, ClaimError, EventBus, HotStore, MatchId, MatchTicket, Result, StoreError};
+use crate::domain::identity::Challenge;
 use crate::domain::{Address, MinerStatus};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -146,6 +147,56 @@ fn decode_status(raw: &str) -> Result<MinerStatus> {
         gpu_utilization: r.gpu_utilization,
         temperature: r.temperature,
         reported_at: r.reported_at,
+    })
+}
+
+/// An open challenge as stored, apart from the domain type for the same reason as
+/// [`StatusRow`]: another hub (maybe another build) reads what this one wrote.
+#[derive(Serialize, Deserialize)]
+struct ChallengeRow {
+    v: u32,
+    domain: String,
+    address: Address,
+    statement: String,
+    uri: String,
+    chain_id: u64,
+    nonce: String,
+    issued_at: u64,
+    expires_at: u64,
+}
+
+fn encode_challenge(c: &Challenge) -> Result<String> {
+    serde_json::to_string(&ChallengeRow {
+        v: FORMAT,
+        domain: c.domain.clone(),
+        address: c.address,
+        statement: c.statement.clone(),
+        uri: c.uri.clone(),
+        chain_id: c.chain_id,
+        nonce: c.nonce.clone(),
+        issued_at: c.issued_at,
+        expires_at: c.expires_at,
+    })
+    .map_err(corrupt)
+}
+
+fn decode_challenge(raw: &str) -> Result<Challenge> {
+    let r: ChallengeRow = serde_json::from_str(raw).map_err(corrupt)?;
+    if r.v > FORMAT {
+        return Err(corrupt(format!(
+            "a challenge in format version {} (this build reads up to {FORMAT})",
+            r.v
+        )));
+    }
+    Ok(Challenge {
+        domain: r.domain,
+        address: r.address,
+        statement: r.statement,
+        uri: r.uri,
+        chain_id: r.chain_id,
+        nonce: r.nonce,
+        issued_at: r.issued_at,
+        expires_at: r.expires_at,
     })
 }
 
@@ -271,6 +322,10 @@ impl RedisHotStore {
 
     fn slots_key(&self, a: &Address) -> String {
         format!("{}slots:{a}", self.ns)
+    }
+
+    fn challenge_key(&self, a: &Address) -> String {
+        format!("{}challenge:{a}", self.ns)
     }
 
     fn enqueue(&self, write: Write) {
@@ -591,6 +646,31 @@ impl HotStore for RedisHotStore {
             .await
             .map_err(unavailable)?;
         Ok(r == 1)
+    }
+
+    async fn put_challenge(&self, challenge: &Challenge, ttl: Duration) -> Result<()> {
+        let v = encode_challenge(challenge)?;
+        let mut c = self.conn.clone();
+        // SET replaces any older challenge of the address: only the latest one counts.
+        redis::cmd("SET")
+            .arg(self.challenge_key(&challenge.address))
+            .arg(v)
+            .arg("PX")
+            .arg((ttl.as_millis() as u64).max(1))
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn take_challenge(&self, address: &Address) -> Result<Option<Challenge>> {
+        let mut c = self.conn.clone();
+        // GETDEL (Redis 6.2+) reads and deletes in one step: two hubs cannot both take it.
+        let v: Option<String> = redis::cmd("GETDEL")
+            .arg(self.challenge_key(address))
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        v.map(|s| decode_challenge(&s)).transpose()
     }
 
     async fn release_slot(&self, address: &Address, id: MatchId) -> Result<()> {

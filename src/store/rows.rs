@@ -10,18 +10,23 @@
 //! report as `Corrupt`) rather than misread. Older builds ignore the `"v"` field, so a file
 //! written by this build still opens in the previous one.
 //!
+//! Version 2 added `proven` to the miner row (registered with a signature by the address's
+//! key); a miner row of version 0 or 1 reads as unproven. The other rows are unchanged, and
+//! the ban row is new in version 2.
+//!
 //! To change a row's layout: bump [`FORMAT_VERSION`], keep reading every older version here,
 //! and add a golden test with the new encoding.
 
 use super::OutcomeRecord;
 use crate::auth::{ApiKey, Role};
+use crate::domain::identity::Ban;
 use crate::domain::scoring::{Availability, MinerStats};
 use crate::domain::{Address, Capabilities, Endpoint, Miner};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// The row format this build writes, and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The job type of a miner row written before rows listed job types (version 0). A constant
 /// of the row format, not the domain's default: changing that must not change old rows.
@@ -110,6 +115,9 @@ pub struct MinerRow {
     pub token_hash: String,
     pub registered_at: u64,
     pub updated_at: u64,
+    /// Since version 2; older rows were never proven by a signature.
+    #[serde(default)]
+    pub proven: bool,
 }
 
 /// A miner's declared capabilities as stored (inside its [`MinerRow`]).
@@ -146,6 +154,7 @@ impl From<&Miner> for MinerRow {
             token_hash: m.token_hash.clone(),
             registered_at: m.registered_at,
             updated_at: m.updated_at,
+            proven: m.proven,
         }
     }
 }
@@ -172,6 +181,7 @@ impl TryFrom<MinerRow> for Miner {
             token_hash: r.token_hash,
             registered_at: r.registered_at,
             updated_at: r.updated_at,
+            proven: r.proven,
         })
     }
 }
@@ -358,6 +368,31 @@ impl From<&ApiKey> for KeyRow {
     }
 }
 
+/// A ban as stored (redb; PostgreSQL stores its columns).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BanRow {
+    #[serde(default, rename = "v")]
+    pub version: u32,
+    pub address: String,
+    pub reason: Option<String>,
+    pub banned_at: u64,
+}
+
+impl Row for BanRow {
+    const WHAT: &'static str = "ban";
+}
+
+impl From<&Ban> for BanRow {
+    fn from(b: &Ban) -> Self {
+        Self {
+            version: current(),
+            address: b.address.to_string(),
+            reason: b.reason.clone(),
+            banned_at: b.banned_at,
+        }
+    }
+}
+
 impl TryFrom<KeyRow> for ApiKey {
     type Error = RowError;
 
@@ -379,6 +414,28 @@ impl TryFrom<KeyRow> for ApiKey {
             digest,
         })
     }
+}
+
+impl TryFrom<BanRow> for Ban {
+    type Error = RowError;
+
+    fn try_from(r: BanRow) -> Result<Self, RowError> {
+        Ok(Ban {
+            address: parse_address(BanRow::WHAT, &r.address)?,
+            reason: r.reason,
+            banned_at: r.banned_at,
+        })
+    }
+}
+
+/// A ban as its JSON row.
+pub fn encode_ban(b: &Ban) -> Result<String, RowError> {
+    encode(&BanRow::from(b))
+}
+
+/// A ban from its JSON row.
+pub fn decode_ban(bytes: &[u8]) -> Result<Ban, RowError> {
+    Ban::try_from(decode::<BanRow>(bytes)?)
 }
 
 // Shorthands the stores use: domain value to JSON row, and back, so a store never names a
@@ -454,6 +511,7 @@ mod tests {
             token_hash: "h1".into(),
             registered_at: 1_000,
             updated_at: 2_000,
+            proven: false,
         }
     }
 
@@ -463,7 +521,7 @@ mod tests {
     fn rows_are_written_in_the_pinned_format() {
         assert_eq!(
             encode_miner(&miner()).unwrap(),
-            r#"{"v":1,"address":"0xab00000000000000000000000000000000000001","endpoint":"http://m1.example.com:8080","capabilities":{"models":["llama3.2"],"gpu_memory":16384,"max_concurrent_jobs":4,"job_types":["inference"]},"stake":100,"token_hash":"h1","registered_at":1000,"updated_at":2000}"#
+            r#"{"v":2,"address":"0xab00000000000000000000000000000000000001","endpoint":"http://m1.example.com:8080","capabilities":{"models":["llama3.2"],"gpu_memory":16384,"max_concurrent_jobs":4,"job_types":["inference"]},"stake":100,"token_hash":"h1","registered_at":1000,"updated_at":2000,"proven":false}"#
         );
         let stats = MinerStats {
             successes: 1.5,
@@ -479,7 +537,7 @@ mod tests {
         };
         assert_eq!(
             encode_stats(&stats).unwrap(),
-            r#"{"v":1,"successes":1.5,"failures":0.5,"latency_sum_ms":250.0,"latency_count":1.0,"consecutive_failures":2,"last_failure_at":7,"jobs_total":3,"jobs_succeeded":1,"jobs_failed":2,"as_of":9}"#
+            r#"{"v":2,"successes":1.5,"failures":0.5,"latency_sum_ms":250.0,"latency_count":1.0,"consecutive_failures":2,"last_failure_at":7,"jobs_total":3,"jobs_succeeded":1,"jobs_failed":2,"as_of":9}"#
         );
         let av = Availability {
             up: 3.0,
@@ -488,7 +546,7 @@ mod tests {
         };
         assert_eq!(
             encode_availability(&av).unwrap(),
-            r#"{"v":1,"up":3.0,"total":4.0,"as_of":77}"#
+            r#"{"v":2,"up":3.0,"total":4.0,"as_of":77}"#
         );
         let o = OutcomeRecord {
             match_id: format!("{:032x}", 42),
@@ -500,7 +558,7 @@ mod tests {
         };
         assert_eq!(
             encode_outcome(&o).unwrap(),
-            r#"{"v":1,"match_id":"0000000000000000000000000000002a","address":"0xab00000000000000000000000000000000000001","success":false,"latency_ms":null,"at":5,"error":"timeout"}"#
+            r#"{"v":2,"match_id":"0000000000000000000000000000002a","address":"0xab00000000000000000000000000000000000001","success":false,"latency_ms":null,"at":5,"error":"timeout"}"#
         );
         assert_eq!(
             decode_miner(encode_miner(&miner()).unwrap().as_bytes()).unwrap(),
@@ -535,7 +593,7 @@ mod tests {
         assert_eq!(
             text,
             format!(
-                r#"{{"v":1,"id":7,"name":"coordinator-1","role":"client","created_at":1700000000000,"digest":"{}"}}"#,
+                r#"{{"v":2,"id":7,"name":"coordinator-1","role":"client","created_at":1700000000000,"digest":"{}"}}"#,
                 "ab".repeat(32)
             )
         );
@@ -550,7 +608,7 @@ mod tests {
             decode_key(short.as_bytes()),
             Err(RowError::Invalid { field, .. }) if field == "digest"
         ));
-        let newer = text.replace("\"v\":1", "\"v\":9");
+        let newer = text.replace("\"v\":2", "\"v\":9");
         assert!(matches!(
             decode_key(newer.as_bytes()),
             Err(RowError::Newer { .. })
@@ -573,6 +631,24 @@ mod tests {
         assert_eq!((o.success, o.at, o.latency_ms), (true, 5, Some(250.0)));
     }
 
+    /// A version-1 miner row (written before signatures) reads as unproven; a proven miner
+    /// round-trips its flag.
+    #[test]
+    fn miner_rows_before_version_2_read_as_unproven() {
+        let m = decode_miner(br#"{"v":1,"address":"0xab00000000000000000000000000000000000001","endpoint":"http://m1.example.com:8080","capabilities":{"models":["llama3.2"],"gpu_memory":16384,"max_concurrent_jobs":4,"job_types":["inference"]},"stake":100,"token_hash":"h1","registered_at":1000,"updated_at":2000}"#).unwrap();
+        assert!(!m.proven);
+        let proven = Miner {
+            proven: true,
+            ..miner()
+        };
+        let text = encode_miner(&proven).unwrap();
+        assert!(
+            text.starts_with(r#"{"v":2,"#) && text.ends_with(r#""proven":true}"#),
+            "{text}"
+        );
+        assert!(decode_miner(text.as_bytes()).unwrap().proven);
+    }
+
     /// Decayed statistics are arbitrary doubles: a reload must give back the very value
     /// stored, or `poolhub migrate`'s record-for-record check fails on real data.
     #[test]
@@ -589,21 +665,21 @@ mod tests {
 
     #[test]
     fn a_newer_row_is_refused_by_its_version() {
-        // Version 2 may have moved every field: the version is what is reported.
-        let e = decode_miner(br#"{"v":2,"id":"0xab","endpoints":[]}"#).unwrap_err();
+        // Version 3 may have moved every field: the version is what is reported.
+        let e = decode_miner(br#"{"v":3,"id":"0xab","endpoints":[]}"#).unwrap_err();
         assert!(
             matches!(
                 e,
                 RowError::Newer {
                     what: "miner",
-                    found: 2
+                    found: 3
                 }
             ),
             "{e:?}"
         );
         assert_eq!(
             e.to_string(),
-            "miner row has format version 2; this poolhub reads up to version 1: use a newer poolhub"
+            "miner row has format version 3; this poolhub reads up to version 2: use a newer poolhub"
         );
         assert!(matches!(
             decode_stats(br#"{"v":99}"#),

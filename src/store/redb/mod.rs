@@ -19,6 +19,7 @@ use super::{
     StoredMiner,
 };
 use crate::auth::ApiKey;
+use crate::domain::identity::Ban;
 use crate::domain::scoring::{Availability, MinerStats};
 use crate::domain::{Address, Miner};
 use async_trait::async_trait;
@@ -128,6 +129,35 @@ impl DurableStore for RedbStore {
 
     async fn update_miner(&self, miner: &Miner) -> Result<()> {
         self.write(Op::Update(miner.clone())).await
+    }
+
+    async fn replace_miner(
+        &self,
+        miner: &Miner,
+        previous_token_hash: &str,
+        fresh: bool,
+    ) -> Result<()> {
+        self.write(Op::Replace(
+            miner.clone(),
+            previous_token_hash.to_string(),
+            fresh,
+        ))
+        .await
+    }
+
+    async fn ban(&self, ban: &Ban) -> Result<bool> {
+        match self.writer.submit(Op::Ban(ban.clone())).await? {
+            Reply::Count(n) => Ok(n > 0),
+            _ => Err(unavailable("unexpected reply to a ban")),
+        }
+    }
+
+    async fn unban(&self, address: &Address) -> Result<()> {
+        self.write(Op::Unban(*address)).await
+    }
+
+    async fn bans(&self) -> Result<Vec<Ban>> {
+        self.read(tables::bans).await
     }
 
     async fn delete_miner(&self, address: &Address, token_hash: &str) -> Result<()> {

@@ -4,6 +4,7 @@
 
 use super::{corrupt, row, unavailable};
 use crate::auth::ApiKey;
+use crate::domain::identity::Ban;
 use crate::domain::scoring::{Availability, MinerStats};
 use crate::domain::{Address, Miner};
 use crate::store::rows;
@@ -22,6 +23,9 @@ pub(super) const MINERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("m
 pub(super) const STATS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("stats");
 /// address bytes -> `rows::AvailabilityRow` (JSON)
 pub(super) const AVAILABILITY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("availability");
+/// address bytes -> `rows::BanRow` (JSON). A file from before bans gets the table when it
+/// is opened; the layout of the other tables is unchanged, so the schema version is too.
+pub(super) const BANS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("bans");
 /// (accepted_at_ms << 64 | sequence) -> `rows::OutcomeRow` (JSON); time-ordered for pruning.
 pub(super) const OUTCOMES: TableDefinition<u128, &[u8]> = TableDefinition::new("outcomes");
 
@@ -35,7 +39,12 @@ const SEQ_KEY: &str = "outcome_seq";
 pub(super) enum Op {
     Insert(Miner),
     Update(Miner),
+    /// The new record, the token hash the stored one must have, and whether to drop the
+    /// statistics and availability.
+    Replace(Miner, String, bool),
     Delete(Address, String),
+    Ban(Ban),
+    Unban(Address),
     Outcome(OutcomeRecord, f64),
     SaveAvailability(Vec<(Address, Availability)>),
     Prune(u64),
@@ -77,6 +86,7 @@ pub(super) fn init_schema(db: &Database) -> Result<()> {
         txn.open_table(AVAILABILITY).map_err(unavailable)?;
         txn.open_table(OUTCOMES).map_err(unavailable)?;
         txn.open_table(KEYS).map_err(unavailable)?;
+        txn.open_table(BANS).map_err(unavailable)?;
     }
     txn.commit().map_err(unavailable)
 }
@@ -89,6 +99,7 @@ pub(super) struct Tables<'t> {
     availability: redb::Table<'t, &'static [u8], &'static [u8]>,
     outcomes: redb::Table<'t, u128, &'static [u8]>,
     keys: redb::Table<'t, u64, &'static [u8]>,
+    bans: redb::Table<'t, &'static [u8], &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -100,6 +111,7 @@ impl<'t> Tables<'t> {
             availability: txn.open_table(AVAILABILITY).map_err(unavailable)?,
             outcomes: txn.open_table(OUTCOMES).map_err(unavailable)?,
             keys: txn.open_table(KEYS).map_err(unavailable)?,
+            bans: txn.open_table(BANS).map_err(unavailable)?,
         })
     }
 
@@ -153,6 +165,14 @@ impl<'t> Tables<'t> {
                 {
                     return Err(StoreError::AlreadyExists);
                 }
+                if self
+                    .bans
+                    .get(key.as_slice())
+                    .map_err(unavailable)?
+                    .is_some()
+                {
+                    return Err(StoreError::Banned);
+                }
                 self.put_miner(&m)?;
                 Ok(Reply::Done)
             }
@@ -165,6 +185,20 @@ impl<'t> Tables<'t> {
                 self.put_miner(&m)?;
                 Ok(Reply::Done)
             }
+            Op::Replace(m, previous, fresh) => {
+                match self.stored_token(&m.address)? {
+                    None => return Err(StoreError::NotFound),
+                    Some(t) if t != previous => return Err(StoreError::TokenMismatch),
+                    Some(_) => {}
+                }
+                self.put_miner(&m)?;
+                if fresh {
+                    let k = m.address.as_bytes().as_slice();
+                    self.stats.remove(k).map_err(unavailable)?;
+                    self.availability.remove(k).map_err(unavailable)?;
+                }
+                Ok(Reply::Done)
+            }
             Op::Delete(a, token) => {
                 match self.stored_token(&a)? {
                     None => return Err(StoreError::NotFound),
@@ -175,6 +209,26 @@ impl<'t> Tables<'t> {
                 self.miners.remove(k).map_err(unavailable)?;
                 self.stats.remove(k).map_err(unavailable)?;
                 self.availability.remove(k).map_err(unavailable)?;
+                Ok(Reply::Done)
+            }
+            Op::Ban(b) => {
+                let k = b.address.as_bytes().as_slice();
+                let v = row(rows::encode_ban(&b))?;
+                self.bans.insert(k, v.as_bytes()).map_err(unavailable)?;
+                let removed = self.miners.remove(k).map_err(unavailable)?.is_some();
+                self.stats.remove(k).map_err(unavailable)?;
+                self.availability.remove(k).map_err(unavailable)?;
+                Ok(Reply::Count(u64::from(removed)))
+            }
+            Op::Unban(a) => {
+                if self
+                    .bans
+                    .remove(a.as_bytes().as_slice())
+                    .map_err(unavailable)?
+                    .is_none()
+                {
+                    return Err(StoreError::NotFound);
+                }
                 Ok(Reply::Done)
             }
             Op::Outcome(o, decay) => {
@@ -245,6 +299,7 @@ impl<'t> Tables<'t> {
                     .retain(|_, _| false)
                     .map_err(unavailable)?;
                 self.outcomes.retain(|_, _| false).map_err(unavailable)?;
+                self.bans.retain(|_, _| false).map_err(unavailable)?;
                 Ok(Reply::Done)
             }
             Op::InsertKey(k) => {
@@ -362,6 +417,17 @@ pub(super) fn load_keys(db: &Database) -> Result<Vec<ApiKey>> {
         out.push(row(rows::decode_key(v.value()))?);
     }
     out.sort_by_key(|k| (k.created_at, k.id));
+    Ok(out)
+}
+
+pub(super) fn bans(db: &Database) -> Result<Vec<Ban>> {
+    let txn = db.begin_read().map_err(unavailable)?;
+    let t = txn.open_table(BANS).map_err(unavailable)?;
+    let mut out = Vec::new();
+    for entry in t.iter().map_err(unavailable)? {
+        let (_, v) = entry.map_err(unavailable)?;
+        out.push(row(rows::decode_ban(v.value()))?);
+    }
     Ok(out)
 }
 

@@ -42,6 +42,9 @@ where
     insert_twice_is_refused(make().await.as_ref()).await;
     update_checks_the_token(make().await.as_ref()).await;
     delete_checks_the_token_and_removes_everything(make().await.as_ref()).await;
+    replace_checks_the_previous_token_and_may_start_fresh(make().await.as_ref()).await;
+    bans_remove_the_miner_and_refuse_its_registration(make().await.as_ref()).await;
+    a_ban_racing_a_registration_always_wins(make().await).await;
     outcomes_accumulate_into_stats(make().await.as_ref()).await;
     concurrent_outcomes_are_never_lost(make().await, caps).await;
     availability_checkpoint_round_trips(make().await.as_ref()).await;
@@ -179,6 +182,137 @@ pub async fn delete_checks_the_token_and_removes_everything(s: &dyn DurableStore
     s.insert_miner(&miner(5, "h2")).await.expect("insert again");
     let all = s.load_all().await.expect("load_all");
     assert_eq!(find(&all, 5).stats.jobs_total, 0);
+}
+
+/// `replace_miner` checks the previous token hash, stores the new one (with `proven`), and
+/// drops statistics and availability only when asked for a fresh record.
+pub async fn replace_checks_the_previous_token_and_may_start_fresh(s: &dyn DurableStore) {
+    let mut next = miner(13, "new");
+    next.proven = true;
+    assert_eq!(
+        s.replace_miner(&next, "old", false).await,
+        Err(StoreError::NotFound)
+    );
+    s.insert_miner(&miner(13, "old")).await.expect("insert");
+    s.record_outcome(&outcome(13, true, 10), 0.95)
+        .await
+        .expect("outcome");
+    s.save_availability(vec![(address(13), availability(1.0, 1.0, 5))])
+        .await
+        .expect("availability");
+    assert_eq!(
+        s.replace_miner(&next, "wrong", false).await,
+        Err(StoreError::TokenMismatch),
+        "the previous token hash is checked"
+    );
+    // A reissued token keeps the history.
+    s.replace_miner(&next, "old", false).await.expect("reissue");
+    let kept = s
+        .load_miner(&address(13))
+        .await
+        .expect("load")
+        .expect("there");
+    assert_eq!(kept.miner, next, "new token hash and proven flag stored");
+    assert_eq!(kept.stats.jobs_total, 1, "history kept");
+    assert_eq!(
+        s.update_miner(&miner(13, "old")).await,
+        Err(StoreError::TokenMismatch),
+        "the old token hash no longer matches"
+    );
+    // A takeover starts fresh.
+    let mut owner = miner(13, "owner");
+    owner.proven = true;
+    owner.registered_at = 9_000;
+    s.replace_miner(&owner, "new", true)
+        .await
+        .expect("takeover");
+    let fresh = s
+        .load_miner(&address(13))
+        .await
+        .expect("load")
+        .expect("there");
+    assert_eq!(fresh.miner, owner);
+    assert_eq!(fresh.stats, MinerStats::default(), "statistics dropped");
+    assert_eq!(
+        fresh.availability,
+        Default::default(),
+        "availability dropped"
+    );
+}
+
+/// A ban removes the miner with its record, refuses a new registration of the address until
+/// it is lifted, and is listed; lifting an absent ban is `NotFound`.
+pub async fn bans_remove_the_miner_and_refuse_its_registration(s: &dyn DurableStore) {
+    use crate::domain::identity::Ban;
+    let ban = |i: u8, reason: Option<&str>| Ban {
+        address: address(i),
+        reason: reason.map(str::to_string),
+        banned_at: 7_000 + u64::from(i),
+    };
+    s.insert_miner(&miner(14, "h")).await.expect("insert");
+    s.record_outcome(&outcome(14, true, 10), 0.95)
+        .await
+        .expect("outcome");
+    assert!(
+        s.ban(&ban(14, Some("spam"))).await.expect("ban"),
+        "a miner was removed"
+    );
+    assert!(s.load_miner(&address(14)).await.expect("load").is_none());
+    assert!(
+        !s.ban(&ban(15, None)).await.expect("ban"),
+        "nothing to remove"
+    );
+    assert_eq!(
+        s.insert_miner(&miner(14, "again")).await,
+        Err(StoreError::Banned)
+    );
+    assert_eq!(
+        s.insert_miner(&miner(15, "x")).await,
+        Err(StoreError::Banned)
+    );
+    // Banning again replaces the reason.
+    s.ban(&ban(14, Some("still spam")))
+        .await
+        .expect("ban again");
+    let mut listed = s.bans().await.expect("bans");
+    listed.sort_by_key(|b| b.address);
+    assert_eq!(listed, vec![ban(14, Some("still spam")), ban(15, None)]);
+    s.unban(&address(14)).await.expect("unban");
+    assert_eq!(s.unban(&address(14)).await, Err(StoreError::NotFound));
+    s.insert_miner(&miner(14, "again"))
+        .await
+        .expect("registers once the ban is lifted");
+    assert_eq!(s.bans().await.expect("bans"), vec![ban(15, None)]);
+    s.wipe().await.expect("wipe");
+    assert!(s.bans().await.expect("bans").is_empty(), "wipe clears bans");
+}
+
+/// However a registration and a ban of the same address interleave, the address ends up
+/// banned and unregistered.
+pub async fn a_ban_racing_a_registration_always_wins(s: Arc<dyn DurableStore>) {
+    use crate::domain::identity::Ban;
+    for i in 100..132u8 {
+        let (a, b) = (s.clone(), s.clone());
+        let insert = tokio::spawn(async move { a.insert_miner(&miner(i, "h")).await });
+        let ban = tokio::spawn(async move {
+            b.ban(&Ban {
+                address: address(i),
+                reason: None,
+                banned_at: 1,
+            })
+            .await
+        });
+        let inserted = insert.await.expect("insert task");
+        assert!(
+            matches!(inserted, Ok(()) | Err(StoreError::Banned)),
+            "{inserted:?}"
+        );
+        ban.await.expect("ban task").expect("ban");
+        assert!(
+            s.load_miner(&address(i)).await.expect("load").is_none(),
+            "miner {i} stayed registered although banned"
+        );
+    }
 }
 
 /// Outcomes fold into the statistics in one commit with their history record; the stats

@@ -32,6 +32,7 @@ pub fn miner(i: u8, token_hash: &str) -> Miner {
         token_hash: token_hash.to_string(),
         registered_at: 1_000,
         updated_at: 1_000,
+        proven: false,
     }
 }
 

@@ -5,6 +5,7 @@
 //! before its TTL could have passed (measured, never assumed), and absent once the TTL plus
 //! the backend's slack has passed.
 
+use crate::domain::identity::Challenge;
 use crate::domain::{Address, MinerStatus};
 use crate::store::{ClaimError, HotStore, MatchId, MatchTicket};
 use std::sync::Arc;
@@ -51,6 +52,10 @@ pub async fn hot_suite(store: Arc<dyn HotStore>, caps: HotCaps) {
     slots_are_capped(h).await;
     concurrent_reservations_never_exceed_the_slots(store.clone(), caps).await;
     released_and_expired_slots_are_free_again(h, caps).await;
+    a_challenge_is_taken_once(h).await;
+    concurrent_takes_give_the_challenge_once(store.clone(), caps).await;
+    a_newer_challenge_replaces_an_older_one(h).await;
+    a_challenge_expires_after_its_ttl(h, caps).await;
     assert!(store.health().await.is_ok());
 }
 
@@ -348,4 +353,80 @@ pub async fn released_and_expired_slots_are_free_again(h: &dyn HotStore, caps: H
         "an expired reservation frees its slot"
     );
     h.release_slot(&b, m3).await.unwrap();
+}
+
+/// A challenge for `address` with its own nonce, as the hub would issue it.
+fn challenge(address: Address, nonce: &str) -> Challenge {
+    Challenge {
+        domain: "hub.example".into(),
+        address,
+        statement: "Register this address with the pool hub.".into(),
+        uri: "http://hub.example/api/v1/miners/register".into(),
+        chain_id: 1,
+        nonce: nonce.into(),
+        issued_at: 1_000,
+        expires_at: 301_000,
+    }
+}
+
+const LONG: Duration = Duration::from_secs(60);
+
+pub async fn a_challenge_is_taken_once(h: &dyn HotStore) {
+    let (a, other) = (address(20, 1), address(20, 2));
+    assert_eq!(h.take_challenge(&a).await.unwrap(), None);
+    let c = challenge(a, "nonceAAAAAAAAAAAAAAA");
+    h.put_challenge(&c, LONG).await.unwrap();
+    assert_eq!(h.take_challenge(&other).await.unwrap(), None, "per address");
+    assert_eq!(
+        h.take_challenge(&a).await.unwrap(),
+        Some(c),
+        "read back whole"
+    );
+    assert_eq!(h.take_challenge(&a).await.unwrap(), None, "and only once");
+}
+
+pub async fn concurrent_takes_give_the_challenge_once(h: Arc<dyn HotStore>, caps: HotCaps) {
+    let a = address(21, 1);
+    h.put_challenge(&challenge(a, "nonceBBBBBBBBBBBBBBB"), LONG)
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..caps.concurrency {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move { h.take_challenge(&a).await }));
+    }
+    let mut taken = 0;
+    for t in tasks {
+        if t.await.unwrap().unwrap().is_some() {
+            taken += 1;
+        }
+    }
+    assert_eq!(taken, 1, "one of {} callers takes it", caps.concurrency);
+}
+
+pub async fn a_newer_challenge_replaces_an_older_one(h: &dyn HotStore) {
+    let a = address(22, 1);
+    let old = challenge(a, "nonceOldOldOldOldOld");
+    let new = challenge(a, "nonceNewNewNewNewNew");
+    h.put_challenge(&old, LONG).await.unwrap();
+    h.put_challenge(&new, LONG).await.unwrap();
+    assert_eq!(h.take_challenge(&a).await.unwrap(), Some(new));
+    assert_eq!(
+        h.take_challenge(&a).await.unwrap(),
+        None,
+        "the old one is gone"
+    );
+}
+
+pub async fn a_challenge_expires_after_its_ttl(h: &dyn HotStore, caps: HotCaps) {
+    let a = address(23, 1);
+    h.put_challenge(&challenge(a, "nonceExpExpExpExpExp"), caps.status_ttl)
+        .await
+        .unwrap();
+    tokio::time::sleep(caps.status_ttl + caps.ttl_slack).await;
+    assert_eq!(
+        h.take_challenge(&a).await.unwrap(),
+        None,
+        "a challenge is refused after its TTL"
+    );
 }
