@@ -8,11 +8,9 @@
 mod backends;
 mod common;
 
-use common::{registration, Api};
+use common::{personal_sign as sign, registration, Api};
 use hyper::{Method, StatusCode};
-use k256::ecdsa::SigningKey;
 use poolhub::config::{Config, MinerIdentity};
-use poolhub::domain::identity::personal_message_hash;
 use poolhub::server::TestHub;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -22,20 +20,6 @@ const OWNER_KEY: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7
 const OWNER: &str = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";
 /// Hardhat's account #1, for a signer that does not own `OWNER`.
 const OTHER_KEY: &str = "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
-
-fn key(hex_key: &str) -> SigningKey {
-    let bytes = hex::decode(hex_key).expect("hex");
-    SigningKey::from_slice(&bytes).expect("key")
-}
-
-/// `personal_sign(message)` as a wallet returns it: `0x` + r || s || v (v = 27/28).
-fn sign(hex_key: &str, message: &str) -> String {
-    let hash = personal_message_hash(message.as_bytes());
-    let (sig, recid) = key(hex_key).sign_prehash_recoverable(&hash).expect("sign");
-    let mut out = sig.to_bytes().to_vec();
-    out.push(27 + recid.to_byte());
-    format!("0x{}", hex::encode(out))
-}
 
 /// The operator's secret in these tests.
 const ADMIN: &str = "test-admin-secret-0123456789";

@@ -283,3 +283,15 @@ impl Drop for Served {
         let _ = self.child.wait();
     }
 }
+
+/// `personal_sign(message)` with the secp256k1 key `hex_key`, as a wallet returns it:
+/// `0x` + r || s || v (v = 27/28), over the EIP-191 hash of `message`.
+pub fn personal_sign(hex_key: &str, message: &str) -> String {
+    let bytes = hex::decode(hex_key).expect("hex key");
+    let key = k256::ecdsa::SigningKey::from_slice(&bytes).expect("secp256k1 key");
+    let hash = poolhub::domain::identity::personal_message_hash(message.as_bytes());
+    let (sig, recid) = key.sign_prehash_recoverable(&hash).expect("sign");
+    let mut out = sig.to_bytes().to_vec();
+    out.push(27 + recid.to_byte());
+    format!("0x{}", hex::encode(out))
+}
