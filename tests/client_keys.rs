@@ -6,12 +6,14 @@
 mod backends;
 mod common;
 
+use common::eventually;
+
 use common::{addr, Api, Resp};
 use hyper::StatusCode;
-use poolhub::config::{ClientAuth, Config, DurableKind, HotKind};
+use poolhub::config::{ClientAuth, Config};
 use poolhub::server::TestHub;
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const ADMIN: &str = "operator-secret-0123456789";
 
@@ -57,22 +59,6 @@ async fn outcome_with(api: &Api, match_id: &str, miner: &str, ok: bool, key: Opt
 
 fn code(r: &Resp) -> &str {
     r.json["error"]["code"].as_str().unwrap_or("")
-}
-
-/// Polls `check` until it holds, for at most `within`.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(started.elapsed() < within, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The attacks of the issue, against a hub with `auth.clients = "keys"`.
@@ -392,16 +378,7 @@ fn the_cli_manages_keys_and_no_key_reaches_the_log() {
 
 fn shared_config(pg: &str, schema: &str, redis: Option<(&str, &str)>) -> Config {
     let mut c = keys_config();
-    c.storage.ephemeral = false;
-    c.storage.durable = DurableKind::Postgres;
-    c.storage.database_url = Some(pg.into());
-    c.storage.postgres_schema = schema.into();
-    c.storage.connect_timeout = 5;
-    if let Some((url, prefix)) = redis {
-        c.storage.hot = HotKind::Redis;
-        c.storage.redis_url = Some(url.into());
-        c.storage.redis_prefix = prefix.into();
-    }
+    backends::use_shared(&mut c, Some((pg, schema)), redis);
     c
 }
 

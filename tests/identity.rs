@@ -8,12 +8,14 @@
 mod backends;
 mod common;
 
+use common::eventually;
+
 use common::{personal_sign as sign, registration, Api};
 use hyper::{Method, StatusCode};
 use poolhub::config::{Config, MinerIdentity};
 use poolhub::server::TestHub;
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Hardhat's account #0: a well-known test key, never a real one.
 const OWNER_KEY: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
@@ -34,49 +36,10 @@ async fn start(identity: MinerIdentity) -> TestHub {
 
 /// A hub on PostgreSQL (schema `schema`) and Redis (key prefix `prefix`).
 fn shared_config(pg: &str, schema: &str, redis: &str, prefix: &str) -> Config {
-    use poolhub::config::{DurableKind, HotKind};
     let mut c = Config::default();
-    c.storage.durable = DurableKind::Postgres;
-    c.storage.database_url = Some(pg.into());
-    c.storage.postgres_schema = schema.into();
-    c.storage.connect_timeout = 5;
-    c.storage.hot = HotKind::Redis;
-    c.storage.redis_url = Some(redis.into());
-    c.storage.redis_prefix = prefix.into();
+    backends::use_shared(&mut c, Some((pg, schema)), Some((redis, prefix)));
     c.auth.admin_token = ADMIN.into();
     c
-}
-
-async fn drop_schema(url: &str, schema: &str) {
-    let s = poolhub::store::postgres::PostgresStore::connect(
-        poolhub::store::postgres::PgOptions {
-            url: url.into(),
-            schema: schema.into(),
-            max_connections: 1,
-            startup_timeout: Duration::from_secs(5),
-        },
-        None,
-    )
-    .await
-    .expect("connect");
-    s.drop_schema().await.expect("drop schema");
-}
-
-/// Polls `check` until it holds, for at most `within` (a bound on a wait, never a measured
-/// duration the test asserts).
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(started.elapsed() < within, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn challenge(api: &Api, address: &str) -> Value {
@@ -609,7 +572,7 @@ async fn identity_and_bans_hold_on_two_hubs_sharing_postgres_and_redis() {
 
     hub_a.stop().await;
     hub_b.stop().await;
-    drop_schema(&pg, &schema).await;
+    backends::drop_schema(&pg, &schema).await;
 }
 
 /// The whole identity flow against the built binary at trace level: no token, signature or

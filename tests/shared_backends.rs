@@ -4,9 +4,11 @@
 mod backends;
 mod common;
 
+use common::eventually;
+
 use common::{addr, registration, Api};
 use hyper::StatusCode;
-use poolhub::config::{Config, DurableKind, HotKind};
+use poolhub::config::Config;
 use poolhub::server::TestHub;
 use std::time::{Duration, Instant};
 
@@ -16,50 +18,8 @@ fn config(pg: Option<(&str, &str)>, redis: Option<(&str, &str)>) -> Config {
     // These tests poll a miner's status every 20 ms while a backend is cut: more than the
     // default status limit (10/s per miner), which is not what they test.
     c.auth.rate_limits = poolhub::config::RateLimits::unlimited();
-    if let Some((url, schema)) = pg {
-        c.storage.ephemeral = false;
-        c.storage.durable = DurableKind::Postgres;
-        c.storage.database_url = Some(url.into());
-        c.storage.postgres_schema = schema.into();
-        c.storage.connect_timeout = 5;
-    }
-    if let Some((url, prefix)) = redis {
-        c.storage.hot = HotKind::Redis;
-        c.storage.redis_url = Some(url.into());
-        c.storage.redis_prefix = prefix.into();
-    }
+    backends::use_shared(&mut c, pg, redis);
     c
-}
-
-async fn drop_schema(url: &str, schema: &str) {
-    let s = poolhub::store::postgres::PostgresStore::connect(
-        poolhub::store::postgres::PgOptions {
-            url: url.into(),
-            schema: schema.into(),
-            max_connections: 1,
-            startup_timeout: Duration::from_secs(5),
-        },
-        None,
-    )
-    .await
-    .unwrap();
-    s.drop_schema().await.unwrap();
-}
-
-/// Polls `check` until it holds, for at most `within`.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(started.elapsed() < within, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Register, heartbeat, match, outcome, deregister: the whole API path on one hub.
@@ -111,7 +71,7 @@ async fn postgres_hub_serves_the_api_keeps_data_and_creates_no_redb_file() {
         std::fs::read_dir(dir.path()).unwrap().next().is_none(),
         "no redb file with PostgreSQL selected"
     );
-    drop_schema(&url, &schema).await;
+    backends::drop_schema(&url, &schema).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,7 +89,7 @@ async fn postgres_and_redis_hub_serves_the_api() {
     assert_eq!(h.status, StatusCode::OK, "{}", h.text);
     assert_eq!(h.json["storage"][1]["backend"], "redis");
     hub.stop().await;
-    drop_schema(&pg, &schema).await;
+    backends::drop_schema(&pg, &schema).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,7 +236,7 @@ async fn two_hubs_sharing_postgres_and_redis_see_each_other() {
 
     hub_a.stop().await;
     hub_b.stop().await;
-    drop_schema(&pg, &schema).await;
+    backends::drop_schema(&pg, &schema).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,7 +360,7 @@ async fn postgres_down_refuses_writes_and_serves_reads() {
         StatusCode::OK
     );
     hub.stop().await;
-    drop_schema(&url, &schema).await;
+    backends::drop_schema(&url, &schema).await;
 }
 
 /// Redis cut under a running hub and restored: 503s and /health while it is gone, matching
@@ -505,7 +465,7 @@ async fn postgres_outage_is_survived_and_recovered_from() {
     .await;
     assert_eq!(api.get("/health").await.status, StatusCode::OK);
     hub.stop().await;
-    drop_schema(&pg, &schema).await;
+    backends::drop_schema(&pg, &schema).await;
 }
 
 /// The binary itself: DATABASE_URL and REDIS_URL select the backends, a restart finds the
@@ -563,5 +523,5 @@ fn binary_serves_on_database_url_and_redis_url() {
         vec![std::ffi::OsString::from("hub.toml")],
         "no redb file"
     );
-    rt.block_on(drop_schema(&pg, &schema));
+    rt.block_on(backends::drop_schema(&pg, &schema));
 }

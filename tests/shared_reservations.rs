@@ -11,7 +11,7 @@ mod common;
 
 use common::{addr, Api};
 use hyper::StatusCode;
-use poolhub::config::{Config, DurableKind, HotKind};
+use poolhub::config::Config;
 use poolhub::server::TestHub;
 use std::time::{Duration, Instant};
 
@@ -21,13 +21,7 @@ fn urls() -> (String, String) {
 
 fn config(pg: &str, schema: &str, redis: &str, prefix: &str) -> Config {
     let mut c = Config::default();
-    c.storage.durable = DurableKind::Postgres;
-    c.storage.database_url = Some(pg.into());
-    c.storage.postgres_schema = schema.into();
-    c.storage.connect_timeout = 5;
-    c.storage.hot = HotKind::Redis;
-    c.storage.redis_url = Some(redis.into());
-    c.storage.redis_prefix = prefix.into();
+    backends::use_shared(&mut c, Some((pg, schema)), Some((redis, prefix)));
     c
 }
 

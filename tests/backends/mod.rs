@@ -7,6 +7,7 @@
 //! server is unreachable.
 #![allow(dead_code)]
 
+use poolhub::config::{Config, DurableKind, HotKind};
 use poolhub::store::postgres::{PgOptions, PostgresStore};
 use poolhub::store::redis::{RedisHotStore, RedisOptions};
 use poolhub::store::HotStore;
@@ -145,4 +146,30 @@ impl Drop for Proxy {
         self.down();
         self.accept.abort();
     }
+}
+
+/// Points `c` at the test PostgreSQL (`(url, schema)`) and/or the test Redis
+/// (`(url, key prefix)`), as every test of hubs on the shared backends needs.
+pub fn use_shared(c: &mut Config, pg: Option<(&str, &str)>, redis: Option<(&str, &str)>) {
+    if let Some((url, schema)) = pg {
+        c.storage.ephemeral = false;
+        c.storage.durable = DurableKind::Postgres;
+        c.storage.database_url = Some(url.into());
+        c.storage.postgres_schema = schema.into();
+        c.storage.connect_timeout = 5;
+    }
+    if let Some((url, prefix)) = redis {
+        c.storage.hot = HotKind::Redis;
+        c.storage.redis_url = Some(url.into());
+        c.storage.redis_prefix = prefix.into();
+    }
+}
+
+/// Drops a test's PostgreSQL schema.
+pub async fn drop_schema(url: &str, schema: &str) {
+    postgres_schema(url, schema)
+        .await
+        .drop_schema()
+        .await
+        .unwrap_or_else(|e| panic!("dropping schema {schema}: {e}"));
 }

@@ -295,3 +295,20 @@ pub fn personal_sign(hex_key: &str, message: &str) -> String {
     out.push(27 + recid.to_byte());
     format!("0x{}", hex::encode(out))
 }
+
+/// Polls `check` until it holds, for at most `within` (a bound on a wait, never a measured
+/// duration a test asserts).
+pub async fn eventually<F, Fut>(within: std::time::Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(started.elapsed() < within, "not within {within:?}: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
