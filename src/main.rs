@@ -32,6 +32,9 @@ enum Command {
     /// (`systemctl stop poolhub`), back up, start it again. The copy is checked (integrity,
     /// schema version, every miner record) before it appears at DEST.
     Backup(BackupArgs),
+    /// Shrink a stopped hub's redb file after a large prune (redb's own compaction), and print
+    /// its size before and after. Fails (exit 1) while a hub has the file open.
+    Compact(CompactArgs),
     /// Copy everything durable (miners with token hashes, statistics, availability, outcome
     /// history) from one store to another, then verify the copy.
     ///
@@ -131,6 +134,15 @@ struct BackupArgs {
     dest: PathBuf,
 }
 
+#[derive(Args)]
+struct CompactArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The redb file to compact (overrides storage.path and POOLHUB_DB_PATH).
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
 /// The configuration from the file and environment; on failure the message is printed and
 /// the exit code returned.
 fn load(arg: &ConfigArg) -> Result<Config, ExitCode> {
@@ -159,6 +171,7 @@ fn main() -> ExitCode {
         Command::CheckConfig(arg) => check_config(&arg),
         Command::Serve(args) => serve(args),
         Command::Backup(args) => backup(args),
+        Command::Compact(args) => compact(args),
         Command::Migrate(args) => migrate(&args),
         Command::Keys(args) => keys(&args),
     }
@@ -348,6 +361,38 @@ fn migrate(args: &MigrateArgs) -> ExitCode {
         Err(e) => {
             eprintln!(
                 "poolhub: migrate failed: {}",
+                poolhub::store::error_chain(&e)
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn compact(args: CompactArgs) -> ExitCode {
+    let mut cfg = match load(&args.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Some(d) = args.data {
+        cfg.storage.path = d;
+    }
+    if cfg.storage.durable != poolhub::config::DurableKind::Redb || cfg.storage.ephemeral {
+        eprintln!("poolhub: compact shrinks the redb file; this configuration keeps no redb file");
+        return ExitCode::FAILURE;
+    }
+    match poolhub::store::redb::compact(&cfg.storage.path) {
+        Ok(c) => {
+            println!(
+                "poolhub: compacted {}: {} bytes before, {} bytes after",
+                cfg.storage.path.display(),
+                c.before,
+                c.after
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "poolhub: compact failed: {}",
                 poolhub::store::error_chain(&e)
             );
             ExitCode::FAILURE

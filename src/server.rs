@@ -62,7 +62,13 @@ pub async fn open_stores(cfg: &Config, metrics: &Arc<Metrics>) -> Result<Stores,
         DurableKind::Redb if cfg.storage.ephemeral => {
             Arc::new(RedbStore::in_memory(Some(observer))?)
         }
-        DurableKind::Redb => Arc::new(RedbStore::open(&cfg.storage.path, Some(observer))?),
+        DurableKind::Redb => Arc::new(RedbStore::open_with_cache(
+            &cfg.storage.path,
+            Some(observer),
+            Some(
+                usize::try_from(cfg.storage.cache_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
+            ),
+        )?),
         // No redb file is created or opened: PostgreSQL is the only durable store.
         DurableKind::Postgres => {
             let opts = PgOptions {

@@ -386,3 +386,42 @@ fn deb_metadata_points_at_existing_files() {
         "{text}"
     );
 }
+
+#[test]
+fn compact_refuses_a_running_hub_and_reports_sizes_of_a_stopped_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let serve = ["--data", "hub.redb", "--host", "127.0.0.1", "--port", "0"];
+    let hub = Hub::start(d, &serve, &[]);
+    let api = Api::from_base(hub.base.clone());
+    rt().block_on(async {
+        for i in 0..5 {
+            api.register(&addr(i), &["m"], 16384, 4).await;
+        }
+    });
+    let out = run(d, &["compact", "--data", "hub.redb"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use"), "{err}");
+
+    assert!(hub.sigterm().success());
+    let out = run(d, &["compact", "--data", "hub.redb"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("bytes before") && text.contains("bytes after"),
+        "{text}"
+    );
+    // The compacted file still serves its miners.
+    let hub = Hub::start(d, &serve, &[]);
+    let api = Api::from_base(hub.base.clone());
+    rt().block_on(async {
+        let r = api.get(&format!("/api/v1/miners/{}", addr(3))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    });
+    assert!(hub.sigterm().success());
+}

@@ -137,6 +137,9 @@ pub struct StorageConfig {
     pub redis_url: Option<String>,
     /// Outcome history older than this many days is pruned (0 = keep forever).
     pub outcome_retention_days: u64,
+    /// redb's page cache, MiB. redb's own default (1 GiB) lets RSS follow the data file; this
+    /// bounds it. Reads beyond the cache come from the OS page cache.
+    pub cache_mb: u64,
     /// PostgreSQL schema holding poolhub's tables (durable = "postgres").
     pub postgres_schema: String,
     /// Most PostgreSQL connections one hub holds.
@@ -160,6 +163,7 @@ impl Default for StorageConfig {
             database_url: None,
             redis_url: None,
             outcome_retention_days: 30,
+            cache_mb: 64,
             postgres_schema: "poolhub".into(),
             postgres_max_connections: 16,
             connect_timeout: 30,

@@ -307,6 +307,11 @@ impl Config {
             );
         }
         check(
+            (1..=65_536).contains(&st.cache_mb),
+            "storage.cache_mb",
+            "must be between 1 and 65536 MiB".into(),
+        );
+        check(
             st.connect_timeout <= 3600,
             "storage.connect_timeout",
             "must be at most 3600 seconds".into(),

@@ -8,10 +8,12 @@
 //! on a blocking thread, since redb's API blocks.
 
 mod backup;
+mod compact;
 mod tables;
 mod writer;
 
 pub use backup::{backup, BackedUp, BackupError};
+pub use compact::{compact, CompactError, Compacted};
 
 use super::rows::RowError;
 use super::{
@@ -54,9 +56,24 @@ pub struct RedbStore {
 }
 
 impl RedbStore {
-    /// Opens (or creates) the file at `path`.
+    /// Opens (or creates) the file at `path`, with redb's default page cache.
     pub fn open(path: &Path, observer: Option<CommitObserver>) -> Result<Self> {
-        let db = Database::create(path).map_err(|e| {
+        Self::open_with_cache(path, observer, None)
+    }
+
+    /// Opens (or creates) the file at `path` with a page cache of `cache_bytes` (`None`:
+    /// redb's default), so the hub's memory stays within what the operator configured
+    /// (`storage.cache_mb`).
+    pub fn open_with_cache(
+        path: &Path,
+        observer: Option<CommitObserver>,
+        cache_bytes: Option<usize>,
+    ) -> Result<Self> {
+        let mut builder = Database::builder();
+        if let Some(bytes) = cache_bytes {
+            builder.set_cache_size(bytes);
+        }
+        let db = builder.create(path).map_err(|e| {
             unavailable(format!(
                 "cannot open {}: {}",
                 path.display(),
