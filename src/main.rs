@@ -368,23 +368,27 @@ fn migrate(args: &MigrateArgs) -> ExitCode {
     }
 }
 
+/// The redb file a file command works on: `--data`, else the configured `storage.path`;
+/// refused (naming what the command does) when the configuration keeps no redb file.
+fn redb_file(config: &ConfigArg, data: Option<PathBuf>, what: &str) -> Result<PathBuf, ExitCode> {
+    let cfg = load(config)?;
+    if cfg.storage.durable != poolhub::config::DurableKind::Redb || cfg.storage.ephemeral {
+        eprintln!("poolhub: {what}; this configuration keeps no redb file");
+        return Err(ExitCode::FAILURE);
+    }
+    Ok(data.unwrap_or(cfg.storage.path))
+}
+
 fn compact(args: CompactArgs) -> ExitCode {
-    let mut cfg = match load(&args.config) {
-        Ok(c) => c,
+    let path = match redb_file(&args.config, args.data, "compact shrinks the redb file") {
+        Ok(p) => p,
         Err(code) => return code,
     };
-    if let Some(d) = args.data {
-        cfg.storage.path = d;
-    }
-    if cfg.storage.durable != poolhub::config::DurableKind::Redb || cfg.storage.ephemeral {
-        eprintln!("poolhub: compact shrinks the redb file; this configuration keeps no redb file");
-        return ExitCode::FAILURE;
-    }
-    match poolhub::store::redb::compact(&cfg.storage.path) {
+    match poolhub::store::redb::compact(&path) {
         Ok(c) => {
             println!(
                 "poolhub: compacted {}: {} bytes before, {} bytes after",
-                cfg.storage.path.display(),
+                path.display(),
                 c.before,
                 c.after
             );
@@ -401,22 +405,15 @@ fn compact(args: CompactArgs) -> ExitCode {
 }
 
 fn backup(args: BackupArgs) -> ExitCode {
-    let mut cfg = match load(&args.config) {
-        Ok(c) => c,
+    let path = match redb_file(&args.config, args.data, "backup copies the redb file") {
+        Ok(p) => p,
         Err(code) => return code,
     };
-    if let Some(d) = args.data {
-        cfg.storage.path = d;
-    }
-    if cfg.storage.durable != poolhub::config::DurableKind::Redb || cfg.storage.ephemeral {
-        eprintln!("poolhub: backup copies the redb file; this configuration keeps no redb file");
-        return ExitCode::FAILURE;
-    }
-    match poolhub::store::redb::backup(&cfg.storage.path, &args.dest) {
+    match poolhub::store::redb::backup(&path, &args.dest) {
         Ok(poolhub::store::redb::BackedUp { miners, outcomes }) => {
             eprintln!(
                 "poolhub: backed up {} to {} ({miners} miners, {outcomes} outcomes; copy checked)",
-                cfg.storage.path.display(),
+                path.display(),
                 args.dest.display()
             );
             ExitCode::SUCCESS

@@ -144,14 +144,7 @@ impl Hub {
         self.commit_replacement(&current, miner, stats, availability, false)
             .await?;
         tracing::info!(address = %reg.address, "proven miner re-registered");
-        Ok(Registered {
-            created: false,
-            token: issued,
-            view: self
-                .registry
-                .get(&reg.address)
-                .ok_or(HubError::MinerNotFound(reg.address))?,
-        })
+        self.registered(&reg.address, false, issued)
     }
 
     /// `miner_identity = "signature"` without a signature: only a proven miner updating its
@@ -199,14 +192,7 @@ impl Hub {
             address: reg.address,
         });
         tracing::info!(address = %reg.address, "proven miner registered");
-        Ok(Registered {
-            created: true,
-            token: Some(issued),
-            view: self
-                .registry
-                .get(&reg.address)
-                .ok_or(HubError::MinerNotFound(reg.address))?,
-        })
+        self.registered(&reg.address, true, Some(issued))
     }
 
     /// The proven owner takes over an unproven record: a new token, a fresh record (new
@@ -242,14 +228,7 @@ impl Hub {
         )
         .await?;
         tracing::info!(address = %reg.address, "unproven registration taken over by the address's key");
-        Ok(Registered {
-            created: true,
-            token: Some(issued),
-            view: self
-                .registry
-                .get(&reg.address)
-                .ok_or(HubError::MinerNotFound(reg.address))?,
-        })
+        self.registered(&reg.address, true, Some(issued))
     }
 
     /// Commits `miner` in place of `current` (checked by its token hash), applies it to the

@@ -256,6 +256,24 @@ impl Hub {
         &self.metrics
     }
 
+    /// The answer to a registration: the miner as the index now holds it.
+    fn registered(
+        &self,
+        address: &Address,
+        created: bool,
+        token: Option<String>,
+    ) -> Result<Registered, HubError> {
+        let view = self
+            .registry
+            .get(address)
+            .ok_or(HubError::MinerNotFound(*address))?;
+        Ok(Registered {
+            created,
+            token,
+            view,
+        })
+    }
+
     fn lock_for(&self, a: &Address) -> &tokio::sync::Mutex<()> {
         self.locks.lock_for(a)
     }
@@ -359,15 +377,7 @@ impl Hub {
             address: reg.address,
         });
         tracing::info!(address = %reg.address, "miner registered");
-        let view = self
-            .registry
-            .get(&reg.address)
-            .ok_or(HubError::MinerNotFound(reg.address))?;
-        Ok(Registered {
-            created: true,
-            token: Some(issued),
-            view,
-        })
+        self.registered(&reg.address, true, Some(issued))
     }
 
     /// Re-registers a miner this hub's index does not know (or knows in an older version)
@@ -425,15 +435,7 @@ impl Hub {
             address: reg.address,
         });
         tracing::info!(address = %reg.address, "miner re-registered");
-        let view = self
-            .registry
-            .get(&reg.address)
-            .ok_or(HubError::MinerNotFound(reg.address))?;
-        Ok(Registered {
-            created: false,
-            token: None,
-            view,
-        })
+        self.registered(&reg.address, false, None)
     }
 
     /// Records a miner's live status (its heartbeat). Touches only the hot store and index.
