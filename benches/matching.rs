@@ -60,6 +60,7 @@ fn fixture(i: u32, rng: &mut StdRng) -> (Miner, MinerStats, MinerStatus) {
         registered_at: 0,
         updated_at: 0,
         proven: false,
+        profile: None,
     };
     let mut stats = MinerStats::default();
     let jobs = rng.random_range(0..60);
@@ -81,6 +82,7 @@ fn fixture(i: u32, rng: &mut StdRng) -> (Miner, MinerStats, MinerStatus) {
         gpu_utilization: 0.5,
         temperature: Some(60.0),
         reported_at: now(),
+        resources: Default::default(),
     };
     (miner, stats, status)
 }
@@ -215,6 +217,7 @@ fn bench_hub(c: &mut Criterion) {
                     gpu_utilization: 0.4,
                     temperature: Some(61.0),
                     reported_at: 0,
+                    resources: Default::default(),
                 };
                 rt.block_on(hub.update_status(&address(i), Some(&token), status))
                     .unwrap()

@@ -18,9 +18,10 @@
 //! eligible set rather than the few entries a walk visits): how many listed miners meet the
 //! thresholds, and which of them are cooled down, ordered by when their cooldown ends.
 
+use crate::domain::aitbc;
 use crate::domain::matching::{self, Candidate, Eligible, Match, MatchCriteria, MatchPolicy};
 use crate::domain::scoring::{passes_thresholds, Availability, MinerStats, Score, Thresholds};
-use crate::domain::{Address, Miner, MinerStatus};
+use crate::domain::{Address, Miner, MinerStatus, Resources};
 use parking_lot::{Mutex, RwLock};
 use rand::Rng;
 use std::cmp::Reverse;
@@ -49,12 +50,29 @@ pub struct Live {
     /// Unix ms; 0 = never reported since this process started.
     reported_at: AtomicU64,
     reserved: AtomicU32,
+    /// Figures shown, never matched on (u64::MAX / NaN: not reported); last, away from the
+    /// fields a match walk reads.
+    memory_used_mb: AtomicU64,
+    memory_total_mb: AtomicU64,
+    network_latency_ms: AtomicU64,
+}
+
+fn some_u64(v: u64) -> Option<u64> {
+    (v != u64::MAX).then_some(v)
+}
+
+fn some_f64(bits: u64) -> Option<f64> {
+    let v = f64::from_bits(bits);
+    (!v.is_nan()).then_some(v)
 }
 
 impl Live {
     fn new(id: u32) -> Self {
         Self {
             id,
+            memory_used_mb: AtomicU64::new(u64::MAX),
+            memory_total_mb: AtomicU64::new(u64::MAX),
+            network_latency_ms: AtomicU64::new(f64::NAN.to_bits()),
             ..Self::default()
         }
     }
@@ -86,6 +104,11 @@ impl Live {
             gpu_utilization: f64::from_bits(self.gpu_utilization.load(Ordering::Relaxed)),
             temperature: (!t.is_nan()).then_some(t),
             reported_at,
+            resources: Resources {
+                memory_used_mb: some_u64(self.memory_used_mb.load(Ordering::Relaxed)),
+                memory_total_mb: some_u64(self.memory_total_mb.load(Ordering::Relaxed)),
+                network_latency_ms: some_f64(self.network_latency_ms.load(Ordering::Relaxed)),
+            },
         })
     }
 
@@ -96,6 +119,15 @@ impl Live {
             .store(s.gpu_utilization.to_bits(), Ordering::Relaxed);
         self.temperature.store(
             s.temperature.unwrap_or(f64::NAN).to_bits(),
+            Ordering::Relaxed,
+        );
+        let r = &s.resources;
+        self.memory_used_mb
+            .store(r.memory_used_mb.unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.memory_total_mb
+            .store(r.memory_total_mb.unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.network_latency_ms.store(
+            r.network_latency_ms.unwrap_or(f64::NAN).to_bits(),
             Ordering::Relaxed,
         );
         self.reported_at
@@ -241,6 +273,9 @@ struct Inner {
     entries: Vec<Option<MatchEntry>>,
     free: Vec<u32>,
     by_model: HashMap<String, ModelSet>,
+    /// Miners registered by name, by the hash of their key: how a heartbeat that names no
+    /// miner (AITBC's) finds its miner without a scan.
+    by_key: HashMap<String, Address>,
     /// Cooldowns ending at or before this (unix ms) are no longer filed in `cooling`.
     cooldowns_ended: u64,
 }
@@ -462,6 +497,17 @@ impl Registry {
         let mut g = self.inner.write();
         let address = miner.address;
         let existing = g.ids.get(&address).copied();
+        if let Some(old) = existing.and_then(|id| g.slots[id as usize].as_ref()) {
+            if old.miner.profile.is_some() {
+                let hash = old.miner.token_hash.clone();
+                if g.by_key.get(&hash) == Some(&address) {
+                    g.by_key.remove(&hash);
+                }
+            }
+        }
+        if miner.profile.is_some() {
+            g.by_key.insert(miner.token_hash.clone(), address);
+        }
         let mut was_listed = false;
         let (id, live) = match existing {
             Some(id) => {
@@ -521,11 +567,73 @@ impl Registry {
         let Some(id) = g.ids.remove(address) else {
             return false;
         };
+        if let Some(hash) = g.slots[id as usize]
+            .as_ref()
+            .filter(|s| s.miner.profile.is_some())
+            .map(|s| s.miner.token_hash.clone())
+        {
+            if g.by_key.get(&hash) == Some(address) {
+                g.by_key.remove(&hash);
+            }
+        }
         g.unindex(id);
         g.slots[id as usize] = None;
         g.entries[id as usize] = None;
         g.free.push(id);
         true
+    }
+
+    /// The miner registered by name whose key has this hash (see `hub::hash_token`).
+    pub fn named_by_key(&self, token_hash: &str) -> Option<Address> {
+        self.inner.read().by_key.get(token_hash).copied()
+    }
+
+    /// Ranks every miner against AITBC's requirements (a walk over all of them: the request
+    /// names no model, so no per-model set narrows it down).
+    pub fn rank_by_requirements(
+        &self,
+        req: &aitbc::Requirements,
+        policy: &MatchPolicy,
+        now: u64,
+    ) -> aitbc::Ranking<Handle> {
+        let g = self.inner.read();
+        let candidates = g.entries.iter().flatten().map(|h| Candidate {
+            key: h.live.id,
+            miner: &h.miner,
+            score: h.score,
+            avg_latency_ms: h.avg_latency_ms,
+            qualified: h.qualified,
+            gpu_memory: h.gpu_memory,
+            max_concurrent_jobs: h.max_concurrent_jobs,
+            status: h.live.status(),
+            reserved: h.live.reserved(),
+            cooldown_until: h.cooldown_until,
+        });
+        let r = aitbc::rank(candidates, req, policy, now);
+        let offers = r
+            .offers
+            .into_iter()
+            .filter_map(|o| {
+                let h = g.entries[o.key as usize].as_ref()?;
+                Some(aitbc::Ranked {
+                    key: Handle {
+                        miner: h.miner.clone(),
+                        live: h.live.clone(),
+                    },
+                    address: o.address,
+                    score: o.score,
+                    load: o.load,
+                    max_concurrent: o.max_concurrent,
+                    eta_ms: o.eta_ms,
+                    in_region: o.in_region,
+                    cooled_down: o.cooled_down,
+                })
+            })
+            .collect();
+        aitbc::Ranking {
+            offers,
+            panic: r.panic,
+        }
     }
 
     pub fn get(&self, address: &Address) -> Option<MinerView> {
@@ -727,7 +835,8 @@ impl Registry {
             .collect()
     }
 
-    /// Counts over every entry: (registered, online, available, cooled down).
+    /// Counts over every entry: registered, online, available, cooled down, and the online
+    /// ones that fail the thresholds or are cooled down.
     pub fn counts(&self, now: u64, heartbeat_timeout_ms: u64) -> Counts {
         let g = self.inner.read();
         let mut c = Counts {
@@ -740,6 +849,9 @@ impl Registry {
                     c.online += 1;
                     if st.available {
                         c.available += 1;
+                    }
+                    if !h.qualified || h.cooldown_until > now {
+                        c.violations += 1;
                     }
                 }
             }
@@ -767,6 +879,9 @@ pub struct Counts {
     pub online: usize,
     pub available: usize,
     pub cooled_down: usize,
+    /// Online miners failing the scoring thresholds or cooled down (the SLA's violations).
+    #[serde(skip)]
+    pub violations: usize,
 }
 
 #[cfg(test)]
@@ -829,6 +944,7 @@ mod tests {
             registered_at: 0,
             updated_at: 0,
             proven: false,
+            profile: None,
         }
     }
 
@@ -926,6 +1042,7 @@ mod tests {
                 gpu_utilization: 0.1,
                 temperature: None,
                 reported_at: NOW,
+                resources: Default::default(),
             });
             r.note(&live);
         }
@@ -967,6 +1084,7 @@ mod tests {
                             live.set_status(&MinerStatus {
                                 available, current_load: load, gpu_utilization: 0.1,
                                 temperature: None, reported_at: NOW - age_ms,
+                                resources: Default::default(),
                             });
                             r.note(&live);
                         }

@@ -562,7 +562,7 @@ async fn raw_paths_never_become_labels() {
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
     }
     // Not addresses at all still land on the template.
-    let r = api.get("/api/v1/miners/not-an-address").await;
+    let r = api.get("/api/v1/miners/0xnot-an-address").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
 
     let m = scrape(&metrics).await;

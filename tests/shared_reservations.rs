@@ -206,6 +206,7 @@ async fn match_rate_embedded_and_shared() {
                             job_types: vec!["inference".into()],
                         },
                         stake: 100,
+                        profile: None,
                     },
                     None,
                 )
@@ -217,6 +218,7 @@ async fn match_rate_embedded_and_shared() {
                 gpu_utilization: 0.1,
                 temperature: None,
                 reported_at: 0,
+                resources: Default::default(),
             };
             hub.hub
                 .update_status(&a, r.token.as_deref(), status)

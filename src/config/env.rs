@@ -21,6 +21,14 @@ fn parse<T: FromStr>(value: &str) -> Result<T, String> {
         .map_err(|_| format!("cannot parse {value:?}"))
 }
 
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.trim() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(format!("must be true or false, not {other:?}")),
+    }
+}
+
 /// Every environment variable poolhub reads, with the key each one sets. An empty value
 /// counts as unset.
 pub const ENV_VARS: &[EnvVar] = &[
@@ -175,6 +183,22 @@ pub const ENV_VARS: &[EnvVar] = &[
             Ok(())
         },
     },
+    EnvVar {
+        name: "POOLHUB_METRICS_ON_API_PORT",
+        key: "server.metrics_on_api_port",
+        apply: |c, v| {
+            c.server.metrics_on_api_port = parse_bool(v)?;
+            Ok(())
+        },
+    },
+    EnvVar {
+        name: "POOLHUB_COMPAT_AITBC",
+        key: "compat.aitbc",
+        apply: |c, v| {
+            c.compat.aitbc = parse_bool(v)?;
+            Ok(())
+        },
+    },
     // The admin secret itself: never logged, redacted by check-config.
     EnvVar {
         name: "POOLHUB_ADMIN_TOKEN",
@@ -233,6 +257,9 @@ mod tests {
                 "API_HOST" | "LOG_LEVEL" | "POOLHUB_DB_PATH" | "POOLHUB_ADMIN_TOKEN" => "changed",
                 "POOLHUB_MINER_IDENTITY" => "signature",
                 "POOLHUB_CLIENT_AUTH" => "keys",
+                // The default is off for one and on for the other.
+                "POOLHUB_METRICS_ON_API_PORT" => "true",
+                "POOLHUB_COMPAT_AITBC" => "false",
                 _ => "0.5",
             };
             let value = if [

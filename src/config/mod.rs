@@ -243,6 +243,22 @@ pub struct Config {
     pub matching: MatchingConfig,
     pub failover: FailoverParams,
     pub auth: AuthConfig,
+    pub compat: CompatConfig,
+}
+
+/// Other hubs' APIs served beside poolhub's own (`[compat]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompatConfig {
+    /// AITBC's pool-hub routes under `/v1` (miner registration by `miner_id`, the heartbeat
+    /// by key, `/v1/match`, `/v1/sla/status`), so AITBC's miners and CLI work unmodified.
+    pub aitbc: bool,
+}
+
+impl Default for CompatConfig {
+    fn default() -> Self {
+        Self { aitbc: true }
+    }
 }
 
 impl Config {

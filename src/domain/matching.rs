@@ -288,6 +288,7 @@ mod tests {
             registered_at: 0,
             updated_at: 0,
             proven: false,
+            profile: None,
         }
     }
 
@@ -312,6 +313,7 @@ mod tests {
             gpu_utilization: 0.5,
             temperature: None,
             reported_at: NOW - 1000,
+            resources: Default::default(),
         })
     }
 

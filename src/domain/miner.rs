@@ -3,6 +3,7 @@
 //! Every type here validates on construction, so code past the HTTP layer never sees an
 //! address that is not 20 bytes or a URL that is not http(s).
 
+use super::profile::Profile;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -186,8 +187,19 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), Invalid> {
 
 impl Capabilities {
     /// Validates and normalises (sorts, de-duplicates) the lists.
-    pub fn validated(mut self) -> Result<Self, Invalid> {
-        if self.models.is_empty() {
+    pub fn validated(self) -> Result<Self, Invalid> {
+        self.checked(false)
+    }
+
+    /// As [`Capabilities::validated`] for a miner registered by name (AITBC's registration):
+    /// it may list no models (it then takes part only in matches by requirements, never in a
+    /// match for a named model) and may have no GPU memory (a CPU miner).
+    pub fn validated_named(self) -> Result<Self, Invalid> {
+        self.checked(true)
+    }
+
+    fn checked(mut self, named: bool) -> Result<Self, Invalid> {
+        if self.models.is_empty() && !named {
             return Err(Invalid::new(
                 "capabilities.models",
                 "must list at least one model",
@@ -211,7 +223,7 @@ impl Capabilities {
         for j in &self.job_types {
             validate_name("capabilities.job_types", j)?;
         }
-        if self.gpu_memory == 0 || self.gpu_memory > MAX_GPU_MEMORY_MIB {
+        if (self.gpu_memory == 0 && !named) || self.gpu_memory > MAX_GPU_MEMORY_MIB {
             return Err(Invalid::new(
                 "capabilities.gpu_memory",
                 "must be between 1 and 16777216 MiB",
@@ -252,6 +264,10 @@ pub struct Miner {
     /// changes only with its token or a fresh signature.
     #[serde(default)]
     pub proven: bool,
+    /// Set for a miner registered by name (AITBC's `miner_id`), whose address is derived
+    /// from it ([`Address::for_miner_id`]); what it declared beyond the capabilities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
 }
 
 impl Miner {
@@ -260,6 +276,15 @@ impl Miner {
             .models
             .binary_search_by(|m| m.as_str().cmp(model))
             .is_ok()
+    }
+
+    /// The name the miner is known by: its `miner_id` if it registered by name, else its
+    /// address.
+    pub fn display_id(&self) -> String {
+        match &self.profile {
+            Some(p) => p.miner_id.clone(),
+            None => self.address.to_string(),
+        }
     }
 
     pub fn serves_job_type(&self, job_type: &str) -> bool {
@@ -281,6 +306,46 @@ pub struct MinerStatus {
     pub temperature: Option<f64>,
     /// Unix milliseconds at which the hub received it.
     pub reported_at: u64,
+    /// Memory and network figures, when the miner reports them (AITBC's heartbeat does);
+    /// rendered beside the other fields, and only those reported.
+    #[serde(default, flatten)]
+    pub resources: Resources,
+}
+
+/// Figures a miner may report beside its status; shown, not scored.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Resources {
+    /// GPU memory in use, MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_used_mb: Option<u64>,
+    /// GPU memory in all, MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_total_mb: Option<u64>,
+    /// The miner's own measure of its network latency, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_latency_ms: Option<f64>,
+}
+
+impl Resources {
+    fn validate(&self) -> Result<(), Invalid> {
+        for (field, v) in [
+            ("memory_used", self.memory_used_mb),
+            ("memory_total", self.memory_total_mb),
+        ] {
+            if v.is_some_and(|v| v > MAX_GPU_MEMORY_MIB) {
+                return Err(Invalid::new(field, "must be at most 16777216 MiB"));
+            }
+        }
+        if let Some(l) = self.network_latency_ms {
+            if !l.is_finite() || !(0.0..=3_600_000.0).contains(&l) {
+                return Err(Invalid::new(
+                    "network_latency_ms",
+                    "must be between 0 and 3600000 ms (or negative for unknown)",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl MinerStatus {
@@ -303,7 +368,7 @@ impl MinerStatus {
         if self.current_load > MAX_CONCURRENT_JOBS {
             return Err(Invalid::new("current_load", "must be at most 100000"));
         }
-        Ok(())
+        self.resources.validate()
     }
 }
 
@@ -380,6 +445,7 @@ mod tests {
             gpu_utilization: 0.5,
             temperature: Some(60.0),
             reported_at: 0,
+            resources: Resources::default(),
         };
         assert!(s.validate().is_ok());
         s.gpu_utilization = 1.5;

@@ -5,13 +5,18 @@
 //! * [`scoring`]: statistics, factors and the score, cooldowns.
 //! * [`matching`]: candidates in, offers out (and panic mode).
 //! * [`job`]: a match's id and ticket, and the outcome record kept as history.
+//! * [`profile`]: miners known by name (AITBC's `miner_id`) and their reserved addresses.
+//! * [`aitbc`]: AITBC's match by requirements and its SLA verdict.
 
+pub mod aitbc;
 pub mod identity;
 pub mod job;
 pub mod matching;
 pub mod miner;
+pub mod profile;
 pub mod scoring;
 
 pub use job::{MatchId, MatchTicket, OutcomeRecord};
-pub use miner::{Address, Capabilities, Endpoint, Invalid, Miner, MinerStatus};
+pub use miner::{Address, Capabilities, Endpoint, Invalid, Miner, MinerStatus, Resources};
+pub use profile::Profile;
 pub use scoring::{Availability, MinerStats, Score, ScoringParams};

@@ -30,10 +30,16 @@ pub struct MinerDto<'a> {
     address: Address,
     capabilities: Sorted<'a, Capabilities>,
     endpoint: &'a Endpoint,
+    /// The name of a miner registered by name (AITBC's `miner_id`); absent for others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    miner_id: Option<&'a str>,
     online: bool,
     /// Registered (or taken over) with a signature by the address's key: an unproven record
     /// may be a squatter's, and is taken over by the first signature.
     proven: bool,
+    /// What a miner registered by name declared beyond its capabilities.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    profile: Option<ProfileDto<'a>>,
     registered_at: u64,
     reserved_slots: u32,
     score: ScoreDto<'a>,
@@ -41,6 +47,32 @@ pub struct MinerDto<'a> {
     stats: StatsDto,
     status: Option<Sorted<'a, MinerStatus>>,
     updated_at: u64,
+}
+
+/// A named miner's profile, in AITBC's field names.
+#[derive(Serialize)]
+struct ProfileDto<'a> {
+    base_price: Option<&'a str>,
+    cpu_cores: Option<u32>,
+    gpu_name: Option<&'a str>,
+    proto: &'a str,
+    ram_gb: Option<f64>,
+    region: Option<&'a str>,
+    tags: &'a std::collections::BTreeMap<String, String>,
+}
+
+impl<'a> ProfileDto<'a> {
+    fn of(p: &'a crate::domain::Profile) -> Self {
+        Self {
+            base_price: p.base_price.as_deref(),
+            cpu_cores: p.cpu_cores,
+            gpu_name: p.gpu_name.as_deref(),
+            proto: &p.proto,
+            ram_gb: p.ram_gb,
+            region: p.region.as_deref(),
+            tags: &p.tags,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -93,8 +125,10 @@ impl<'a> MinerDto<'a> {
             address: m.address,
             capabilities: Sorted(&m.capabilities),
             endpoint: &m.endpoint,
+            miner_id: m.profile.as_ref().map(|p| p.miner_id.as_str()),
             online,
             proven: m.proven,
+            profile: m.profile.as_ref().map(ProfileDto::of),
             registered_at: m.registered_at,
             reserved_slots: view.reserved,
             score: ScoreDto {
@@ -241,16 +275,19 @@ impl BackendDto {
 /// `GET /health`.
 #[derive(Serialize)]
 pub struct HealthDto {
+    /// Miners with a fresh heartbeat (AITBC's `aitbc pool-hub status` reads it).
+    miners_online: usize,
     status: &'static str,
     storage: Vec<BackendDto>,
 }
 
 impl HealthDto {
     /// The answer, and whether every backend is healthy.
-    pub fn new(storage: &[StorageHealth]) -> (Self, bool) {
+    pub fn new(storage: &[StorageHealth], miners_online: usize) -> (Self, bool) {
         let ok = storage.iter().all(|b| b.healthy);
         (
             Self {
+                miners_online,
                 status: if ok { "ok" } else { "unavailable" },
                 storage: BackendDto::list(storage),
             },
@@ -335,6 +372,7 @@ mod tests {
             registered_at: 1,
             updated_at: 2,
             proven: false,
+            profile: None,
         };
         let stats = MinerStats {
             jobs_total: 3,
@@ -416,6 +454,7 @@ mod tests {
             gpu_utilization: 0.5,
             temperature: Some(60.0),
             reported_at: 7,
+            resources: Default::default(),
         };
         for v in [view(Some(status), 99), view(None, 0)] {
             for (online, cooled) in [(true, false), (false, true)] {
@@ -508,11 +547,12 @@ mod tests {
             { "role": "durable", "backend": "redb", "healthy": false, "error": "redb is unavailable" },
             { "role": "hot", "backend": "moka", "healthy": true },
         ]);
-        let (health, ok) = HealthDto::new(&storage);
+        let (health, ok) = HealthDto::new(&storage, 2);
         assert!(!ok);
+        // The old fields unchanged, and `miners_online` added (AITBC's CLI reads it).
         same(
             &health,
-            &json!({ "status": "unavailable", "storage": old_backends }),
+            &json!({ "miners_online": 2, "status": "unavailable", "storage": old_backends }),
         );
         let s = HubStatus {
             uptime_seconds: 3,
@@ -522,6 +562,7 @@ mod tests {
                 online: 3,
                 available: 2,
                 cooled_down: 1,
+                violations: 1,
             },
             matches_served: 9,
             reservations_in_flight: 1,

@@ -76,6 +76,8 @@ impl From<HubError> for ApiError {
                 ..Self::new(StatusCode::UNAUTHORIZED, "signature_required", msg)
             },
             HubError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", msg),
+            HubError::KeyInUse => Self::new(StatusCode::CONFLICT, "key_in_use", msg),
+            HubError::UnknownKey => Self::new(StatusCode::UNAUTHORIZED, "unknown_key", msg),
             HubError::NotBanned(_) => Self::new(StatusCode::NOT_FOUND, "not_banned", msg),
             HubError::Claim(c) => match c {
                 ClaimError::UnknownMatch => Self::new(StatusCode::NOT_FOUND, "unknown_match", msg),

@@ -84,7 +84,17 @@ pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// The `{address}` path segment, parsed.
+/// A miner named in a path: `0x…` is an address (refused when malformed); anything else is
+/// the name of a miner registered by name (AITBC's `miner_id`), found at its derived address.
+pub(super) fn miner_in_path(raw: &str) -> Result<Address, crate::domain::Invalid> {
+    if raw.starts_with("0x") || raw.starts_with("0X") {
+        return raw.parse();
+    }
+    crate::domain::profile::validate_miner_id(raw)?;
+    Ok(Address::for_miner_id(raw))
+}
+
+/// The `{address}` path segment: an address, or a miner's name (see [`miner_in_path`]).
 pub struct AddressPath(pub Address);
 
 impl<S: Send + Sync> FromRequestParts<S> for AddressPath {
@@ -97,6 +107,8 @@ impl<S: Send + Sync> FromRequestParts<S> for AddressPath {
                 .map_err(|e| {
                     ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", e.body_text())
                 })?;
-        raw.parse().map(AddressPath).map_err(ApiError::invalid)
+        miner_in_path(&raw)
+            .map(AddressPath)
+            .map_err(ApiError::invalid)
     }
 }

@@ -9,7 +9,7 @@ use super::dto::{
 use super::error::ApiError;
 use super::extract::{AddressPath, ApiJson, Bearer};
 use super::AppState;
-use crate::domain::{Address, Capabilities, Endpoint, MinerStatus};
+use crate::domain::{Address, Capabilities, Endpoint, MinerStatus, Resources};
 use crate::hub::views::MinerFilter;
 use crate::hub::{now_ms, MatchRequest, OutcomeReport, Registration};
 use crate::registry::MinerView;
@@ -41,6 +41,13 @@ pub struct StatusBody {
     gpu_utilization: f64,
     #[serde(default)]
     temperature: Option<f64>,
+    /// Optional figures, shown and not scored.
+    #[serde(default)]
+    memory_used_mb: Option<u64>,
+    #[serde(default)]
+    memory_total_mb: Option<u64>,
+    #[serde(default)]
+    network_latency_ms: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -99,6 +106,7 @@ pub async fn register(
         endpoint: Endpoint::try_from(body.endpoint)?,
         capabilities: body.capabilities.validated()?,
         stake: body.stake,
+        profile: None,
     };
     let signature = body
         .signature
@@ -140,6 +148,11 @@ pub async fn update_status(
         gpu_utilization: body.gpu_utilization,
         temperature: body.temperature,
         reported_at: 0,
+        resources: Resources {
+            memory_used_mb: body.memory_used_mb,
+            memory_total_mb: body.memory_total_mb,
+            network_latency_ms: body.network_latency_ms,
+        },
     };
     let s = state
         .hub
@@ -263,7 +276,7 @@ pub async fn report_outcome(
 
 pub async fn health(State(state): State<AppState>) -> Response {
     let storage = state.hub.storage_health().await;
-    let (body, ok) = HealthDto::new(&storage);
+    let (body, ok) = HealthDto::new(&storage, state.hub.miners_online());
     let code = if ok {
         StatusCode::OK
     } else {

@@ -229,8 +229,9 @@ fn classify(method: &Method, route: &str) -> Option<Kind> {
         return None;
     }
     match route {
-        "/api/v1/miners/register" => Some(Kind::Registration),
-        "/api/v1/match" => Some(Kind::PerClient(RouteClass::Match)),
+        "/api/v1/miners/register" | "/v1/miners/register" => Some(Kind::Registration),
+        "/v1/miners/heartbeat" => Some(Kind::Status),
+        "/api/v1/match" | "/v1/match" => Some(Kind::PerClient(RouteClass::Match)),
         "/api/v1/outcomes" => Some(Kind::PerClient(RouteClass::Outcome)),
         _ if tail == Some("status") => Some(Kind::Status),
         _ => None,
@@ -308,12 +309,17 @@ impl Enforcer {
     /// anything else (no token, a wrong one, an unknown address) against the source address,
     /// so a stranger cannot use up a miner's allowance and silence its heartbeats.
     fn status_party(&self, req: &Request, ip: IpAddr) -> Party {
-        let address = req
-            .uri()
-            .path()
+        let path = req.uri().path();
+        if path == "/v1/miners/heartbeat" {
+            // AITBC's heartbeat names no miner: its key does (through the index).
+            return super::aitbc::miner_key(req.headers())
+                .and_then(|k| self.hub.named_miner(k).ok())
+                .map_or(Party::Ip(ip), Party::Miner);
+        }
+        let address = path
             .strip_prefix("/api/v1/miners/")
             .and_then(|r| r.strip_suffix("/status"))
-            .and_then(|a| a.parse::<Address>().ok());
+            .and_then(|a| super::extract::miner_in_path(a).ok());
         match (address, bearer(req.headers())) {
             (Some(a), Some(t)) if self.hub.holds_token(&a, t) => Party::Miner(a),
             _ => Party::Ip(ip),
@@ -334,10 +340,23 @@ fn bucket_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Just the address of a registration body.
+/// Just the address of a registration body: poolhub's `address`, or AITBC's `miner_id`.
 #[derive(Deserialize)]
 struct Named {
-    address: String,
+    #[serde(default)]
+    address: Option<String>,
+    #[serde(default)]
+    miner_id: Option<String>,
+}
+
+impl Named {
+    fn address(&self) -> Option<Address> {
+        match (&self.address, &self.miner_id) {
+            (Some(a), _) => a.parse().ok(),
+            (None, Some(id)) => Some(Address::for_miner_id(id)),
+            (None, None) => None,
+        }
+    }
 }
 
 /// Reads a registration's body (within `server.max_body_bytes`, like the handler would) to
@@ -369,7 +388,7 @@ async fn registration_address(
     // A body the handler will refuse (no address, bad JSON) registers nothing: not counted.
     let address = serde_json::from_slice::<Named>(&bytes)
         .ok()
-        .and_then(|n| n.address.parse().ok());
+        .and_then(|n| n.address());
     Ok((Request::from_parts(parts, Body::from(bytes)), address))
 }
 

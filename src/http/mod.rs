@@ -2,6 +2,7 @@
 //! metrics and logging, panic guard).
 
 mod admin;
+mod aitbc;
 pub mod auth;
 pub mod dto;
 mod error;
@@ -73,6 +74,14 @@ pub fn api_router(hub: Arc<Hub>, limiter: Arc<limits::Limiter>) -> Router {
         .route("/api/v1/admin/keys/{id}", delete(admin::revoke_key));
     if cfg.metrics_on_api_port {
         r = r.route("/metrics", get(handlers::metrics));
+    }
+    if state.hub.config().compat.aitbc {
+        // AITBC's pool-hub API beside poolhub's own (see `aitbc`).
+        r = r
+            .route("/v1/miners/register", post(aitbc::register))
+            .route("/v1/miners/heartbeat", post(aitbc::heartbeat))
+            .route("/v1/match", post(aitbc::match_job))
+            .route("/v1/sla/status", get(aitbc::sla_status));
     }
     r.fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)

@@ -36,6 +36,7 @@ impl Hub {
         address: Address,
         host: Option<&str>,
     ) -> Result<Challenge, HubError> {
+        address.check_not_reserved()?;
         let auth = &self.config.auth;
         let domain = if auth.domain.is_empty() {
             host.map(str::trim)
@@ -98,6 +99,8 @@ impl Hub {
         token: Option<&str>,
         signature: Option<&RawSignature>,
     ) -> Result<Registered, HubError> {
+        // The named miners' range: reached only by name, never by an address's key.
+        reg.address.check_not_reserved()?;
         let Some(signature) = signature else {
             if self.config.auth.miner_identity == MinerIdentity::Signature {
                 return self.register_proven_with_token(reg, token).await;
@@ -140,6 +143,7 @@ impl Hub {
             registered_at: current.registered_at,
             updated_at: now,
             proven: true,
+            profile: None,
         };
         self.commit_replacement(&current, miner, stats, availability, false)
             .await?;
@@ -176,6 +180,7 @@ impl Hub {
             registered_at: now,
             updated_at: now,
             proven: true,
+            profile: None,
         };
         match self.durable.insert_miner(&miner).await {
             Ok(()) => {}
@@ -213,6 +218,7 @@ impl Hub {
             registered_at: now,
             updated_at: now,
             proven: true,
+            profile: None,
         };
         // The index keeps live status across an upsert; the squatter's must not carry over.
         self.registry.remove(&reg.address);
@@ -268,6 +274,7 @@ impl Hub {
         address: &Address,
         signature: &RawSignature,
     ) -> Result<String, HubError> {
+        address.check_not_reserved()?;
         let _guard = self.lock_for(address).lock().await;
         self.prove(address, signature).await?;
         let (current, stats, availability) = match self.registry.get(address) {

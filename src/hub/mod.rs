@@ -13,6 +13,7 @@
 //! * `identity`: EIP-4361 challenges, signed registrations (takeover of unproven records)
 //!   and lost-token reissue; `bans`: the admin's bans and deregistration of any miner.
 
+mod aitbc;
 mod bans;
 mod identity;
 mod keys;
@@ -22,6 +23,7 @@ mod tasks;
 pub mod views;
 mod wire;
 
+pub use aitbc::{NamedRegistration, Sla};
 pub use keys::{
     key_id_string, parse_key_id, validate_key_name, CreatedKey, KEY_RELOAD_INTERVAL, MAX_KEY_NAME,
 };
@@ -31,7 +33,7 @@ pub use sync::Event;
 use crate::config::Config;
 use crate::domain::matching::MatchPolicy;
 use crate::domain::scoring::{self, Availability, FailoverParams, MinerStats, ScoringParams};
-use crate::domain::{Address, Capabilities, Endpoint, Invalid, Miner, MinerStatus};
+use crate::domain::{Address, Capabilities, Endpoint, Invalid, Miner, MinerStatus, Profile};
 use crate::metrics::Metrics;
 use crate::registry::{MinerView, Registry};
 use crate::store::{ClaimError, DurableStore, HotStore, StoreError};
@@ -103,6 +105,10 @@ pub enum HubError {
     Conflict(Address),
     #[error("address {0} is not banned")]
     NotBanned(Address),
+    #[error("this api_key is already the key of another miner: give every miner its own key")]
+    KeyInUse,
+    #[error("no miner is registered with this api_key: register first (POST /v1/miners/register)")]
+    UnknownKey,
     #[error(transparent)]
     Claim(ClaimError),
     #[error(transparent)]
@@ -125,6 +131,8 @@ pub struct Registration {
     pub endpoint: Endpoint,
     pub capabilities: Capabilities,
     pub stake: u64,
+    /// Set for a miner registered by name (its address is then derived from the name).
+    pub profile: Option<Profile>,
 }
 
 /// The result of a registration.
@@ -335,6 +343,17 @@ impl Hub {
         reg: Registration,
         token: Option<&str>,
     ) -> Result<Registered, HubError> {
+        self.register_keyed(reg, token, None).await
+    }
+
+    /// As [`Hub::register`]; with `chosen`, a new miner's token is that key (a miner
+    /// registered by name brings its own) instead of one the hub issues and returns.
+    async fn register_keyed(
+        &self,
+        reg: Registration,
+        token: Option<&str>,
+        chosen: Option<&str>,
+    ) -> Result<Registered, HubError> {
         let _guard = self.lock_for(&reg.address).lock().await;
         let now = now_ms();
         if let Some(view) = self.registry.get(&reg.address) {
@@ -350,16 +369,23 @@ impl Hub {
                 Err(e) => Err(e),
             };
         }
-        let issued = new_token();
+        let issued = match chosen {
+            Some(_) => None,
+            None => Some(new_token()),
+        };
+        let Some(secret) = chosen.or(issued.as_deref()) else {
+            return Err(HubError::Unauthorized);
+        };
         let miner = Miner {
             address: reg.address,
             endpoint: reg.endpoint.clone(),
             capabilities: reg.capabilities.clone(),
             stake: reg.stake,
-            token_hash: hash_token(&issued),
+            token_hash: hash_token(secret),
             registered_at: now,
             updated_at: now,
             proven: false,
+            profile: reg.profile.clone(),
         };
         match self.durable.insert_miner(&miner).await {
             Ok(()) => {}
@@ -377,7 +403,7 @@ impl Hub {
             address: reg.address,
         });
         tracing::info!(address = %reg.address, "miner registered");
-        self.registered(&reg.address, true, Some(issued))
+        self.registered(&reg.address, true, issued)
     }
 
     /// Re-registers a miner this hub's index does not know (or knows in an older version)
@@ -419,6 +445,7 @@ impl Hub {
             registered_at: current.registered_at,
             updated_at: now,
             proven: current.proven,
+            profile: reg.profile,
         };
         match self.durable.update_miner(&miner).await {
             Ok(()) => {}
@@ -614,6 +641,7 @@ pub(crate) mod tests {
                 job_types: vec!["inference".into()],
             },
             stake: 0,
+            profile: None,
         }
     }
 
@@ -624,6 +652,7 @@ pub(crate) mod tests {
             gpu_utilization: 0.1,
             temperature: None,
             reported_at: 0,
+            resources: Default::default(),
         }
     }
 

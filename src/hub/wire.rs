@@ -16,7 +16,7 @@
 
 use super::sync::Event;
 use crate::domain::scoring::MinerStats;
-use crate::domain::{Address, MatchId, MinerStatus};
+use crate::domain::{Address, MatchId, MinerStatus, Resources};
 use serde::{Deserialize, Serialize};
 
 /// The format this build writes, and the newest it reads.
@@ -89,6 +89,14 @@ pub(crate) struct WireStatus {
     pub gpu_utilization: f64,
     pub temperature: Option<f64>,
     pub reported_at: u64,
+    /// Optional figures added within version 1: absent when a hub of an earlier build sent
+    /// the status, and ignored by such a hub when this one sends them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_used_mb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_total_mb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_latency_ms: Option<f64>,
 }
 
 impl From<MinerStats> for WireStats {
@@ -133,6 +141,9 @@ impl From<MinerStatus> for WireStatus {
             gpu_utilization: s.gpu_utilization,
             temperature: s.temperature,
             reported_at: s.reported_at,
+            memory_used_mb: s.resources.memory_used_mb,
+            memory_total_mb: s.resources.memory_total_mb,
+            network_latency_ms: s.resources.network_latency_ms,
         }
     }
 }
@@ -145,6 +156,11 @@ impl From<WireStatus> for MinerStatus {
             gpu_utilization: s.gpu_utilization,
             temperature: s.temperature,
             reported_at: s.reported_at,
+            resources: Resources {
+                memory_used_mb: s.memory_used_mb,
+                memory_total_mb: s.memory_total_mb,
+                network_latency_ms: s.network_latency_ms,
+            },
         }
     }
 }

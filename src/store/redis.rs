@@ -32,7 +32,7 @@
 
 use super::{BusMessage, ClaimError, EventBus, HotStore, MatchId, MatchTicket, Result, StoreError};
 use crate::domain::identity::Challenge;
-use crate::domain::{Address, MinerStatus};
+use crate::domain::{Address, MinerStatus, Resources};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
@@ -119,6 +119,14 @@ struct StatusRow {
     gpu_utilization: f64,
     temperature: Option<f64>,
     reported_at: u64,
+    /// Optional figures added within version 1 (older builds ignore them, and values they
+    /// wrote read without them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    memory_used_mb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    memory_total_mb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    network_latency_ms: Option<f64>,
 }
 
 fn encode_status(s: &MinerStatus) -> Result<String> {
@@ -129,6 +137,9 @@ fn encode_status(s: &MinerStatus) -> Result<String> {
         gpu_utilization: s.gpu_utilization,
         temperature: s.temperature,
         reported_at: s.reported_at,
+        memory_used_mb: s.resources.memory_used_mb,
+        memory_total_mb: s.resources.memory_total_mb,
+        network_latency_ms: s.resources.network_latency_ms,
     })
     .map_err(corrupt)
 }
@@ -147,6 +158,11 @@ fn decode_status(raw: &str) -> Result<MinerStatus> {
         gpu_utilization: r.gpu_utilization,
         temperature: r.temperature,
         reported_at: r.reported_at,
+        resources: Resources {
+            memory_used_mb: r.memory_used_mb,
+            memory_total_mb: r.memory_total_mb,
+            network_latency_ms: r.network_latency_ms,
+        },
     })
 }
 

@@ -14,6 +14,11 @@
 //! key); a miner row of version 0 or 1 reads as unproven. The other rows are unchanged, and
 //! the ban row is new in version 2.
 //!
+//! Version 3 added `profile` to the miner row (a miner registered by name, AITBC's
+//! `miner_id`). Only miner rows that carry a profile are written as version 3; every other
+//! row is still written as version 2, so a file without named miners still opens in the
+//! build before, and one with them is refused there by its version rather than misread.
+//!
 //! To change a row's layout: bump [`FORMAT_VERSION`], keep reading every older version here,
 //! and add a golden test with the new encoding.
 
@@ -21,12 +26,15 @@ use super::OutcomeRecord;
 use crate::auth::{ApiKey, Role};
 use crate::domain::identity::Ban;
 use crate::domain::scoring::{Availability, MinerStats};
-use crate::domain::{Address, Capabilities, Endpoint, Miner};
+use crate::domain::{Address, Capabilities, Endpoint, Miner, Profile};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// The row format this build writes, and the newest it reads.
-pub const FORMAT_VERSION: u32 = 2;
+/// The newest row format this build reads (and writes, for rows that need it).
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The version written for rows whose layout did not change since version 2.
+const BASE_VERSION: u32 = 2;
 
 /// The job type of a miner row written before rows listed job types (version 0). A constant
 /// of the row format, not the domain's default: changing that must not change old rows.
@@ -75,7 +83,7 @@ struct VersionProbe {
 }
 
 fn current() -> u32 {
-    FORMAT_VERSION
+    BASE_VERSION
 }
 
 /// The row as JSON text (PostgreSQL's JSONB columns take text, redb stores its bytes).
@@ -118,6 +126,58 @@ pub struct MinerRow {
     /// Since version 2; older rows were never proven by a signature.
     #[serde(default)]
     pub proven: bool,
+    /// Since version 3, and only for a miner registered by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<ProfileRow>,
+}
+
+/// What a miner registered by name declared (inside its [`MinerRow`], version 3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileRow {
+    pub miner_id: String,
+    pub proto: String,
+    #[serde(default)]
+    pub gpu_name: Option<String>,
+    #[serde(default)]
+    pub cpu_cores: Option<u32>,
+    #[serde(default)]
+    pub ram_gb: Option<f64>,
+    #[serde(default)]
+    pub base_price: Option<String>,
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub region: Option<String>,
+}
+
+impl From<&Profile> for ProfileRow {
+    fn from(p: &Profile) -> Self {
+        Self {
+            miner_id: p.miner_id.clone(),
+            proto: p.proto.clone(),
+            gpu_name: p.gpu_name.clone(),
+            cpu_cores: p.cpu_cores,
+            ram_gb: p.ram_gb,
+            base_price: p.base_price.clone(),
+            tags: p.tags.clone(),
+            region: p.region.clone(),
+        }
+    }
+}
+
+impl From<ProfileRow> for Profile {
+    fn from(r: ProfileRow) -> Self {
+        Self {
+            miner_id: r.miner_id,
+            proto: r.proto,
+            gpu_name: r.gpu_name,
+            cpu_cores: r.cpu_cores,
+            ram_gb: r.ram_gb,
+            base_price: r.base_price,
+            tags: r.tags,
+            region: r.region,
+        }
+    }
 }
 
 /// A miner's declared capabilities as stored (inside its [`MinerRow`]).
@@ -141,7 +201,12 @@ impl Row for MinerRow {
 impl From<&Miner> for MinerRow {
     fn from(m: &Miner) -> Self {
         Self {
-            version: current(),
+            // Version 3 only where its one addition is used (see the module doc).
+            version: if m.profile.is_some() {
+                FORMAT_VERSION
+            } else {
+                current()
+            },
             address: m.address.to_string(),
             endpoint: m.endpoint.as_str().to_string(),
             capabilities: CapabilitiesRow {
@@ -155,6 +220,7 @@ impl From<&Miner> for MinerRow {
             registered_at: m.registered_at,
             updated_at: m.updated_at,
             proven: m.proven,
+            profile: m.profile.as_ref().map(ProfileRow::from),
         }
     }
 }
@@ -182,6 +248,7 @@ impl TryFrom<MinerRow> for Miner {
             registered_at: r.registered_at,
             updated_at: r.updated_at,
             proven: r.proven,
+            profile: r.profile.map(Profile::from),
         })
     }
 }
@@ -512,6 +579,7 @@ mod tests {
             registered_at: 1_000,
             updated_at: 2_000,
             proven: false,
+            profile: None,
         }
     }
 
@@ -576,6 +644,36 @@ mod tests {
             decode_outcome(encode_outcome(&o).unwrap().as_bytes()).unwrap(),
             o
         );
+    }
+
+    /// A miner registered by name is written as version 3 with its profile, pinned; a miner
+    /// without one is still written as version 2 (above), which the build before reads.
+    #[test]
+    fn named_miner_rows_are_version_3_and_pinned() {
+        let mut m = miner();
+        m.address = Address::for_miner_id("aitbc-miner-1");
+        m.capabilities.models = Vec::new();
+        m.capabilities.gpu_memory = 0;
+        m.profile = Some(Profile {
+            miner_id: "aitbc-miner-1".into(),
+            proto: "http".into(),
+            gpu_name: None,
+            cpu_cores: Some(16),
+            ram_gb: Some(64.0),
+            base_price: Some("0.01".into()),
+            tags: [("cuda".to_string(), "12.4".to_string())].into(),
+            region: Some("eu".into()),
+        });
+        let text = encode_miner(&m).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                r#"{{"v":3,"address":"{}","endpoint":"http://m1.example.com:8080","capabilities":{{"models":[],"gpu_memory":0,"max_concurrent_jobs":4,"job_types":["inference"]}},"stake":100,"token_hash":"h1","registered_at":1000,"updated_at":2000,"proven":false,"profile":{{"miner_id":"aitbc-miner-1","proto":"http","gpu_name":null,"cpu_cores":16,"ram_gb":64.0,"base_price":"0.01","tags":{{"cuda":"12.4"}},"region":"eu"}}}}"#,
+                m.address
+            )
+        );
+        assert_eq!(decode_miner(text.as_bytes()).unwrap(), m);
+        assert!(encode_miner(&miner()).unwrap().starts_with(r#"{"v":2,"#));
     }
 
     /// A key row is pinned like the others, holds the digest (never a secret), and a
@@ -665,21 +763,21 @@ mod tests {
 
     #[test]
     fn a_newer_row_is_refused_by_its_version() {
-        // Version 3 may have moved every field: the version is what is reported.
-        let e = decode_miner(br#"{"v":3,"id":"0xab","endpoints":[]}"#).unwrap_err();
+        // Version 4 may have moved every field: the version is what is reported.
+        let e = decode_miner(br#"{"v":4,"id":"0xab","endpoints":[]}"#).unwrap_err();
         assert!(
             matches!(
                 e,
                 RowError::Newer {
                     what: "miner",
-                    found: 3
+                    found: 4
                 }
             ),
             "{e:?}"
         );
         assert_eq!(
             e.to_string(),
-            "miner row has format version 3; this poolhub reads up to version 2: use a newer poolhub"
+            "miner row has format version 4; this poolhub reads up to version 3: use a newer poolhub"
         );
         assert!(matches!(
             decode_stats(br#"{"v":99}"#),

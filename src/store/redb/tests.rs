@@ -72,7 +72,7 @@ async fn a_row_from_a_newer_format_is_corrupt_and_says_so() {
     let path = dir.path().join("newer.redb");
     write_file(
         &path,
-        r#"{"v":3,"id":"0xab00000000000000000000000000000000000001"}"#,
+        r#"{"v":4,"id":"0xab00000000000000000000000000000000000001"}"#,
     );
     let s = RedbStore::open(&path, None).expect("the file itself opens");
     for r in [
@@ -93,7 +93,7 @@ async fn a_row_from_a_newer_format_is_corrupt_and_says_so() {
         );
         assert!(
             e.detail()
-                .contains("miner row has format version 3; this poolhub reads up to version 2"),
+                .contains("miner row has format version 4; this poolhub reads up to version 3"),
             "{}",
             e.detail()
         );

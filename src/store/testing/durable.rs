@@ -4,7 +4,7 @@
 //! when the store breaks the contract. [`durable_suite`] runs them all with a new store for
 //! each; what differs between backends is passed in [`DurableCaps`].
 
-use super::fixtures::{address, availability, miner, outcome};
+use super::fixtures::{address, availability, miner, named_miner, outcome};
 use crate::auth::{ApiKey, Role};
 use crate::domain::scoring::MinerStats;
 use crate::store::{DurableStore, StoreError, StoredMiner};
@@ -39,6 +39,7 @@ where
 {
     names_its_backend(make().await.as_ref(), caps).await;
     insert_then_load(make().await.as_ref()).await;
+    a_named_miner_round_trips(make().await.as_ref()).await;
     insert_twice_is_refused(make().await.as_ref()).await;
     update_checks_the_token(make().await.as_ref()).await;
     delete_checks_the_token_and_removes_everything(make().await.as_ref()).await;
@@ -124,6 +125,31 @@ pub async fn insert_then_load(s: &dyn DurableStore) {
     let one = find(&all, 1);
     assert_eq!(one.miner, miner(1, "h1"));
     assert_eq!(one.stats, MinerStats::default());
+}
+
+/// A miner registered by name keeps its profile through insert, update and both loads.
+pub async fn a_named_miner_round_trips(s: &dyn DurableStore) {
+    let m = named_miner("aitbc-miner-1", "hn");
+    s.insert_miner(&m).await.expect("insert");
+    let loaded = s
+        .load_miner(&m.address)
+        .await
+        .expect("load")
+        .expect("there");
+    assert_eq!(loaded.miner, m);
+    let mut changed = m.clone();
+    if let Some(p) = changed.profile.as_mut() {
+        p.region = None;
+        p.tags.insert("cuda".into(), "12.4".into());
+    }
+    changed.updated_at = 2_000;
+    s.update_miner(&changed).await.expect("update");
+    let all = s.load_all().await.expect("load_all");
+    let found = all
+        .iter()
+        .find(|x| x.miner.address == m.address)
+        .expect("loaded");
+    assert_eq!(found.miner, changed);
 }
 
 /// Inserting a taken address is `AlreadyExists` and leaves the first registration.

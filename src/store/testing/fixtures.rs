@@ -5,7 +5,7 @@
 //! conditional write compares it.
 
 use crate::domain::scoring::Availability;
-use crate::domain::{Address, Capabilities, Endpoint, Miner, MinerStatus};
+use crate::domain::{Address, Capabilities, Endpoint, Miner, MinerStatus, Profile, Resources};
 use crate::store::OutcomeRecord;
 
 /// The address of miner `i`.
@@ -33,6 +33,38 @@ pub fn miner(i: u8, token_hash: &str) -> Miner {
         registered_at: 1_000,
         updated_at: 1_000,
         proven: false,
+        profile: None,
+    }
+}
+
+/// A miner registered by name (AITBC's `miner_id`): a CPU miner with no models and every
+/// profile field set, at the address derived from `name`.
+pub fn named_miner(name: &str, token_hash: &str) -> Miner {
+    Miner {
+        address: Address::for_miner_id(name),
+        endpoint: Endpoint::try_from("http://aitbc-host:8101".to_string())
+            .expect("a valid fixture endpoint"),
+        capabilities: Capabilities {
+            models: Vec::new(),
+            gpu_memory: 0,
+            max_concurrent_jobs: 2,
+            job_types: vec!["inference".into(), "training".into()],
+        },
+        stake: 0,
+        token_hash: token_hash.to_string(),
+        registered_at: 1_000,
+        updated_at: 1_000,
+        proven: false,
+        profile: Some(Profile {
+            miner_id: name.to_string(),
+            proto: "http".into(),
+            gpu_name: Some("CPU-Only".into()),
+            cpu_cores: Some(16),
+            ram_gb: Some(64.5),
+            base_price: Some("0.01".into()),
+            tags: [("platform".to_string(), "linux".to_string())].into(),
+            region: Some("eu-west".into()),
+        }),
     }
 }
 
@@ -62,5 +94,10 @@ pub fn status(load: u32) -> MinerStatus {
         gpu_utilization: 0.5,
         temperature: Some(60.0),
         reported_at: 5,
+        resources: Resources {
+            memory_used_mb: Some(1024),
+            memory_total_mb: Some(24576),
+            network_latency_ms: Some(12.5),
+        },
     }
 }

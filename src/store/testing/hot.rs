@@ -5,8 +5,9 @@
 //! before its TTL could have passed (measured, never assumed), and absent once the TTL plus
 //! the backend's slack has passed.
 
+use super::fixtures::status;
 use crate::domain::identity::Challenge;
-use crate::domain::{Address, MinerStatus};
+use crate::domain::Address;
 use crate::store::{ClaimError, HotStore, MatchId, MatchTicket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,16 +72,6 @@ pub fn address(tag: u8, i: u8) -> Address {
 /// A match id unique to the run, so a shared store's leftovers never collide.
 fn fresh_id() -> MatchId {
     MatchId(rand::random())
-}
-
-fn status(load: u32) -> MinerStatus {
-    MinerStatus {
-        available: true,
-        current_load: load,
-        gpu_utilization: 0.5,
-        temperature: Some(60.0),
-        reported_at: 5,
-    }
 }
 
 fn ticket(id: MatchId, offered: Vec<Address>) -> MatchTicket {
