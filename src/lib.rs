@@ -6,7 +6,8 @@
 //!
 //! Module map (ARCHITECTURE.md has the longer version, with the invariants):
 //! * [`domain`]: plain types and pure logic (validation, scoring, matching, job ids, miner
-//!   identity by signature). No I/O, no clock.
+//!   identity by signature, miners named by AITBC's `miner_id`, AITBC's match and SLA). No
+//!   I/O, no clock.
 //! * [`registry`]: the in-memory index that matching reads.
 //! * [`store`]: the durable and hot storage traits, their backends (redb, PostgreSQL; moka,
 //!   Redis), the versioned row types, and (feature `test-util`) the contract suites.

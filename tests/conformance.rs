@@ -156,7 +156,7 @@ async fn postgres_reads_unversioned_rows_and_refuses_newer_ones() {
             &[
                 &address(2).to_string(),
                 &"h",
-                &r#"{"v":3,"id":"0xab00000000000000000000000000000000000002"}"#,
+                &r#"{"v":4,"id":"0xab00000000000000000000000000000000000002"}"#,
                 &legacy_stats,
                 &legacy_availability,
             ],
@@ -174,7 +174,7 @@ async fn postgres_reads_unversioned_rows_and_refuses_newer_ones() {
         ),
         "{e:?}"
     );
-    assert!(e.detail().contains("format version 3"), "{}", e.detail());
+    assert!(e.detail().contains("format version 4"), "{}", e.detail());
     s.drop_schema().await.expect("drop schema");
     drop(client);
     let _ = conn.await;
