@@ -249,9 +249,38 @@ fn bench_metrics(c: &mut Criterion) {
     g.finish();
 }
 
+/// AITBC's `/v1/match`: a walk over every miner (the request names no model).
+fn bench_by_requirements(c: &mut Criterion) {
+    let mut g = c.benchmark_group("registry_by_requirements");
+    let policy = MatchPolicy {
+        heartbeat_timeout_ms: 3_600_000,
+        tie_epsilon: 0.01,
+        panic_threshold: 0.5,
+        scan_cap: 16,
+    };
+    let req = poolhub::domain::aitbc::Requirements {
+        min_gpu_memory: 8192,
+        min_ram_gb: 0.0,
+        capabilities_any: vec!["inference".into()],
+        region: None,
+        top_k: 5,
+    };
+    for n in [1_000u32, 10_000, 100_000] {
+        let r = registry(n, 0.0);
+        g.bench_with_input(BenchmarkId::new("top5", n), &n, |b, _| {
+            b.iter(|| {
+                let m = r.rank_by_requirements(&req, &policy, now());
+                assert!(!m.offers.is_empty());
+                m.offers.len()
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1)).sample_size(50);
-    targets = bench_select, bench_hub, bench_metrics
+    targets = bench_select, bench_by_requirements, bench_hub, bench_metrics
 }
 criterion_main!(benches);

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     pub rate_limited_total: IntCounterVec,
     pub rate_limit_parties: IntGauge,
+    pub store_file_bytes: IntGauge,
+    pub outcomes_stored: IntGauge,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -243,8 +245,32 @@ impl Metrics {
             let _ = rate_limited_total.with_label_values(&[c.label()]);
         }
 
+        let store_file_bytes = add(
+            &registry,
+            IntGauge::new(
+                "poolhub_store_file_bytes",
+                "Size of the durable store on disk, bytes (the redb file; PostgreSQL: the \
+                 schema's tables and indexes).",
+            ),
+        );
+        let outcomes_stored = add(
+            &registry,
+            IntGauge::new(
+                "poolhub_outcomes_stored",
+                "Outcome records kept as history (bounded by storage.max_outcomes and \
+                 storage.outcome_retention_days).",
+            ),
+        );
+        // The process's RSS, open fds, CPU seconds and start time (Linux only: /proc).
+        #[cfg(target_os = "linux")]
+        must(registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        )));
+
         Self {
             registry,
+            store_file_bytes,
+            outcomes_stored,
             miners_total,
             miners_online,
             miners_available,
@@ -341,5 +367,31 @@ mod tests {
             assert!(text.contains(series), "{series} missing:\n{text}");
         }
         assert!(!text.contains("backend=\"redb\""), "redb is not configured");
+    }
+
+    /// The process collector reports this process's memory and descriptors.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_metrics_are_exported() {
+        let text = Metrics::new().encode();
+        for name in [
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_cpu_seconds_total",
+        ] {
+            let value = text
+                .lines()
+                .find(|l| l.starts_with(&format!("{name} ")))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok());
+            assert!(value.is_some_and(|v| v >= 0.0), "{name} missing:\n{text}");
+        }
+        let rss = text
+            .lines()
+            .find(|l| l.starts_with("process_resident_memory_bytes "))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        assert!(rss > 1_000_000.0, "a test process uses more than 1 MB: {rss}");
     }
 }

@@ -137,6 +137,9 @@ pub struct StorageConfig {
     pub redis_url: Option<String>,
     /// Outcome history older than this many days is pruned (0 = keep forever).
     pub outcome_retention_days: u64,
+    /// Most outcome records kept as history (0 = no bound by count); the oldest beyond it
+    /// are pruned, whichever of this and `outcome_retention_days` is reached first.
+    pub max_outcomes: u64,
     /// redb's page cache, MiB. redb's own default (1 GiB) lets RSS follow the data file; this
     /// bounds it. Reads beyond the cache come from the OS page cache.
     pub cache_mb: u64,
@@ -163,6 +166,7 @@ impl Default for StorageConfig {
             database_url: None,
             redis_url: None,
             outcome_retention_days: 30,
+            max_outcomes: 1_000_000,
             cache_mb: 64,
             postgres_schema: "poolhub".into(),
             postgres_max_connections: 16,

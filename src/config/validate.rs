@@ -307,6 +307,11 @@ impl Config {
             );
         }
         check(
+            st.max_outcomes <= 10_000_000_000,
+            "storage.max_outcomes",
+            "must be at most 10000000000 (0 = no bound by count)".into(),
+        );
+        check(
             (1..=65_536).contains(&st.cache_mb),
             "storage.cache_mb",
             "must be between 1 and 65536 MiB".into(),

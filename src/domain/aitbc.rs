@@ -119,14 +119,19 @@ pub fn rank<'a, K: Copy + 'a>(
     if !panic {
         fit.retain(|r| !r.cooled_down);
     }
-    fit.sort_by(|a, b| {
+    let order = |a: &Ranked<K>, b: &Ranked<K>| {
         b.in_region
             .cmp(&a.in_region)
             .then(b.score.partial_cmp(&a.score).unwrap_or(Ordering::Equal))
             .then(a.load.cmp(&b.load))
             .then(a.address.cmp(&b.address))
-    });
-    fit.truncate(req.top_k);
+    };
+    // The best `top_k` in linear time, then only those sorted.
+    if fit.len() > req.top_k {
+        fit.select_nth_unstable_by(req.top_k, order);
+        fit.truncate(req.top_k);
+    }
+    fit.sort_by(order);
     Ranking { offers: fit, panic }
 }
 

@@ -15,6 +15,9 @@ use tokio_util::task::TaskTracker;
 /// Entries re-indexed per write-lock acquisition, so matches never wait long.
 const APPLY_CHUNK: usize = 4096;
 
+/// How often the outcome history is bounded and the storage gauges refreshed.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(5);
+
 impl Hub {
     /// Recomputes every score at `now`, sampling each miner's availability on the way.
     /// Pure CPU work; returns the availability checkpoint to persist.
@@ -78,17 +81,6 @@ impl Hub {
         if let Err(e) = self.durable.save_availability(batch).await {
             let _ = self.store_error(e);
         }
-        let retention = self.config.storage.outcome_retention_days;
-        if retention > 0 {
-            let before = now.saturating_sub(retention.saturating_mul(86_400_000));
-            match self.durable.prune_outcomes(before).await {
-                Ok(0) => {}
-                Ok(p) => tracing::info!(pruned = p, "outcome history pruned"),
-                Err(e) => {
-                    let _ = self.store_error(e);
-                }
-            }
-        }
         tracing::debug!(
             miners = n,
             took_ms = started.elapsed().as_millis() as u64,
@@ -116,6 +108,20 @@ impl Hub {
                 }
             });
         }
+        {
+            let hub = self.clone();
+            let cancel = cancel.clone();
+            tracker.spawn(async move {
+                let mut tick = tokio::time::interval(PRUNE_INTERVAL);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => hub.prune_tick().await,
+                        _ = cancel.cancelled() => break,
+                    }
+                }
+            });
+        }
         self.spawn_sync(cancel.clone(), tracker);
         self.spawn_key_reload(cancel.clone(), tracker);
         let hub = self.clone();
@@ -128,6 +134,38 @@ impl Hub {
                 }
             }
         });
+    }
+
+    /// Bounds the outcome history by age and count (in small batches, see
+    /// `DurableStore::prune_outcomes`) and refreshes the storage gauges.
+    async fn prune_tick(&self) {
+        let st = &self.config.storage;
+        let before = match st.outcome_retention_days {
+            0 => 0,
+            days => now_ms().saturating_sub(days.saturating_mul(86_400_000)),
+        };
+        let keep = (st.max_outcomes > 0).then_some(st.max_outcomes);
+        if before > 0 || keep.is_some() {
+            let started = std::time::Instant::now();
+            match self.durable.prune_outcomes(before, keep).await {
+                Ok(0) => {}
+                Ok(p) => tracing::info!(
+                    pruned = p,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "outcome history pruned"
+                ),
+                Err(e) => {
+                    let _ = self.store_error(e);
+                }
+            }
+        }
+        match self.durable.outcome_count().await {
+            Ok(n) => self.metrics.outcomes_stored.set(n as i64),
+            Err(e) => tracing::debug!(error = %e, "cannot count stored outcomes"),
+        }
+        if let Some(bytes) = self.durable.size_bytes().await {
+            self.metrics.store_file_bytes.set(bytes as i64);
+        }
     }
 
     /// One sweeper pass: expired reservations released, and the match sets and their panic
@@ -163,8 +201,8 @@ mod tests {
         hub.spawn_tasks(cancel.clone(), &tracker);
         assert_eq!(
             tracker.len(),
-            3,
-            "scorer, sweeper and key reload (no shared hot store: no sync)"
+            4,
+            "scorer, pruner, sweeper and key reload (no shared hot store: no sync)"
         );
         cancel.cancel();
         tracker.close();

@@ -208,10 +208,14 @@ pub trait DurableStore: Send + Sync + 'static {
     ) -> Result<MinerStats>;
     /// Checkpoints availability histories (written by the score updater).
     async fn save_availability(&self, batch: Vec<(Address, Availability)>) -> Result<()>;
-    /// Deletes outcome history older than `before` (unix ms); returns how many.
-    async fn prune_outcomes(&self, before: u64) -> Result<u64>;
+    /// Deletes outcome history older than `before` (unix ms) and, with `keep`, all but the
+    /// newest `keep` records (by time, then arrival); returns how many. Deletes in small
+    /// batches, each its own commit, so other writes go through between them.
+    async fn prune_outcomes(&self, before: u64, keep: Option<u64>) -> Result<u64>;
     /// Number of outcome records kept as history.
     async fn outcome_count(&self) -> Result<u64>;
+    /// The store's size on disk, bytes, when it has one (`poolhub_store_file_bytes`).
+    async fn size_bytes(&self) -> Option<u64>;
     /// Outcome history in the order it was stored, at most `limit` records after the cursor
     /// `after` (`None` = from the start); returns the records and the cursor of the last one.
     /// Cursors are opaque and only meaningful to the store that returned them.

@@ -30,6 +30,9 @@ const BACKEND: &str = "postgres";
 
 /// Migrations, in order; migration `i` brings the schema to version `i + 1`. `{s}` is the
 /// quoted schema name. Never edit one that has shipped: append a new one.
+/// Outcomes deleted per statement by a prune.
+const PRUNE_BATCH: i64 = 512;
+
 const MIGRATIONS: &[&str] = &[
     // 1: miners (with their statistics and availability in the same row, so one row lock
     // serialises everything about a miner), and the outcome history.
@@ -63,6 +66,10 @@ const MIGRATIONS: &[&str] = &[
         reason    TEXT,
         banned_at BIGINT NOT NULL
     );",
+    // 4: history bounded by count (`storage.max_outcomes`): the prune finds the newest N and
+    // deletes the oldest first, both in (at, seq) order.
+    "CREATE INDEX outcomes_at_seq ON {s}.outcomes (at, seq);
+     DROP INDEX {s}.outcomes_at;",
 ];
 
 /// The newest schema version this build understands.
@@ -133,7 +140,12 @@ struct Sql {
     insert_outcome: String,
     save_availability: String,
     prune: String,
+    /// The newest record beyond the `keep` newest (the last one to delete).
+    prune_cut: String,
+    prune_upto: String,
     count: String,
+    /// The schema's tables with their indexes and TOAST, bytes.
+    size: String,
     export_outcomes: String,
     import_miner: String,
     wipe: String,
@@ -193,8 +205,23 @@ impl Sql {
                  FROM unnest($1::text[], $2::text[]) AS v(address, a)
                  WHERE m.address = v.address"
             ),
-            prune: format!("DELETE FROM {s}.outcomes WHERE at < $1"),
+            prune: format!(
+                "DELETE FROM {s}.outcomes WHERE seq IN (
+                     SELECT seq FROM {s}.outcomes WHERE at < $1 ORDER BY at, seq LIMIT $2)"
+            ),
+            prune_cut: format!(
+                "SELECT at, seq FROM {s}.outcomes ORDER BY at DESC, seq DESC OFFSET $1 LIMIT 1"
+            ),
+            prune_upto: format!(
+                "DELETE FROM {s}.outcomes WHERE seq IN (
+                     SELECT seq FROM {s}.outcomes WHERE (at, seq) <= ($1, $2)
+                     ORDER BY at, seq LIMIT $3)"
+            ),
             count: format!("SELECT count(*) FROM {s}.outcomes"),
+            size: "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
+                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = $1 AND c.relkind = 'r'"
+                .to_string(),
             export_outcomes: format!(
                 "SELECT seq, at, address, match_id, success, latency_ms, error FROM {s}.outcomes
                  WHERE seq > $1 ORDER BY seq LIMIT $2"
@@ -646,12 +673,53 @@ impl DurableStore for PostgresStore {
         .await
     }
 
-    async fn prune_outcomes(&self, before: u64) -> Result<u64> {
+    async fn prune_outcomes(&self, before: u64, keep: Option<u64>) -> Result<u64> {
+        // Small batches, each its own statement (and commit), so no long lock on the table.
         let client = self.client().await?;
-        client
-            .execute(&self.sql.prune, &[&i64_of(before)])
+        let batch = PRUNE_BATCH;
+        let mut total = 0;
+        loop {
+            let n = client
+                .execute(&self.sql.prune, &[&i64_of(before), &batch])
+                .await
+                .map_err(pg)?;
+            total += n;
+            if n < batch as u64 {
+                break;
+            }
+        }
+        let Some(keep) = keep else {
+            return Ok(total);
+        };
+        // The cut is found once: records arriving meanwhile are newer and stay.
+        let Some(cut) = client
+            .query_opt(&self.sql.prune_cut, &[&i64_of(keep)])
             .await
-            .map_err(pg)
+            .map_err(pg)?
+        else {
+            return Ok(total);
+        };
+        let (at, seq): (i64, i64) = (cut.get(0), cut.get(1));
+        loop {
+            let n = client
+                .execute(&self.sql.prune_upto, &[&at, &seq, &batch])
+                .await
+                .map_err(pg)?;
+            total += n;
+            if n < batch as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn size_bytes(&self) -> Option<u64> {
+        let client = self.client().await.ok()?;
+        let row = client
+            .query_one(&self.sql.size, &[&self.schema])
+            .await
+            .ok()?;
+        let bytes: i64 = row.get(0);
+        u64::try_from(bytes).ok()
     }
 
     async fn outcome_count(&self) -> Result<u64> {

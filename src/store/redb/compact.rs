@@ -96,7 +96,7 @@ mod tests {
                     .await
                     .expect("outcome");
             }
-            assert_eq!(s.prune_outcomes(2_991).await.expect("prune"), 2_990);
+            assert_eq!(s.prune_outcomes(2_991, None).await.expect("prune"), 2_990);
             s.close().await;
         }
         let c = compact(&path).expect("compact");

@@ -41,6 +41,9 @@ fn corrupt(e: impl Into<BoxError>) -> StoreError {
     StoreError::corrupt(BACKEND, e)
 }
 
+
+/// Outcomes deleted per commit by a prune.
+const PRUNE_BATCH: u64 = 512;
 /// A stored row this build cannot read is corrupt data, never a panic.
 fn row<T>(r: std::result::Result<T, RowError>) -> Result<T> {
     r.map_err(corrupt)
@@ -53,6 +56,8 @@ fn row<T>(r: std::result::Result<T, RowError>) -> Result<T> {
 pub struct RedbStore {
     db: Arc<Database>,
     writer: Writer,
+    /// The file, when there is one (not for an in-memory store).
+    path: Option<std::path::PathBuf>,
 }
 
 impl RedbStore {
@@ -80,7 +85,9 @@ impl RedbStore {
                 error_chain(&e)
             ))
         })?;
-        Self::start(db, observer)
+        let mut s = Self::start(db, observer)?;
+        s.path = Some(path.to_path_buf());
+        Ok(s)
     }
 
     /// A store that lives in memory only (`serve --ephemeral`, tests).
@@ -95,7 +102,11 @@ impl RedbStore {
         tables::init_schema(&db)?;
         let db = Arc::new(db);
         let writer = Writer::start(db.clone(), observer)?;
-        Ok(Self { db, writer })
+        Ok(Self {
+            db,
+            writer,
+            path: None,
+        })
     }
 
     fn read<T: Send + 'static>(
@@ -204,15 +215,34 @@ impl DurableStore for RedbStore {
         self.write(Op::SaveAvailability(batch)).await
     }
 
-    async fn prune_outcomes(&self, before: u64) -> Result<u64> {
-        match self.writer.submit(Op::Prune(before)).await? {
-            Reply::Count(n) => Ok(n),
-            _ => Err(corrupt("writer answered a prune with the wrong reply")),
+    async fn prune_outcomes(&self, before: u64, keep: Option<u64>) -> Result<u64> {
+        // One small batch per commit: the writer takes other operations between batches, so a
+        // large prune never holds up the writes queued behind it for long.
+        let mut total = 0;
+        loop {
+            let op = Op::Prune {
+                before,
+                keep,
+                batch: PRUNE_BATCH,
+            };
+            let n = match self.writer.submit(op).await? {
+                Reply::Count(n) => n,
+                _ => return Err(corrupt("writer answered a prune with the wrong reply")),
+            };
+            total += n;
+            if n < PRUNE_BATCH {
+                return Ok(total);
+            }
         }
     }
 
     async fn outcome_count(&self) -> Result<u64> {
         self.read(tables::outcome_count).await
+    }
+
+    async fn size_bytes(&self) -> Option<u64> {
+        let path = self.path.as_ref()?;
+        tokio::fs::metadata(path).await.ok().map(|m| m.len())
     }
 
     async fn export_outcomes(

@@ -47,7 +47,13 @@ pub(super) enum Op {
     Unban(Address),
     Outcome(OutcomeRecord, f64),
     SaveAvailability(Vec<(Address, Availability)>),
-    Prune(u64),
+    /// Deletes at most `batch` of the oldest outcomes that are older than `before` or beyond
+    /// the newest `keep`.
+    Prune {
+        before: u64,
+        keep: Option<u64>,
+        batch: u64,
+    },
     Import(Vec<StoredMiner>, Vec<OutcomeRecord>),
     Wipe,
     InsertKey(ApiKey),
@@ -264,13 +270,27 @@ impl<'t> Tables<'t> {
                 }
                 Ok(Reply::Done)
             }
-            Op::Prune(before) => {
+            Op::Prune {
+                before,
+                keep,
+                batch,
+            } => {
+                // Keys are (time, sequence): the first entry is always the oldest.
                 let end = u128::from(before) << 64;
-                let n = self
-                    .outcomes
-                    .extract_from_if(..end, |_, _| true)
-                    .map_err(unavailable)?
-                    .count() as u64;
+                let len = self.outcomes.len().map_err(unavailable)?;
+                let excess = keep.map_or(0, |k| len.saturating_sub(k));
+                let mut n = 0;
+                while n < batch {
+                    let first = match self.outcomes.first().map_err(unavailable)? {
+                        Some((k, _)) => k.value(),
+                        None => break,
+                    };
+                    if n >= excess && first >= end {
+                        break;
+                    }
+                    self.outcomes.remove(first).map_err(unavailable)?;
+                    n += 1;
+                }
                 Ok(Reply::Count(n))
             }
             Op::Import(miners, outcomes) => {

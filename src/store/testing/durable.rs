@@ -50,6 +50,7 @@ where
     concurrent_outcomes_are_never_lost(make().await, caps).await;
     availability_checkpoint_round_trips(make().await.as_ref()).await;
     prune_drops_old_history_only(make().await.as_ref()).await;
+    prune_keeps_exactly_the_newest(make().await.as_ref()).await;
     load_miner_reads_one(make().await.as_ref()).await;
     export_import_round_trips(make().await.as_ref(), make().await.as_ref()).await;
     keys_insert_load_and_revoke(make().await.as_ref()).await;
@@ -125,6 +126,53 @@ pub async fn insert_then_load(s: &dyn DurableStore) {
     let one = find(&all, 1);
     assert_eq!(one.miner, miner(1, "h1"));
     assert_eq!(one.stats, MinerStats::default());
+}
+
+/// A bound by count keeps exactly the newest `keep` records, by time and then arrival, over
+/// several batches; combined with an age bound, whichever removes more wins; statistics are
+/// untouched.
+pub async fn prune_keeps_exactly_the_newest(s: &dyn DurableStore) {
+    s.insert_miner(&miner(10, "h")).await.expect("insert");
+    // 1,500 records (three prune batches' worth), arriving out of time order in places: two
+    // share each timestamp, and every tenth arrives with an older time than the one before.
+    let mut expected: Vec<(u64, String)> = Vec::new();
+    for i in 0..1_500u64 {
+        let at = 10_000 + (i / 2) * 10 - if i % 10 == 9 { 5 } else { 0 };
+        let mut o = outcome(10, i % 3 != 0, at);
+        o.match_id = format!("{i:032x}");
+        s.record_outcome(&o, 0.95).await.expect("outcome");
+        expected.push((at, o.match_id));
+    }
+    // Newest by time, then by arrival (the stable sort keeps arrival order for equal times).
+    expected.sort_by_key(|(at, _)| *at);
+    let keep = 1_100u64;
+    let pruned = s.prune_outcomes(0, Some(keep)).await.expect("prune");
+    assert_eq!(pruned, 400);
+    assert_eq!(s.outcome_count().await.expect("count"), keep);
+    let mut left = Vec::new();
+    let mut after = None;
+    loop {
+        let (page, cursor) = s.export_outcomes(after, 500).await.expect("export");
+        if page.is_empty() {
+            break;
+        }
+        left.extend(page.into_iter().map(|o| (o.at, o.match_id)));
+        after = cursor;
+    }
+    left.sort();
+    let mut newest: Vec<(u64, String)> = expected[expected.len() - keep as usize..].to_vec();
+    newest.sort();
+    assert_eq!(left, newest, "exactly the newest {keep}");
+    // Nothing more to do at the bound; a tighter age bound then removes more.
+    assert_eq!(s.prune_outcomes(0, Some(keep)).await.expect("again"), 0);
+    let cut = newest[100].0;
+    let older = newest.iter().filter(|(at, _)| *at < cut).count() as u64;
+    assert_eq!(
+        s.prune_outcomes(cut, Some(keep)).await.expect("by age"),
+        older
+    );
+    let all = s.load_all().await.expect("load_all");
+    assert_eq!(find(&all, 10).stats.jobs_total, 1_500, "statistics unaffected");
 }
 
 /// A miner registered by name keeps its profile through insert, update and both loads.
@@ -422,12 +470,15 @@ pub async fn prune_drops_old_history_only(s: &dyn DurableStore) {
             .await
             .expect("outcome");
     }
-    assert_eq!(s.prune_outcomes(6_000).await.expect("prune"), 2);
+    assert_eq!(s.prune_outcomes(6_000, None).await.expect("prune"), 2);
     assert_eq!(s.outcome_count().await.expect("count"), 2);
     let (left, _) = s.export_outcomes(None, 10).await.expect("export");
     let ats: Vec<u64> = left.iter().map(|o| o.at).collect();
     assert_eq!(ats, vec![6_000, 9_000_000_000]);
-    assert_eq!(s.prune_outcomes(6_000).await.expect("prune again"), 0);
+    assert_eq!(
+        s.prune_outcomes(6_000, None).await.expect("prune again"),
+        0
+    );
     // Pruning history never touches the statistics it was folded into.
     let all = s.load_all().await.expect("load_all");
     assert_eq!(find(&all, 9).stats.jobs_total, 4);
