@@ -24,7 +24,7 @@ enum Command {
     Serve(ServeArgs),
     /// Validate the configuration (file and environment) as `serve` would, and print the
     /// effective configuration with secrets redacted. Exits 1 naming every bad key.
-    CheckConfig(ConfigArg),
+    CheckConfig(CheckConfigArgs),
     /// Copy the redb file of a stopped hub to DEST, consistently, and check the copy.
     ///
     /// Takes redb's lock on the file, so it fails (exit 1) while a hub has the file open:
@@ -99,6 +99,15 @@ struct ConfigArg {
     /// TOML configuration file (default: built-in defaults; see poolhub.toml).
     #[arg(long, short, env = "POOLHUB_CONFIG")]
     config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CheckConfigArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Miners to size the printed memory budget for.
+    #[arg(long, default_value_t = 10_000)]
+    miners: u64,
 }
 
 #[derive(Args)]
@@ -177,8 +186,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn check_config(arg: &ConfigArg) -> ExitCode {
-    let cfg = match load(arg) {
+fn check_config(args: &CheckConfigArgs) -> ExitCode {
+    let cfg = match load(&args.config) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -187,6 +196,18 @@ fn check_config(arg: &ConfigArg) -> ExitCode {
         return ExitCode::FAILURE;
     }
     print!("{}", cfg.redacted_toml());
+    // As TOML comments, so the output stays a valid configuration file.
+    let b = cfg.memory_budget(args.miners);
+    use poolhub::config::budget::mib;
+    println!(
+        "\n# expected peak memory with {} miners: {} = fixed {} + cache {} + miners {} + match ledger {} (README: Memory budget)",
+        args.miners,
+        mib(b.total()),
+        mib(b.fixed),
+        mib(b.cache),
+        mib(b.miners),
+        mib(b.ledger)
+    );
     eprintln!("poolhub: configuration is valid");
     ExitCode::SUCCESS
 }

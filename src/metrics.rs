@@ -392,6 +392,9 @@ mod tests {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0);
-        assert!(rss > 1_000_000.0, "a test process uses more than 1 MB: {rss}");
+        assert!(
+            rss > 1_000_000.0,
+            "a test process uses more than 1 MB: {rss}"
+        );
     }
 }

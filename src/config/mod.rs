@@ -7,6 +7,7 @@
 //! * `validate.rs`: the checks of the whole, each naming its key.
 
 mod auth;
+pub mod budget;
 mod env;
 mod validate;
 

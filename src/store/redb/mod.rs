@@ -41,7 +41,6 @@ fn corrupt(e: impl Into<BoxError>) -> StoreError {
     StoreError::corrupt(BACKEND, e)
 }
 
-
 /// Outcomes deleted per commit by a prune.
 const PRUNE_BATCH: u64 = 512;
 /// A stored row this build cannot read is corrupt data, never a panic.

@@ -172,7 +172,11 @@ pub async fn prune_keeps_exactly_the_newest(s: &dyn DurableStore) {
         older
     );
     let all = s.load_all().await.expect("load_all");
-    assert_eq!(find(&all, 10).stats.jobs_total, 1_500, "statistics unaffected");
+    assert_eq!(
+        find(&all, 10).stats.jobs_total,
+        1_500,
+        "statistics unaffected"
+    );
 }
 
 /// A miner registered by name keeps its profile through insert, update and both loads.
@@ -475,10 +479,7 @@ pub async fn prune_drops_old_history_only(s: &dyn DurableStore) {
     let (left, _) = s.export_outcomes(None, 10).await.expect("export");
     let ats: Vec<u64> = left.iter().map(|o| o.at).collect();
     assert_eq!(ats, vec![6_000, 9_000_000_000]);
-    assert_eq!(
-        s.prune_outcomes(6_000, None).await.expect("prune again"),
-        0
-    );
+    assert_eq!(s.prune_outcomes(6_000, None).await.expect("prune again"), 0);
     // Pruning history never touches the statistics it was folded into.
     let all = s.load_all().await.expect("load_all");
     assert_eq!(find(&all, 9).stats.jobs_total, 4);
