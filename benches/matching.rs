@@ -111,14 +111,19 @@ fn registry(n: u32, busy: f64) -> Registry {
     r
 }
 
-fn bench_select(c: &mut Criterion) {
-    let mut g = c.benchmark_group("registry_select");
-    let policy = MatchPolicy {
+/// Fresh for the whole run, so no miner goes offline while a benchmark repeats.
+fn policy() -> MatchPolicy {
+    MatchPolicy {
         heartbeat_timeout_ms: 3_600_000,
         tie_epsilon: 0.01,
         panic_threshold: 0.5,
         scan_cap: 16,
-    };
+    }
+}
+
+fn bench_select(c: &mut Criterion) {
+    let mut g = c.benchmark_group("registry_select");
+    let policy = policy();
     for n in [1_000u32, 10_000, 100_000] {
         let r = registry(n, 0.0);
         let busy = registry(n, 0.9);
@@ -252,12 +257,7 @@ fn bench_metrics(c: &mut Criterion) {
 /// AITBC's `/v1/match`: a walk over every miner (the request names no model).
 fn bench_by_requirements(c: &mut Criterion) {
     let mut g = c.benchmark_group("registry_by_requirements");
-    let policy = MatchPolicy {
-        heartbeat_timeout_ms: 3_600_000,
-        tie_epsilon: 0.01,
-        panic_threshold: 0.5,
-        scan_cap: 16,
-    };
+    let policy = policy();
     let req = poolhub::domain::aitbc::Requirements {
         min_gpu_memory: 8192,
         min_ram_gb: 0.0,

@@ -234,6 +234,25 @@ struct MatchEntry {
     qualified: bool,
 }
 
+impl MatchEntry {
+    /// The entry as the matchers see it, with its live status and reservations as read once
+    /// by the caller.
+    fn candidate(&self, status: Option<MinerStatus>, reserved: u32) -> Candidate<'_, u32> {
+        Candidate {
+            key: self.live.id,
+            miner: &self.miner,
+            score: self.score,
+            avg_latency_ms: self.avg_latency_ms,
+            qualified: self.qualified,
+            gpu_memory: self.gpu_memory,
+            max_concurrent_jobs: self.max_concurrent_jobs,
+            status,
+            reserved,
+            cooldown_until: self.cooldown_until,
+        }
+    }
+}
+
 fn key(score: f64, id: u32) -> ScoreKey {
     // For non-negative floats the bit pattern orders like the value.
     (Reverse(score.max(0.0).to_bits()), id)
@@ -597,18 +616,11 @@ impl Registry {
         now: u64,
     ) -> aitbc::Ranking<Handle> {
         let g = self.inner.read();
-        let candidates = g.entries.iter().flatten().map(|h| Candidate {
-            key: h.live.id,
-            miner: &h.miner,
-            score: h.score,
-            avg_latency_ms: h.avg_latency_ms,
-            qualified: h.qualified,
-            gpu_memory: h.gpu_memory,
-            max_concurrent_jobs: h.max_concurrent_jobs,
-            status: h.live.status(),
-            reserved: h.live.reserved(),
-            cooldown_until: h.cooldown_until,
-        });
+        let candidates = g
+            .entries
+            .iter()
+            .flatten()
+            .map(|h| h.candidate(h.live.status(), h.live.reserved()));
         let r = aitbc::rank(candidates, req, policy, now);
         let offers = r
             .offers
@@ -781,18 +793,7 @@ impl Registry {
             if !takes_jobs {
                 stale.push(id);
             }
-            Some(Candidate {
-                key: id,
-                miner: &h.miner,
-                score: h.score,
-                avg_latency_ms: h.avg_latency_ms,
-                qualified: h.qualified,
-                gpu_memory: h.gpu_memory,
-                max_concurrent_jobs: h.max_concurrent_jobs,
-                status,
-                reserved,
-                cooldown_until: h.cooldown_until,
-            })
+            Some(h.candidate(status, reserved))
         });
         let m = matching::select(candidates, crit, policy, eligible, now, rng);
         let offers = m
