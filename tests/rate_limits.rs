@@ -392,3 +392,33 @@ async fn the_default_limits_leave_ordinary_use_alone() {
     assert!(counts.iter().all(|(_, n)| *n == 0), "{counts:?}");
     hub.stop().await;
 }
+
+/// AITBC's registrations of new names count like new addresses, also when the body smuggles
+/// in the `address` of a registered miner (the handler reads `miner_id`, and so does the
+/// limit); a miner re-registering its name at every start is never counted.
+#[tokio::test]
+async fn registrations_of_new_names_are_limited_per_source_ip() {
+    let hub = TestHub::start(cfg(|r| r.register = SMALL))
+        .await
+        .expect("hub starts");
+    let c = From::new(hub.api_addr, "127.0.0.1");
+    let known = c.register(&addr(1), None).await;
+    assert_eq!(known.status, StatusCode::CREATED, "{}", known.json);
+    let named = |i: u32| {
+        json!({"miner_id": format!("aitbc-miner-{i}"), "api_key": format!("aitbc-key-{i:08}-0123456789"),
+               "addr": "http://10.0.0.7:8101", "gpu_vram_gb": 24.0, "address": addr(1)})
+    };
+    for i in 1..BURST {
+        let r = c.post("/v1/miners/register", &named(i), None).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    }
+    assert_limited(
+        &c.post("/v1/miners/register", &named(50), None).await,
+        "a new name past the burst, despite a registered address in the body",
+    );
+    for round in 0..3 {
+        let r = c.post("/v1/miners/register", &named(1), None).await;
+        assert_eq!(r.status, StatusCode::OK, "round {round}: {}", r.json);
+    }
+    hub.stop().await;
+}

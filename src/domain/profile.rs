@@ -62,9 +62,21 @@ impl Address {
     }
 }
 
-/// Checks a miner's name: 1 to 128 characters, printable, no surrounding whitespace.
+/// Checks a miner's name: 1 to 128 characters, printable, no surrounding whitespace, and
+/// reachable in a path (`/api/v1/miners/{miner_id}`): not starting with `0x` (an address)
+/// and not `register` (a route of its own).
 pub fn validate_miner_id(miner_id: &str) -> Result<(), Invalid> {
-    validate_name("miner_id", miner_id)
+    validate_name("miner_id", miner_id)?;
+    if miner_id.starts_with("0x") || miner_id.starts_with("0X") || miner_id == "register" {
+        return Err(Invalid::new(
+            "miner_id",
+            "must not start with 0x (that names an address) or be \"register\"",
+        ));
+    }
+    if miner_id.contains('/') {
+        return Err(Invalid::new("miner_id", "must not contain '/'"));
+    }
+    Ok(())
 }
 
 /// Checks a miner's chosen key (its bearer token): long enough not to be guessed, printable.
@@ -215,6 +227,9 @@ mod tests {
         };
         assert_eq!(bad(|p| p.proto = "grpc".into()), "proto");
         assert_eq!(bad(|p| p.miner_id = " x".into()), "miner_id");
+        assert_eq!(bad(|p| p.miner_id = "0xabc".into()), "miner_id");
+        assert_eq!(bad(|p| p.miner_id = "register".into()), "miner_id");
+        assert_eq!(bad(|p| p.miner_id = "a/b".into()), "miner_id");
         assert_eq!(bad(|p| p.ram_gb = Some(f64::NAN)), "ram_gb");
         assert_eq!(bad(|p| p.base_price = Some("cheap".into())), "base_price");
         assert_eq!(bad(|p| p.base_price = Some("-1".into())), "base_price");

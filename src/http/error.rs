@@ -77,6 +77,9 @@ impl From<HubError> for ApiError {
             },
             HubError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", msg),
             HubError::KeyInUse => Self::new(StatusCode::CONFLICT, "key_in_use", msg),
+            HubError::NamedRegistrationRefused => {
+                Self::new(StatusCode::FORBIDDEN, "signature_required", msg)
+            }
             HubError::UnknownKey => Self::new(StatusCode::UNAUTHORIZED, "unknown_key", msg),
             HubError::NotBanned(_) => Self::new(StatusCode::NOT_FOUND, "not_banned", msg),
             HubError::Claim(c) => match c {

@@ -189,8 +189,9 @@ pub struct KnownCaller(pub Option<Caller>);
 /// What a limited route is, before its party is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// `POST /api/v1/miners/register`: counted only when the address is new.
-    Registration,
+    /// `POST /api/v1/miners/register` (by address) or AITBC's `POST /v1/miners/register`
+    /// (by name): counted only when the miner is new.
+    Registration { by_name: bool },
     /// A route counted per source IP in `class` (identity challenges and token recovery in
     /// the register class; the admin API).
     PerIp(RouteClass),
@@ -203,7 +204,7 @@ enum Kind {
 impl Kind {
     fn class(self) -> RouteClass {
         match self {
-            Kind::Registration => RouteClass::Register,
+            Kind::Registration { .. } => RouteClass::Register,
             Kind::PerIp(c) | Kind::PerClient(c) => c,
             Kind::Status => RouteClass::Status,
         }
@@ -229,7 +230,8 @@ fn classify(method: &Method, route: &str) -> Option<Kind> {
         return None;
     }
     match route {
-        "/api/v1/miners/register" | "/v1/miners/register" => Some(Kind::Registration),
+        "/api/v1/miners/register" => Some(Kind::Registration { by_name: false }),
+        "/v1/miners/register" => Some(Kind::Registration { by_name: true }),
         "/v1/miners/heartbeat" => Some(Kind::Status),
         "/api/v1/match" | "/v1/match" => Some(Kind::PerClient(RouteClass::Match)),
         "/api/v1/outcomes" => Some(Kind::PerClient(RouteClass::Outcome)),
@@ -340,23 +342,16 @@ fn bucket_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Just the address of a registration body: poolhub's `address`, or AITBC's `miner_id`.
+/// Just the address of a registration body.
 #[derive(Deserialize)]
-struct Named {
-    #[serde(default)]
-    address: Option<String>,
-    #[serde(default)]
-    miner_id: Option<String>,
+struct ByAddress {
+    address: String,
 }
 
-impl Named {
-    fn address(&self) -> Option<Address> {
-        match (&self.address, &self.miner_id) {
-            (Some(a), _) => a.parse().ok(),
-            (None, Some(id)) => Some(Address::for_miner_id(id)),
-            (None, None) => None,
-        }
-    }
+/// Just the name of an AITBC registration body.
+#[derive(Deserialize)]
+struct ByName {
+    miner_id: String,
 }
 
 /// Reads a registration's body (within `server.max_body_bytes`, like the handler would) to
@@ -364,6 +359,7 @@ impl Named {
 async fn registration_address(
     req: Request,
     max_body: usize,
+    by_name: bool,
 ) -> Result<(Request, Option<Address>), Response> {
     let (parts, body) = req.into_parts();
     let bytes = match http_body_util::Limited::new(body, max_body).collect().await {
@@ -386,9 +382,17 @@ async fn registration_address(
         }
     };
     // A body the handler will refuse (no address, bad JSON) registers nothing: not counted.
-    let address = serde_json::from_slice::<Named>(&bytes)
-        .ok()
-        .and_then(|n| n.address());
+    // The field the handler will read, and only that one: a body cannot name a registered
+    // address in one field while the handler registers something new from another.
+    let address = if by_name {
+        serde_json::from_slice::<ByName>(&bytes)
+            .ok()
+            .map(|n| Address::for_miner_id(&n.miner_id))
+    } else {
+        serde_json::from_slice::<ByAddress>(&bytes)
+            .ok()
+            .and_then(|n| n.address.parse().ok())
+    };
     Ok((Request::from_parts(parts, Body::from(bytes)), address))
 }
 
@@ -433,8 +437,8 @@ pub(super) async fn enforce(State(e): State<Enforcer>, req: Request, next: Next)
             let party = e.status_party(&req, ip);
             (req, RouteClass::Status, party)
         }
-        Kind::Registration => {
-            let (req, address) = match registration_address(req, e.max_body).await {
+        Kind::Registration { by_name } => {
+            let (req, address) = match registration_address(req, e.max_body, by_name).await {
                 Ok(r) => r,
                 Err(answer) => return answer,
             };
@@ -526,7 +530,16 @@ mod tests {
         );
         assert_eq!(
             classify(&post, "/api/v1/miners/register"),
-            Some(Kind::Registration)
+            Some(Kind::Registration { by_name: false })
+        );
+        assert_eq!(
+            classify(&post, "/v1/miners/register"),
+            Some(Kind::Registration { by_name: true })
+        );
+        assert_eq!(classify(&post, "/v1/miners/heartbeat"), Some(Kind::Status));
+        assert_eq!(
+            classify(&post, "/v1/match"),
+            Some(Kind::PerClient(RouteClass::Match))
         );
         assert_eq!(
             classify(&post, "/api/v1/miners/{address}/status"),

@@ -36,11 +36,17 @@ impl Hub {
     /// 409 when the key already belongs to another named miner, since the heartbeat finds
     /// its miner by the key alone).
     pub async fn register_named(&self, reg: NamedRegistration) -> Result<Registered, HubError> {
+        if self.config.auth.miner_identity == crate::config::MinerIdentity::Signature {
+            return Err(HubError::NamedRegistrationRefused);
+        }
         validate_api_key(&reg.api_key)?;
         let capabilities = reg.capabilities.validated_named()?;
         let profile = reg.profile.validated()?;
         let address = Address::for_miner_id(&profile.miner_id);
         let hash = hash_token(&reg.api_key);
+        // The key check and the registration as one step: two names registering with one key
+        // at once would otherwise both pass the check.
+        let _one_at_a_time = self.named_lock.lock().await;
         if self
             .registry
             .named_by_key(&hash)
@@ -227,6 +233,37 @@ mod tests {
         // Deregistered: the key no longer finds it.
         hub.deregister(&a, Some(KEY)).await.expect("deregister");
         assert!(matches!(hub.named_miner(KEY), Err(HubError::UnknownKey)));
+    }
+
+    /// A hub that requires signatures refuses registration by name (a name proves no key),
+    /// naming the setting.
+    #[tokio::test]
+    async fn a_signature_hub_refuses_registration_by_name() {
+        let mut cfg = crate::config::Config::default();
+        cfg.storage.ephemeral = true;
+        cfg.auth.miner_identity = crate::config::MinerIdentity::Signature;
+        let durable =
+            std::sync::Arc::new(crate::store::redb::RedbStore::in_memory(None).expect("redb"));
+        let hot = std::sync::Arc::new(crate::store::moka::MokaHotStore::new(
+            std::time::Duration::from_secs(30),
+            std::time::Duration::from_secs(3600),
+            1000,
+        ));
+        let hub = Hub::open(
+            cfg,
+            durable,
+            hot,
+            std::sync::Arc::new(crate::metrics::Metrics::new()),
+        )
+        .await
+        .expect("hub");
+        let err = hub
+            .register_named(named("aitbc-miner-1", KEY, "http://h1:8101"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HubError::NamedRegistrationRefused), "{err:?}");
+        assert!(err.to_string().contains("auth.miner_identity"));
+        assert!(hub.named_miner(KEY).is_err());
     }
 
     #[tokio::test]

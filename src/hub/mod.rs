@@ -109,6 +109,8 @@ pub enum HubError {
     KeyInUse,
     #[error("no miner is registered with this api_key: register first (POST /v1/miners/register)")]
     UnknownKey,
+    #[error("this hub requires every miner to prove an address's key (auth.miner_identity = \"signature\"), which a miner registered by miner_id cannot do: registration by miner_id is refused")]
+    NamedRegistrationRefused,
     #[error(transparent)]
     Claim(ClaimError),
     #[error(transparent)]
@@ -160,6 +162,10 @@ pub struct Hub {
     started: Instant,
     matches_served: AtomicU64,
     last_score_update: AtomicU64,
+    /// Prune passes so far (the count bound is checked on every one, or every 12th).
+    prune_ticks: AtomicU64,
+    /// Serialises registrations by name, so two names cannot take one key at once.
+    named_lock: tokio::sync::Mutex<()>,
     scrape_lock: parking_lot::Mutex<()>,
     /// Names this process in the events it publishes to other hubs.
     instance: String,
@@ -222,6 +228,8 @@ impl Hub {
             started: Instant::now(),
             matches_served: AtomicU64::new(0),
             last_score_update: AtomicU64::new(0),
+            prune_ticks: AtomicU64::new(0),
+            named_lock: tokio::sync::Mutex::new(()),
             scrape_lock: parking_lot::Mutex::new(()),
             instance: {
                 let mut b = [0u8; 8];

@@ -144,7 +144,11 @@ impl Hub {
             0 => 0,
             days => now_ms().saturating_sub(days.saturating_mul(86_400_000)),
         };
-        let keep = (st.max_outcomes > 0).then_some(st.max_outcomes);
+        // The count bound (and the count) every pass where counting is cheap, else once a
+        // minute.
+        let tick = self.prune_ticks.fetch_add(1, Ordering::Relaxed);
+        let count_now = self.durable.counts_cheaply() || tick % 12 == 0;
+        let keep = (st.max_outcomes > 0 && count_now).then_some(st.max_outcomes);
         if before > 0 || keep.is_some() {
             let started = std::time::Instant::now();
             match self.durable.prune_outcomes(before, keep).await {
@@ -159,9 +163,11 @@ impl Hub {
                 }
             }
         }
-        match self.durable.outcome_count().await {
-            Ok(n) => self.metrics.outcomes_stored.set(n as i64),
-            Err(e) => tracing::debug!(error = %e, "cannot count stored outcomes"),
+        if count_now {
+            match self.durable.outcome_count().await {
+                Ok(n) => self.metrics.outcomes_stored.set(n as i64),
+                Err(e) => tracing::debug!(error = %e, "cannot count stored outcomes"),
+            }
         }
         if let Some(bytes) = self.durable.size_bytes().await {
             self.metrics.store_file_bytes.set(bytes as i64);

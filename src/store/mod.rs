@@ -216,6 +216,12 @@ pub trait DurableStore: Send + Sync + 'static {
     async fn outcome_count(&self) -> Result<u64>;
     /// The store's size on disk, bytes, when it has one (`poolhub_store_file_bytes`).
     async fn size_bytes(&self) -> Option<u64>;
+    /// Whether counting the outcomes (and so checking `storage.max_outcomes`) is cheap enough
+    /// to do every few seconds. redb keeps the count; PostgreSQL must walk an index, so the
+    /// hub checks the count bound there once a minute.
+    fn counts_cheaply(&self) -> bool {
+        false
+    }
     /// Outcome history in the order it was stored, at most `limit` records after the cursor
     /// `after` (`None` = from the start); returns the records and the cursor of the last one.
     /// Cursors are opaque and only meaningful to the store that returned them.

@@ -28,11 +28,11 @@ use tokio_postgres::NoTls;
 
 const BACKEND: &str = "postgres";
 
-/// Migrations, in order; migration `i` brings the schema to version `i + 1`. `{s}` is the
-/// quoted schema name. Never edit one that has shipped: append a new one.
 /// Outcomes deleted per statement by a prune.
 const PRUNE_BATCH: i64 = 512;
 
+/// Migrations, in order; migration `i` brings the schema to version `i + 1`. `{s}` is the
+/// quoted schema name. Never edit one that has shipped: append a new one.
 const MIGRATIONS: &[&str] = &[
     // 1: miners (with their statistics and availability in the same row, so one row lock
     // serialises everything about a miner), and the outcome history.

@@ -239,6 +239,10 @@ impl DurableStore for RedbStore {
         self.read(tables::outcome_count).await
     }
 
+    fn counts_cheaply(&self) -> bool {
+        true
+    }
+
     async fn size_bytes(&self) -> Option<u64> {
         let path = self.path.as_ref()?;
         tokio::fs::metadata(path).await.ok().map(|m| m.len())
