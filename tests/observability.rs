@@ -665,7 +665,11 @@ async fn every_metric_has_help_and_type() {
     for l in text.lines().filter(|l| l.starts_with("# TYPE ")) {
         let mut it = l["# TYPE ".len()..].split_whitespace();
         let (name, kind) = (it.next().unwrap(), it.next().unwrap());
-        assert!(name.starts_with("poolhub_"), "{l}");
+        // The hub's own, and the process collector's standard `process_*` family.
+        assert!(
+            name.starts_with("poolhub_") || name.starts_with("process_"),
+            "{l}"
+        );
         assert!(
             text.contains(&format!("# HELP {name} ")),
             "{name} has no HELP"
