@@ -22,5 +22,4 @@ $BIN/poolhub serve --config bench/soak.toml --data "$WORK/hub.redb" >/dev/null &
 PID=$!
 sleep 1
 $BIN/examples/soak http://127.0.0.1:8000 http://127.0.0.1:9090/metrics "$PID" "$WORK/hub.redb" "$MINUTES" --rate "$RATE"
-echo "# hub log of pruning:"
 kill -TERM $PID; wait $PID 2>/dev/null || true
