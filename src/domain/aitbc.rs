@@ -83,6 +83,56 @@ fn fits<K>(c: &Candidate<'_, K>, req: &Requirements, policy: &MatchPolicy, now: 
             .any(|j| c.miner.serves_job_type(j))
 }
 
+/// The ranking order: in the hinted region first, then best score, least load, address.
+fn order<K>(a: &Ranked<K>, b: &Ranked<K>) -> Ordering {
+    b.in_region
+        .cmp(&a.in_region)
+        .then(b.score.partial_cmp(&a.score).unwrap_or(Ordering::Equal))
+        .then(a.load.cmp(&b.load))
+        .then(a.address.cmp(&b.address))
+}
+
+/// The best `k` seen so far, unsorted, with the position of the worst of them: a walk over
+/// every miner keeps at most `k` (≤ 50) instead of collecting them all.
+struct TopK<K> {
+    k: usize,
+    items: Vec<Ranked<K>>,
+    worst: usize,
+}
+
+impl<K: Copy> TopK<K> {
+    fn new(k: usize) -> Self {
+        Self {
+            k,
+            items: Vec::with_capacity(k),
+            worst: 0,
+        }
+    }
+
+    fn offer(&mut self, r: Ranked<K>) {
+        if self.items.len() < self.k {
+            self.items.push(r);
+            if self.items.len() == self.k {
+                self.find_worst();
+            }
+        } else if order(&r, &self.items[self.worst]) == Ordering::Less {
+            self.items[self.worst] = r;
+            self.find_worst();
+        }
+    }
+
+    fn find_worst(&mut self) {
+        self.worst = (0..self.items.len())
+            .max_by(|&a, &b| order(&self.items[a], &self.items[b]))
+            .unwrap_or(0);
+    }
+
+    fn sorted(mut self) -> Vec<Ranked<K>> {
+        self.items.sort_by(order);
+        self.items
+    }
+}
+
 /// Ranks every candidate that fits `req`; see the module doc for the rules.
 pub fn rank<'a, K: Copy + 'a>(
     candidates: impl IntoIterator<Item = Candidate<'a, K>>,
@@ -90,49 +140,45 @@ pub fn rank<'a, K: Copy + 'a>(
     policy: &MatchPolicy,
     now: u64,
 ) -> Ranking<K> {
-    let mut fit: Vec<Ranked<K>> = candidates
-        .into_iter()
-        .filter(|c| fits(c, req, policy, now))
-        .map(|c| {
-            let load = c
-                .status
-                .map_or(0, |s| s.current_load.saturating_add(c.reserved));
-            let region = c.miner.profile.as_ref().and_then(|p| p.region.as_deref());
-            Ranked {
-                key: c.key,
-                address: c.miner.address,
-                score: c.score,
-                load,
-                max_concurrent: c.max_concurrent_jobs,
-                eta_ms: estimated_time(c.avg_latency_ms, load, c.max_concurrent_jobs).round()
-                    as u64,
-                in_region: req.region.is_some() && region == req.region.as_deref(),
-                cooled_down: c.cooldown_until > now,
+    // Two selections in one walk: the best of all, and the best of the healthy ones; which
+    // one answers depends on panic mode, known only once every candidate is counted.
+    let mut all = TopK::new(req.top_k);
+    let mut healthy = TopK::new(req.top_k);
+    let mut eligible = Eligible::default();
+    for c in candidates {
+        if !fits(&c, req, policy, now) {
+            continue;
+        }
+        let load = c
+            .status
+            .map_or(0, |s| s.current_load.saturating_add(c.reserved));
+        let in_region = match &req.region {
+            Some(want) => {
+                c.miner.profile.as_ref().and_then(|p| p.region.as_deref()) == Some(want.as_str())
             }
-        })
-        .collect();
-    let eligible = Eligible {
-        total: fit.len(),
-        cooled: fit.iter().filter(|r| r.cooled_down).count(),
-    };
+            None => false,
+        };
+        let r = Ranked {
+            key: c.key,
+            address: c.miner.address,
+            score: c.score,
+            load,
+            max_concurrent: c.max_concurrent_jobs,
+            eta_ms: estimated_time(c.avg_latency_ms, load, c.max_concurrent_jobs).round() as u64,
+            in_region,
+            cooled_down: c.cooldown_until > now,
+        };
+        eligible.total += 1;
+        if r.cooled_down {
+            eligible.cooled += 1;
+        } else {
+            healthy.offer(r);
+        }
+        all.offer(r);
+    }
     let panic = eligible.panic(policy.panic_threshold);
-    if !panic {
-        fit.retain(|r| !r.cooled_down);
-    }
-    let order = |a: &Ranked<K>, b: &Ranked<K>| {
-        b.in_region
-            .cmp(&a.in_region)
-            .then(b.score.partial_cmp(&a.score).unwrap_or(Ordering::Equal))
-            .then(a.load.cmp(&b.load))
-            .then(a.address.cmp(&b.address))
-    };
-    // The best `top_k` in linear time, then only those sorted.
-    if fit.len() > req.top_k {
-        fit.select_nth_unstable_by(req.top_k, order);
-        fit.truncate(req.top_k);
-    }
-    fit.sort_by(order);
-    Ranking { offers: fit, panic }
+    let offers = if panic { all } else { healthy }.sorted();
+    Ranking { offers, panic }
 }
 
 /// `GET /v1/sla/status`'s verdict.
@@ -344,6 +390,54 @@ mod tests {
     }
 
     proptest! {
+        /// The walk's bounded selection gives exactly what sorting every fitting miner and
+        /// keeping the first top_k would, cooled-down miners and panic mode included.
+        #[test]
+        fn the_selection_equals_a_full_sort(
+            miners_spec in proptest::collection::vec((0.0f64..1.0, any::<bool>(), any::<bool>(), 0u32..2), 0..60),
+            k in 1usize..12,
+        ) {
+            let miners: Vec<Miner> = miners_spec
+                .iter()
+                .enumerate()
+                .map(|(i, (_, eu, _, _))| miner(i as u8, 1024, None, Some(if *eu { "eu" } else { "us" })))
+                .collect();
+            let cands: Vec<Candidate<'_, u8>> = miners
+                .iter()
+                .zip(&miners_spec)
+                .map(|(m, (s, _, cooled, load))| {
+                    candidate(m, (s * 100.0).round() / 100.0, *load, if *cooled { NOW + 1 } else { 0 })
+                })
+                .collect();
+            let mut q = req();
+            q.top_k = k;
+            q.region = Some("eu".into());
+            let got = rank(cands.clone(), &q, &policy(), NOW);
+            let mut naive: Vec<Ranked<u8>> = Vec::new();
+            for c in &cands {
+                naive.push(Ranked {
+                    key: c.key,
+                    address: c.miner.address,
+                    score: c.score,
+                    load: c.status.map_or(0, |s| s.current_load),
+                    max_concurrent: c.max_concurrent_jobs,
+                    eta_ms: 0,
+                    in_region: c.miner.profile.as_ref().and_then(|p| p.region.as_deref()) == Some("eu"),
+                    cooled_down: c.cooldown_until > NOW,
+                });
+            }
+            let e = Eligible { total: naive.len(), cooled: naive.iter().filter(|r| r.cooled_down).count() };
+            prop_assert_eq!(got.panic, e.panic(policy().panic_threshold));
+            if !got.panic {
+                naive.retain(|r| !r.cooled_down);
+            }
+            naive.sort_by(order);
+            naive.truncate(k);
+            let want: Vec<Address> = naive.iter().map(|r| r.address).collect();
+            let have: Vec<Address> = got.offers.iter().map(|r| r.address).collect();
+            prop_assert_eq!(have, want);
+        }
+
         /// The answer is never longer than top_k, and in-region offers always come first,
         /// each group by score.
         #[test]
