@@ -374,24 +374,23 @@ mod tests {
     #[test]
     fn process_metrics_are_exported() {
         let text = Metrics::new().encode();
+        let value = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(&format!("{name} ")))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        };
         for name in [
             "process_resident_memory_bytes",
             "process_open_fds",
             "process_cpu_seconds_total",
         ] {
-            let value = text
-                .lines()
-                .find(|l| l.starts_with(&format!("{name} ")))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok());
-            assert!(value.is_some_and(|v| v >= 0.0), "{name} missing:\n{text}");
+            assert!(
+                value(name).is_some_and(|v| v >= 0.0),
+                "{name} missing:\n{text}"
+            );
         }
-        let rss = text
-            .lines()
-            .find(|l| l.starts_with("process_resident_memory_bytes "))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
+        let rss = value("process_resident_memory_bytes").unwrap_or(0.0);
         assert!(
             rss > 1_000_000.0,
             "a test process uses more than 1 MB: {rss}"

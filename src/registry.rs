@@ -92,7 +92,20 @@ impl Live {
         self.listed.load(Ordering::Relaxed)
     }
 
+    /// The whole status, with the figures that are only shown (memory, network).
     pub fn status(&self) -> Option<MinerStatus> {
+        let mut s = self.match_status()?;
+        s.resources = Resources {
+            memory_used_mb: some_u64(self.memory_used_mb.load(Ordering::Relaxed)),
+            memory_total_mb: some_u64(self.memory_total_mb.load(Ordering::Relaxed)),
+            network_latency_ms: some_f64(self.network_latency_ms.load(Ordering::Relaxed)),
+        };
+        Some(s)
+    }
+
+    /// The status as matching and counting read it: without the shown-only figures, so the
+    /// match walk loads no more than it decides on.
+    fn match_status(&self) -> Option<MinerStatus> {
         let reported_at = self.reported_at.load(Ordering::Acquire);
         if reported_at == 0 {
             return None;
@@ -104,11 +117,7 @@ impl Live {
             gpu_utilization: f64::from_bits(self.gpu_utilization.load(Ordering::Relaxed)),
             temperature: (!t.is_nan()).then_some(t),
             reported_at,
-            resources: Resources {
-                memory_used_mb: some_u64(self.memory_used_mb.load(Ordering::Relaxed)),
-                memory_total_mb: some_u64(self.memory_total_mb.load(Ordering::Relaxed)),
-                network_latency_ms: some_f64(self.network_latency_ms.load(Ordering::Relaxed)),
-            },
+            resources: Resources::default(),
         })
     }
 
@@ -381,7 +390,7 @@ impl Inner {
         };
         let fresh = h
             .live
-            .status()
+            .match_status()
             .is_some_and(|s| matching::is_fresh(&s, now, heartbeat_timeout_ms));
         let want = fresh && h.live.has_room();
         if want && !h.live.listed() {
@@ -620,7 +629,7 @@ impl Registry {
             .entries
             .iter()
             .flatten()
-            .map(|h| h.candidate(h.live.status(), h.live.reserved()));
+            .map(|h| h.candidate(h.live.match_status(), h.live.reserved()));
         let r = aitbc::rank(candidates, req, policy, now);
         let offers = r
             .offers
@@ -783,7 +792,7 @@ impl Registry {
         let mut stale = Vec::new();
         let candidates = top_group.chain(rest).filter_map(|&(_, id)| {
             let h = g.entries[id as usize].as_ref()?;
-            let status = h.live.status();
+            let status = h.live.match_status();
             let reserved = h.live.reserved();
             let takes_jobs = status.is_some_and(|s| {
                 s.available
@@ -845,7 +854,7 @@ impl Registry {
             ..Counts::default()
         };
         for h in g.entries.iter().flatten() {
-            if let Some(st) = h.live.status() {
+            if let Some(st) = h.live.match_status() {
                 if matching::is_fresh(&st, now, heartbeat_timeout_ms) {
                     c.online += 1;
                     if st.available {
