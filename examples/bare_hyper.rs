@@ -12,6 +12,10 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 
+/// The same allocator as poolhub, so the comparison is of the work, not of malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BODY: &[u8] = br#"{"match_id":"0123456789abcdef0123456789abcdef","miners":[{"address":"0x00000000000000000000000000000000000000aa","endpoint":"http://10.0.0.1:8080","score":0.9,"estimated_time":1000}],"reserved":true,"panic":false}"#;
 
 async fn answer(_req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {

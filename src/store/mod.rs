@@ -23,6 +23,8 @@
 //!   function and writes both in one transaction, so concurrent outcomes are never lost.
 //! * An error leaves the stored data unchanged.
 
+pub mod binrow;
+mod local;
 pub mod migrate;
 pub mod moka;
 pub mod postgres;

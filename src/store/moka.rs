@@ -1,20 +1,16 @@
-//! The embedded hot store: moka caches with time-to-live, in this process only.
+//! The embedded hot store, in this process only: live statuses and the match ledger in the
+//! purpose-built tables of [`super::local`] (the two every status update and match touch),
+//! slot reservations and sign-in challenges in moka caches with time-to-live.
 
+use super::local::{MatchLedger, Refusal, StatusTable};
 use super::{ClaimError, HotStore, MatchId, MatchTicket, Result};
 use crate::domain::identity::Challenge;
 use crate::domain::{Address, MinerStatus};
 use async_trait::async_trait;
 use moka::ops::compute::Op;
 use moka::sync::Cache;
-use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-struct Ledger {
-    client: Option<u64>,
-    offered: Vec<Address>,
-    reported: Mutex<Vec<bool>>,
-}
 
 /// One miner's slot reservations: which match holds each, and until when.
 type Slots = Arc<Vec<(MatchId, Instant)>>;
@@ -67,10 +63,10 @@ impl moka::Expiry<Address, Open> for UntilDeadline {
     }
 }
 
-/// Live status, the match ledger, slot reservations and open challenges in moka caches.
+/// Live status, the match ledger, slot reservations and open challenges.
 pub struct MokaHotStore {
-    status: Cache<Address, MinerStatus>,
-    matches: Cache<MatchId, Arc<Ledger>>,
+    status: StatusTable,
+    matches: MatchLedger,
     slots: Cache<Address, Slots>,
     challenges: Cache<Address, Open>,
 }
@@ -80,14 +76,9 @@ impl MokaHotStore {
     /// at most `max_matches` of them (the oldest are forgotten first).
     pub fn new(heartbeat_timeout: Duration, outcome_window: Duration, max_matches: u64) -> Self {
         Self {
-            status: Cache::builder().time_to_live(heartbeat_timeout).build(),
-            // LRU, not moka's default TinyLFU: a full ledger must forget the oldest matches,
-            // never refuse to remember a new one.
-            matches: Cache::builder()
-                .time_to_live(outcome_window)
-                .max_capacity(max_matches)
-                .eviction_policy(moka::policy::EvictionPolicy::lru())
-                .build(),
+            status: StatusTable::new(heartbeat_timeout),
+            // A full ledger forgets the oldest matches, never refuses to remember a new one.
+            matches: MatchLedger::new(max_matches, outcome_window),
             // At most one entry per miner with a live reservation, and no more miners than
             // matches are remembered (each reservation belongs to a match).
             slots: Cache::builder()
@@ -111,7 +102,7 @@ impl HotStore for MokaHotStore {
     }
 
     async fn put_status(&self, address: &Address, status: &MinerStatus) -> Result<()> {
-        self.status.insert(*address, *status);
+        self.status.put(address, *status);
         Ok(())
     }
 
@@ -120,18 +111,13 @@ impl HotStore for MokaHotStore {
     }
 
     async fn remove_status(&self, address: &Address) -> Result<()> {
-        self.status.invalidate(address);
+        self.status.remove(address);
         Ok(())
     }
 
     async fn record_match(&self, ticket: MatchTicket) -> Result<()> {
-        let n = ticket.offered.len();
-        let ledger = Ledger {
-            client: ticket.client,
-            offered: ticket.offered,
-            reported: Mutex::new(vec![false; n]),
-        };
-        self.matches.insert(ticket.id, Arc::new(ledger));
+        self.matches
+            .record(ticket.id, ticket.client, &ticket.offered);
         Ok(())
     }
 
@@ -141,31 +127,18 @@ impl HotStore for MokaHotStore {
         address: &Address,
         client: Option<u64>,
     ) -> std::result::Result<(), ClaimError> {
-        let ledger = self.matches.get(&id).ok_or(ClaimError::UnknownMatch)?;
-        if ledger.client.is_some() && ledger.client != client {
-            return Err(ClaimError::NotYourMatch);
-        }
-        let i = ledger
-            .offered
-            .iter()
-            .position(|a| a == address)
-            .ok_or(ClaimError::NotOffered)?;
-        {
-            let mut reported = ledger.reported.lock();
-            if reported[i] {
-                return Err(ClaimError::AlreadyReported);
-            }
-            reported[i] = true;
-        }
-        Ok(())
+        self.matches
+            .claim(id, address, client)
+            .map_err(|r| match r {
+                Refusal::Unknown => ClaimError::UnknownMatch,
+                Refusal::NotYours => ClaimError::NotYourMatch,
+                Refusal::NotOffered => ClaimError::NotOffered,
+                Refusal::AlreadyReported => ClaimError::AlreadyReported,
+            })
     }
 
     async fn unclaim_outcome(&self, id: MatchId, address: &Address) -> Result<()> {
-        if let Some(ledger) = self.matches.get(&id) {
-            if let Some(i) = ledger.offered.iter().position(|a| a == address) {
-                ledger.reported.lock()[i] = false;
-            }
-        }
+        self.matches.unclaim(id, address);
         Ok(())
     }
 

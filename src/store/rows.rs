@@ -19,6 +19,10 @@
 //! row is still written as version 2, so a file without named miners still opens in the
 //! build before, and one with them is refused there by its version rather than misread.
 //!
+//! Version 4 is the compact binary layout of the redb file's miner, statistics, availability
+//! and outcome rows (`store::binrow`); those rows are read here only when a file written
+//! before it still holds them. PostgreSQL keeps these JSON rows.
+//!
 //! To change a row's layout: bump [`FORMAT_VERSION`], keep reading every older version here,
 //! and add a golden test with the new encoding.
 
@@ -59,6 +63,11 @@ pub enum RowError {
         what: &'static str,
         field: String,
         message: String,
+    },
+    #[error("{what} row is not valid binary of its format: {message}")]
+    Binary {
+        what: &'static str,
+        message: &'static str,
     },
     #[error("{what} row cannot be encoded")]
     Encode {
@@ -148,6 +157,10 @@ pub struct ProfileRow {
     pub tags: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub region: Option<String>,
+}
+
+impl Row for ProfileRow {
+    const WHAT: &'static str = "profile";
 }
 
 impl From<&Profile> for ProfileRow {

@@ -7,7 +7,7 @@ use crate::auth::ApiKey;
 use crate::domain::identity::Ban;
 use crate::domain::scoring::{Availability, MinerStats};
 use crate::domain::{Address, Miner};
-use crate::store::rows;
+use crate::store::{binrow, rows};
 use crate::store::{OutcomeRecord, Result, StoreError, StoredMiner};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -17,22 +17,27 @@ pub(super) const SCHEMA_VERSION: u64 = 1;
 
 /// `"schema_version"` -> [`SCHEMA_VERSION`]; `"outcome_seq"` -> next outcome sequence.
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// address bytes -> `rows::MinerRow` (JSON)
+/// address bytes -> a miner row (`store::binrow`; JSON `rows::MinerRow` in older files)
 pub(super) const MINERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("miners");
-/// address bytes -> `rows::StatsRow` (JSON)
+/// address bytes -> a statistics row (`store::binrow`; JSON `rows::StatsRow` in older files)
 pub(super) const STATS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("stats");
-/// address bytes -> `rows::AvailabilityRow` (JSON)
+/// address bytes -> an availability row (`store::binrow`; JSON `rows::AvailabilityRow` in
+/// older files)
 pub(super) const AVAILABILITY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("availability");
 /// address bytes -> `rows::BanRow` (JSON). A file from before bans gets the table when it
 /// is opened; the layout of the other tables is unchanged, so the schema version is too.
 pub(super) const BANS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("bans");
-/// (accepted_at_ms << 64 | sequence) -> `rows::OutcomeRow` (JSON); time-ordered for pruning.
+/// (accepted_at_ms << 64 | sequence) -> an outcome row (`store::binrow`; JSON
+/// `rows::OutcomeRow` when written before); time-ordered for pruning.
 pub(super) const OUTCOMES: TableDefinition<u128, &[u8]> = TableDefinition::new("outcomes");
 
 /// key id -> `rows::KeyRow` (JSON): client and admin keys, by digest only.
 pub(super) const KEYS: TableDefinition<u64, &[u8]> = TableDefinition::new("keys");
 
 const SCHEMA_KEY: &str = "schema_version";
+/// The oldest row format the per-miner tables may still hold: absent in files written
+/// before the binary rows, [`binrow::BINARY_VERSION`] once they were upgraded.
+pub(super) const ROW_FORMAT_KEY: &str = "row_format";
 const SEQ_KEY: &str = "outcome_seq";
 
 /// A change the writer applies; each is answered with a [`Reply`].
@@ -93,8 +98,54 @@ pub(super) fn init_schema(db: &Database) -> Result<()> {
         txn.open_table(OUTCOMES).map_err(unavailable)?;
         txn.open_table(KEYS).map_err(unavailable)?;
         txn.open_table(BANS).map_err(unavailable)?;
+        let format = meta
+            .get(ROW_FORMAT_KEY)
+            .map_err(unavailable)?
+            .map_or(0, |v| v.value());
+        if format < u64::from(binrow::BINARY_VERSION) {
+            let n = upgrade_rows(&txn)?;
+            if n > 0 {
+                tracing::info!(rows = n, "upgraded the miner rows to the binary format");
+            }
+            meta.insert(ROW_FORMAT_KEY, u64::from(binrow::BINARY_VERSION))
+                .map_err(unavailable)?;
+        }
     }
     txn.commit().map_err(unavailable)
+}
+
+/// Rewrites every JSON row of the per-miner tables in the binary format, in the caller's
+/// transaction (all or nothing). Each row is decoded first, so a row this build cannot read
+/// stops the upgrade, and the open, instead of being carried over. Returns the rows rewritten.
+fn upgrade_rows(txn: &redb::WriteTransaction) -> Result<usize> {
+    type Recode = fn(&[u8]) -> std::result::Result<Vec<u8>, rows::RowError>;
+    let tables: [(TableDefinition<&[u8], &[u8]>, Recode); 3] = [
+        (MINERS, |b| binrow::encode_miner(&binrow::decode_miner(b)?)),
+        (STATS, |b| {
+            Ok(binrow::encode_stats(&binrow::decode_stats(b)?))
+        }),
+        (AVAILABILITY, |b| {
+            Ok(binrow::encode_availability(&binrow::decode_availability(
+                b,
+            )?))
+        }),
+    ];
+    let mut n = 0;
+    for (def, recode) in tables {
+        let mut t = txn.open_table(def).map_err(unavailable)?;
+        let mut old = Vec::new();
+        for entry in t.iter().map_err(unavailable)? {
+            let (k, v) = entry.map_err(unavailable)?;
+            if binrow::is_json(v.value()) {
+                old.push((k.value().to_vec(), row(recode(v.value()))?));
+            }
+        }
+        for (k, v) in &old {
+            t.insert(k.as_slice(), v.as_slice()).map_err(unavailable)?;
+        }
+        n += old.len();
+    }
+    Ok(n)
 }
 
 /// Every table, opened in one write transaction.
@@ -128,7 +179,7 @@ impl<'t> Tables<'t> {
             .map_err(unavailable)?
         {
             None => Ok(None),
-            Some(v) => Ok(Some(row(rows::decode_miner(v.value()))?.token_hash)),
+            Some(v) => Ok(Some(row(binrow::decode_miner(v.value()))?.token_hash)),
         }
     }
 
@@ -141,18 +192,18 @@ impl<'t> Tables<'t> {
     }
 
     fn put_miner(&mut self, m: &Miner) -> Result<()> {
-        let v = row(rows::encode_miner(m))?;
+        let v = row(binrow::encode_miner(m))?;
         self.miners
-            .insert(m.address.as_bytes().as_slice(), v.as_bytes())
+            .insert(m.address.as_bytes().as_slice(), v.as_slice())
             .map_err(unavailable)?;
         Ok(())
     }
 
     fn put_outcome(&mut self, o: &OutcomeRecord, seq: u64) -> Result<()> {
-        let v = row(rows::encode_outcome(o))?;
+        let v = binrow::encode_outcome(o);
         let key = (u128::from(o.at) << 64) | u128::from(seq);
         self.outcomes
-            .insert(key, v.as_bytes())
+            .insert(key, v.as_slice())
             .map_err(unavailable)?;
         Ok(())
     }
@@ -243,13 +294,13 @@ impl<'t> Tables<'t> {
                     return Err(StoreError::NotFound);
                 }
                 let current = match self.stats.get(k).map_err(unavailable)? {
-                    Some(v) => row(rows::decode_stats(v.value()))?,
+                    Some(v) => row(binrow::decode_stats(v.value()))?,
                     None => MinerStats::default(),
                 };
                 let next = current.with_outcome(o.sample(), decay);
                 let seq = self.next_seq()?;
-                let sv = row(rows::encode_stats(&next))?;
-                self.stats.insert(k, sv.as_bytes()).map_err(unavailable)?;
+                let sv = binrow::encode_stats(&next);
+                self.stats.insert(k, sv.as_slice()).map_err(unavailable)?;
                 self.put_outcome(&o, seq)?;
                 self.meta
                     .insert(SEQ_KEY, seq.wrapping_add(1))
@@ -263,9 +314,9 @@ impl<'t> Tables<'t> {
                     if self.miners.get(k).map_err(unavailable)?.is_none() {
                         continue;
                     }
-                    let v = row(rows::encode_availability(&av))?;
+                    let v = binrow::encode_availability(&av);
                     self.availability
-                        .insert(k, v.as_bytes())
+                        .insert(k, v.as_slice())
                         .map_err(unavailable)?;
                 }
                 Ok(Reply::Done)
@@ -296,12 +347,12 @@ impl<'t> Tables<'t> {
             Op::Import(miners, outcomes) => {
                 for m in miners {
                     let k = m.miner.address.as_bytes().as_slice();
-                    let sv = row(rows::encode_stats(&m.stats))?;
-                    let av = row(rows::encode_availability(&m.availability))?;
+                    let sv = binrow::encode_stats(&m.stats);
+                    let av = binrow::encode_availability(&m.availability);
                     self.put_miner(&m.miner)?;
-                    self.stats.insert(k, sv.as_bytes()).map_err(unavailable)?;
+                    self.stats.insert(k, sv.as_slice()).map_err(unavailable)?;
                     self.availability
-                        .insert(k, av.as_bytes())
+                        .insert(k, av.as_slice())
                         .map_err(unavailable)?;
                 }
                 let mut seq = self.next_seq()?;
@@ -363,11 +414,11 @@ impl MinerTables {
     /// The statistics and availability that go with a miner row.
     fn complete(&self, key: &[u8], miner: Miner) -> Result<StoredMiner> {
         let stats = match self.stats.get(key).map_err(unavailable)? {
-            Some(v) => row(rows::decode_stats(v.value()))?,
+            Some(v) => row(binrow::decode_stats(v.value()))?,
             None => MinerStats::default(),
         };
         let availability = match self.availability.get(key).map_err(unavailable)? {
-            Some(v) => row(rows::decode_availability(v.value()))?,
+            Some(v) => row(binrow::decode_availability(v.value()))?,
             None => Availability::default(),
         };
         Ok(StoredMiner {
@@ -384,25 +435,75 @@ pub(super) fn load_one(db: &Database, address: Address) -> Result<Option<StoredM
     let Some(v) = t.miners.get(k).map_err(unavailable)? else {
         return Ok(None);
     };
-    let miner = row(rows::decode_miner(v.value()))?;
+    let miner = row(binrow::decode_miner(v.value()))?;
     t.complete(k, miner).map(Some)
 }
 
+/// Every miner with its statistics and availability. The three tables share their keys and
+/// redb keeps each in key order, so one pass walks all three side by side (a merge join)
+/// instead of looking up two rows per miner.
 pub(super) fn load_all(db: &Database) -> Result<Vec<StoredMiner>> {
     let t = MinerTables::open(db)?;
     let mut out = Vec::with_capacity(t.miners.len().map_err(unavailable)? as usize);
+    let mut stats = t.stats.iter().map_err(unavailable)?.peekable();
+    let mut avail = t.availability.iter().map_err(unavailable)?.peekable();
     for entry in t.miners.iter().map_err(unavailable)? {
         let (k, v) = entry.map_err(unavailable)?;
-        let miner = row(rows::decode_miner(v.value()))?;
-        if miner.address.as_bytes().as_slice() != k.value() {
+        let key = k.value();
+        let miner = row(binrow::decode_miner(v.value()))?;
+        if miner.address.as_bytes().as_slice() != key {
             return Err(corrupt(format!(
                 "miner row {} is under the wrong key",
                 miner.address
             )));
         }
-        out.push(t.complete(k.value(), miner)?);
+        let stats = next_for(&mut stats, key, binrow::decode_stats)?.unwrap_or_default();
+        let availability =
+            next_for(&mut avail, key, binrow::decode_availability)?.unwrap_or_default();
+        out.push(StoredMiner {
+            miner,
+            stats,
+            availability,
+        });
     }
     Ok(out)
+}
+
+type RowIter<'a> = std::iter::Peekable<redb::Range<'a, &'static [u8], &'static [u8]>>;
+
+/// The row under `key` in a key-ordered table walked alongside the miners, if it has one.
+/// Rows under keys no miner has (none are written, but a damaged file may hold some) are
+/// stepped over.
+fn next_for<T>(
+    rows: &mut RowIter<'_>,
+    key: &[u8],
+    decode: fn(&[u8]) -> std::result::Result<T, rows::RowError>,
+) -> Result<Option<T>> {
+    loop {
+        let order = match rows.peek() {
+            None => return Ok(None),
+            Some(Err(_)) => {
+                let e = rows.next().and_then(|r| r.err());
+                return Err(unavailable(e.map_or_else(
+                    || "table read failed".to_string(),
+                    |e| e.to_string(),
+                )));
+            }
+            Some(Ok((k, _))) => k.value().cmp(key),
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                rows.next();
+            }
+            std::cmp::Ordering::Equal => {
+                return match rows.next() {
+                    Some(Ok((_, v))) => row(decode(v.value())).map(Some),
+                    _ => Ok(None),
+                };
+            }
+            std::cmp::Ordering::Greater => return Ok(None),
+        }
+    }
 }
 
 pub(super) fn export(
@@ -422,7 +523,7 @@ pub(super) fn export(
         .take(limit.max(1))
     {
         let (k, v) = entry.map_err(unavailable)?;
-        out.push(row(rows::decode_outcome(v.value()))?);
+        out.push(row(binrow::decode_outcome(v.value()))?);
         last = Some(k.value());
     }
     Ok((out, last))

@@ -1,7 +1,8 @@
 //! What only the redb store can show: files written before rows had a format version.
 
-use super::tables::{AVAILABILITY, MINERS, OUTCOMES, STATS};
+use super::tables::{AVAILABILITY, META, MINERS, OUTCOMES, ROW_FORMAT_KEY, STATS};
 use super::RedbStore;
+use crate::store::binrow::BINARY_VERSION;
 use crate::store::testing::fixtures::{address, miner};
 use crate::store::{DurableStore, StoreError};
 use std::path::Path;
@@ -98,4 +99,89 @@ async fn a_row_from_a_newer_format_is_corrupt_and_says_so() {
             e.detail()
         );
     }
+}
+
+/// A file as the build before the binary rows left it: JSON rows, and no row format noted.
+fn write_file_before_binary_rows(path: &Path) {
+    write_file(path, LEGACY_MINER);
+    let db = redb::Database::open(path).expect("open");
+    let txn = db.begin_write().expect("txn");
+    txn.open_table(META)
+        .expect("meta")
+        .remove(ROW_FORMAT_KEY)
+        .expect("remove");
+    txn.commit().expect("commit");
+}
+
+/// The first byte of each per-miner row of miner 1, and of the outcome row.
+fn first_bytes(path: &Path) -> [u8; 4] {
+    let db = redb::Database::open(path).expect("open");
+    let txn = db.begin_read().expect("txn");
+    let k = address(1);
+    let k = k.as_bytes().as_slice();
+    let first = |def: redb::TableDefinition<&[u8], &[u8]>| {
+        let t = txn.open_table(def).expect("table");
+        let v = t.get(k).expect("get").expect("row");
+        v.value()[0]
+    };
+    let outcomes = txn.open_table(OUTCOMES).expect("outcomes");
+    let o = outcomes
+        .get(10u128 << 64)
+        .expect("get")
+        .expect("row")
+        .value()[0];
+    [first(MINERS), first(STATS), first(AVAILABILITY), o]
+}
+
+#[tokio::test]
+async fn a_file_from_before_binary_rows_is_upgraded_in_place_and_reads_the_same() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("json-rows.redb");
+    write_file_before_binary_rows(&path);
+    assert_eq!(first_bytes(&path), [b'{'; 4]);
+
+    let s = RedbStore::open(&path, None).expect("open the older file");
+    let all = s.load_all().await.expect("load");
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].miner, miner(1, "h"));
+    assert_eq!(all[0].stats.jobs_failed, 1);
+    assert_eq!(all[0].availability.total, 4.0);
+    drop(s);
+
+    // The per-miner rows are binary now; the outcome row is left as it was.
+    assert_eq!(
+        first_bytes(&path),
+        [BINARY_VERSION, BINARY_VERSION, BINARY_VERSION, b'{']
+    );
+    // A second open finds nothing to upgrade and reads the same.
+    let s = RedbStore::open(&path, None).expect("reopen");
+    let again = s.load_all().await.expect("load again");
+    assert_eq!(again[0].miner, miner(1, "h"));
+    assert_eq!(again[0].stats, all[0].stats);
+    assert_eq!(again[0].availability, all[0].availability);
+    let (outcomes, _) = s.export_outcomes(None, 10).await.expect("export");
+    assert_eq!((outcomes[0].at, outcomes[0].success), (10, false));
+}
+
+#[tokio::test]
+async fn a_row_the_upgrade_cannot_read_stops_the_open_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("newer-json.redb");
+    write_file(
+        &path,
+        r#"{"v":9,"id":"0xab00000000000000000000000000000000000001"}"#,
+    );
+    let db = redb::Database::open(&path).expect("open");
+    let txn = db.begin_write().expect("txn");
+    txn.open_table(META)
+        .expect("meta")
+        .remove(ROW_FORMAT_KEY)
+        .expect("remove");
+    txn.commit().expect("commit");
+    drop(db);
+    let e = RedbStore::open(&path, None)
+        .err()
+        .expect("a row of a newer format stops the upgrade");
+    assert!(e.detail().contains("format version 9"), "{}", e.detail());
+    assert_eq!(first_bytes(&path), [b'{'; 4], "nothing was rewritten");
 }
