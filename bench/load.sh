@@ -143,6 +143,7 @@ HPID=$!
 wait_ready $HUB
 SECS=${DUR%s}
 $BIN/examples/seed $HUB 1000 "$WORK/tokens-durable.txt" $((SECS * 25000)) "$WORK/matches.txt" 2>"$WORK/seed-durable.log"
+shuf -o "$WORK/matches.txt" "$WORK/matches.txt"
 br=$(measure $BPID $BARE bench/register.lua)
 hr=$(measure $HPID $HUB bench/register.lua)
 batch() {

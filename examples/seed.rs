@@ -82,7 +82,9 @@ async fn main() {
 }
 
 /// Asks for `n` matches (64 at a time) and writes "match_id address" per answer that offered
-/// a miner.
+/// a miner: the miner that holds the match's reservation, so as the best miners fill up the
+/// matches spread over the pool (load.sh shuffles the file, so outcomes arrive for many
+/// miners at once, as they do in a pool, rather than in runs for one miner).
 async fn make_matches(
     client: &Arc<Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>>,
     base: &str,
@@ -99,7 +101,7 @@ async fn make_matches(
             let req = Request::post(format!("{base}/api/v1/match"))
                 .header("content-type", "application/json")
                 .body(Full::new(Bytes::from_static(
-                    br#"{"job_type":"inference","model":"llama3.2","reserve":false}"#,
+                    br#"{"job_type":"inference","model":"llama3.2"}"#,
                 )))
                 .ok()?;
             let res = client.request(req).await.ok()?;

@@ -142,7 +142,9 @@ pub struct StorageConfig {
     /// are pruned, whichever of this and `outcome_retention_days` is reached first.
     pub max_outcomes: u64,
     /// redb's page cache, MiB. redb's own default (1 GiB) lets RSS follow the data file; this
-    /// bounds it. Reads beyond the cache come from the OS page cache.
+    /// bounds it. Reads beyond the cache come from the OS page cache. The index is in memory,
+    /// so the hub reads the file only to write: 16 MiB holds the B-trees' upper levels, and
+    /// the start-up pass over every row no longer leaves 64 MiB of them resident.
     pub cache_mb: u64,
     /// PostgreSQL schema holding poolhub's tables (durable = "postgres").
     pub postgres_schema: String,
@@ -168,7 +170,7 @@ impl Default for StorageConfig {
             redis_url: None,
             outcome_retention_days: 30,
             max_outcomes: 1_000_000,
-            cache_mb: 64,
+            cache_mb: 16,
             postgres_schema: "poolhub".into(),
             postgres_max_connections: 16,
             connect_timeout: 30,

@@ -248,7 +248,7 @@ mod tests {
             registered_at: 0,
             updated_at: 0,
             proven: false,
-            profile: Some(Profile {
+            profile: Some(Box::new(Profile {
                 miner_id: id,
                 proto: "http".into(),
                 gpu_name: None,
@@ -257,7 +257,7 @@ mod tests {
                 base_price: None,
                 tags: Default::default(),
                 region: region.map(str::to_string),
-            }),
+            })),
         }
     }
 

@@ -279,8 +279,9 @@ pub struct Miner {
     pub proven: bool,
     /// Set for a miner registered by name (AITBC's `miner_id`), whose address is derived
     /// from it ([`Address::for_miner_id`]); what it declared beyond the capabilities.
+    /// Boxed: most miners have none, and inline it cost every miner 160 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub profile: Option<Profile>,
+    pub profile: Option<Box<Profile>>,
 }
 
 impl Miner {

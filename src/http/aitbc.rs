@@ -423,7 +423,7 @@ pub async fn match_job(
                 score: o.score,
                 explain,
                 eta_ms: o.eta_ms,
-                price: m.profile.as_ref().and_then(Profile::price),
+                price: m.profile.as_deref().and_then(Profile::price),
             }
         })
         .collect();

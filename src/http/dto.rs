@@ -128,7 +128,7 @@ impl<'a> MinerDto<'a> {
             miner_id: m.profile.as_ref().map(|p| p.miner_id.as_str()),
             online,
             proven: m.proven,
-            profile: m.profile.as_ref().map(ProfileDto::of),
+            profile: m.profile.as_deref().map(ProfileDto::of),
             registered_at: m.registered_at,
             reserved_slots: view.reserved,
             score: ScoreDto {

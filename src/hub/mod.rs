@@ -239,14 +239,25 @@ impl Hub {
             config,
         };
         let now = now_ms();
-        let stored = hub.durable.load_all().await?;
-        let n = stored.len();
-        for s in stored {
-            let score = scoring::score(&s.stats, &s.availability, s.miner.stake, now, &hub.params);
-            let cooldown = scoring::cooldown_until(&s.stats, &hub.failover);
-            hub.registry
-                .upsert(s.miner, s.stats, s.availability, score, cooldown);
+        // The store reads (on a blocking thread) while this task files each chunk in the
+        // index: on two cores the two halves of the start-up overlap.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let durable = hub.durable.clone();
+        let reader = tokio::spawn(async move { durable.load_chunks(tx).await });
+        let mut n = 0;
+        while let Some(chunk) = rx.recv().await {
+            n += chunk.len();
+            for s in chunk {
+                let score =
+                    scoring::score(&s.stats, &s.availability, s.miner.stake, now, &hub.params);
+                let cooldown = scoring::cooldown_until(&s.stats, &hub.failover);
+                hub.registry
+                    .upsert(s.miner, s.stats, s.availability, score, cooldown);
+            }
         }
+        reader.await.map_err(|e| {
+            StoreError::unavailable(hub.durable.backend(), format!("loading the index: {e}"))
+        })??;
         hub.metrics.miners_total.set(n as i64);
         hub.keys.replace_all(hub.durable.load_keys().await?);
         tracing::info!(
@@ -393,7 +404,7 @@ impl Hub {
             registered_at: now,
             updated_at: now,
             proven: false,
-            profile: reg.profile.clone(),
+            profile: reg.profile.clone().map(Box::new),
         };
         match self.durable.insert_miner(&miner).await {
             Ok(()) => {}
@@ -453,7 +464,7 @@ impl Hub {
             registered_at: current.registered_at,
             updated_at: now,
             proven: current.proven,
-            profile: reg.profile,
+            profile: reg.profile.map(Box::new),
         };
         match self.durable.update_miner(&miner).await {
             Ok(()) => {}

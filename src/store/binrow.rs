@@ -160,7 +160,7 @@ pub fn encode_miner(m: &Miner) -> Result<Vec<u8>, RowError> {
         if m.proven { PROVEN } else { 0 } | if m.profile.is_some() { HAS_PROFILE } else { 0 };
     out.push(flags);
     if let Some(p) = &m.profile {
-        put_str(&mut out, &rows::encode(&ProfileRow::from(p))?);
+        put_str(&mut out, &rows::encode(&ProfileRow::from(&**p))?);
     }
     Ok(out)
 }
@@ -189,7 +189,9 @@ pub fn decode_miner(bytes: &[u8]) -> Result<Miner, RowError> {
     let flags = r.u8()?;
     let profile = if flags & HAS_PROFILE != 0 {
         let json = r.str()?;
-        Some(rows::decode::<ProfileRow>(json.as_bytes())?.into())
+        Some(Box::new(
+            rows::decode::<ProfileRow>(json.as_bytes())?.into(),
+        ))
     } else {
         None
     };

@@ -25,9 +25,12 @@ use std::time::{Duration, Instant};
 /// Shards per table: a few times the cores a pool hub runs on.
 const SHARDS: usize = 16;
 
+/// One shard of the status table: each status with the instant it stops counting.
+type StatusShard = Mutex<HashMap<Address, (MinerStatus, Instant)>>;
+
 /// Live statuses, each valid for `ttl` after it was stored.
 pub struct StatusTable {
-    shards: Box<[Mutex<HashMap<Address, (MinerStatus, Instant)>>]>,
+    shards: Box<[StatusShard]>,
     pick: RandomState,
     ttl: Duration,
 }
@@ -43,7 +46,7 @@ impl StatusTable {
 
     /// The shard of an address. Addresses are chosen by miners: the shard is picked with a
     /// keyed hash, so nobody can crowd one shard on purpose.
-    fn shard(&self, a: &Address) -> &Mutex<HashMap<Address, (MinerStatus, Instant)>> {
+    fn shard(&self, a: &Address) -> &StatusShard {
         let i = self.pick.hash_one(a) as usize % SHARDS;
         &self.shards[i]
     }

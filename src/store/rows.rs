@@ -233,7 +233,7 @@ impl From<&Miner> for MinerRow {
             registered_at: m.registered_at,
             updated_at: m.updated_at,
             proven: m.proven,
-            profile: m.profile.as_ref().map(ProfileRow::from),
+            profile: m.profile.as_deref().map(ProfileRow::from),
         }
     }
 }
@@ -261,7 +261,7 @@ impl TryFrom<MinerRow> for Miner {
             registered_at: r.registered_at,
             updated_at: r.updated_at,
             proven: r.proven,
-            profile: r.profile.map(Profile::from),
+            profile: r.profile.map(|p| Box::new(Profile::from(p))),
         })
     }
 }
@@ -667,7 +667,7 @@ mod tests {
         m.address = Address::for_miner_id("aitbc-miner-1");
         m.capabilities.models = Vec::new();
         m.capabilities.gpu_memory = 0;
-        m.profile = Some(Profile {
+        m.profile = Some(Box::new(Profile {
             miner_id: "aitbc-miner-1".into(),
             proto: "http".into(),
             gpu_name: None,
@@ -676,7 +676,7 @@ mod tests {
             base_price: Some("0.01".into()),
             tags: [("cuda".to_string(), "12.4".to_string())].into(),
             region: Some("eu".into()),
-        });
+        }));
         let text = encode_miner(&m).unwrap();
         assert_eq!(
             text,

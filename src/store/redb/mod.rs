@@ -97,8 +97,19 @@ impl RedbStore {
         Self::start(db, observer)
     }
 
-    fn start(db: Database, observer: Option<CommitObserver>) -> Result<Self> {
-        tables::init_schema(&db)?;
+    fn start(mut db: Database, observer: Option<CommitObserver>) -> Result<Self> {
+        let upgraded = tables::init_schema(&db)?;
+        if upgraded > 0 {
+            // The upgrade rewrote every per-miner row, which left the old pages free at the
+            // end of a file twice the size: give them back once, now, while nothing else
+            // has the file.
+            let compacted = db.compact();
+            tracing::info!(
+                rows = upgraded,
+                compacted = ?compacted,
+                "upgraded the miner rows of the data file to the binary format"
+            );
+        }
         let db = Arc::new(db);
         let writer = Writer::start(db.clone(), observer)?;
         Ok(Self {
@@ -143,6 +154,30 @@ impl DurableStore for RedbStore {
 
     async fn load_all(&self) -> Result<Vec<StoredMiner>> {
         self.read(tables::load_all).await
+    }
+
+    async fn load_chunks(&self, sink: tokio::sync::mpsc::Sender<Vec<StoredMiner>>) -> Result<()> {
+        self.read(move |db| {
+            let mut chunk = Vec::with_capacity(crate::store::LOAD_CHUNK);
+            tables::for_each_miner(db, |m| {
+                chunk.push(m);
+                if chunk.len() == crate::store::LOAD_CHUNK {
+                    let full =
+                        std::mem::replace(&mut chunk, Vec::with_capacity(crate::store::LOAD_CHUNK));
+                    // The receiver is gone only when the hub stopped loading (it failed):
+                    // nothing left to do but stop reading.
+                    if sink.blocking_send(full).is_err() {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            })?;
+            if !chunk.is_empty() {
+                let _ = sink.blocking_send(chunk);
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn load_miner(&self, address: &Address) -> Result<Option<StoredMiner>> {

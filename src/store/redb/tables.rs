@@ -72,8 +72,11 @@ pub(super) enum Reply {
 }
 
 /// Creates the tables of a new file, and refuses a file with a newer schema.
-pub(super) fn init_schema(db: &Database) -> Result<()> {
+/// Creates or checks the schema, and upgrades older per-miner rows to the binary format;
+/// returns how many rows it upgraded.
+pub(super) fn init_schema(db: &Database) -> Result<usize> {
     let txn = db.begin_write().map_err(unavailable)?;
+    let mut upgraded = 0;
     {
         let mut meta = txn.open_table(META).map_err(unavailable)?;
         let found = meta
@@ -103,15 +106,13 @@ pub(super) fn init_schema(db: &Database) -> Result<()> {
             .map_err(unavailable)?
             .map_or(0, |v| v.value());
         if format < u64::from(binrow::BINARY_VERSION) {
-            let n = upgrade_rows(&txn)?;
-            if n > 0 {
-                tracing::info!(rows = n, "upgraded the miner rows to the binary format");
-            }
+            upgraded = upgrade_rows(&txn)?;
             meta.insert(ROW_FORMAT_KEY, u64::from(binrow::BINARY_VERSION))
                 .map_err(unavailable)?;
         }
     }
-    txn.commit().map_err(unavailable)
+    txn.commit().map_err(unavailable)?;
+    Ok(upgraded)
 }
 
 /// Rewrites every JSON row of the per-miner tables in the binary format, in the caller's
@@ -119,7 +120,8 @@ pub(super) fn init_schema(db: &Database) -> Result<()> {
 /// stops the upgrade, and the open, instead of being carried over. Returns the rows rewritten.
 fn upgrade_rows(txn: &redb::WriteTransaction) -> Result<usize> {
     type Recode = fn(&[u8]) -> std::result::Result<Vec<u8>, rows::RowError>;
-    let tables: [(TableDefinition<&[u8], &[u8]>, Recode); 3] = [
+    type PerMiner = TableDefinition<'static, &'static [u8], &'static [u8]>;
+    let tables: [(PerMiner, Recode); 3] = [
         (MINERS, |b| binrow::encode_miner(&binrow::decode_miner(b)?)),
         (STATS, |b| {
             Ok(binrow::encode_stats(&binrow::decode_stats(b)?))
@@ -439,12 +441,25 @@ pub(super) fn load_one(db: &Database, address: Address) -> Result<Option<StoredM
     t.complete(k, miner).map(Some)
 }
 
-/// Every miner with its statistics and availability. The three tables share their keys and
-/// redb keeps each in key order, so one pass walks all three side by side (a merge join)
-/// instead of looking up two rows per miner.
+/// Every miner with its statistics and availability.
 pub(super) fn load_all(db: &Database) -> Result<Vec<StoredMiner>> {
+    let mut out = Vec::new();
+    for_each_miner(db, |m| {
+        out.push(m);
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+/// Hands every miner with its statistics and availability to `f`, in address order, until
+/// `f` answers `false`. The three tables share their keys and redb keeps each in key order,
+/// so one pass walks all three side by side (a merge join) instead of looking up two rows
+/// per miner.
+pub(super) fn for_each_miner(
+    db: &Database,
+    mut f: impl FnMut(StoredMiner) -> Result<bool>,
+) -> Result<()> {
     let t = MinerTables::open(db)?;
-    let mut out = Vec::with_capacity(t.miners.len().map_err(unavailable)? as usize);
     let mut stats = t.stats.iter().map_err(unavailable)?.peekable();
     let mut avail = t.availability.iter().map_err(unavailable)?.peekable();
     for entry in t.miners.iter().map_err(unavailable)? {
@@ -460,13 +475,16 @@ pub(super) fn load_all(db: &Database) -> Result<Vec<StoredMiner>> {
         let stats = next_for(&mut stats, key, binrow::decode_stats)?.unwrap_or_default();
         let availability =
             next_for(&mut avail, key, binrow::decode_availability)?.unwrap_or_default();
-        out.push(StoredMiner {
+        let more = f(StoredMiner {
             miner,
             stats,
             availability,
-        });
+        })?;
+        if !more {
+            break;
+        }
     }
-    Ok(out)
+    Ok(())
 }
 
 type RowIter<'a> = std::iter::Peekable<redb::Range<'a, &'static [u8], &'static [u8]>>;

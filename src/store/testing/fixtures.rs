@@ -55,7 +55,7 @@ pub fn named_miner(name: &str, token_hash: &str) -> Miner {
         registered_at: 1_000,
         updated_at: 1_000,
         proven: false,
-        profile: Some(Profile {
+        profile: Some(Box::new(Profile {
             miner_id: name.to_string(),
             proto: "http".into(),
             gpu_name: Some("CPU-Only".into()),
@@ -64,7 +64,7 @@ pub fn named_miner(name: &str, token_hash: &str) -> Miner {
             base_price: Some("0.01".into()),
             tags: [("platform".to_string(), "linux".to_string())].into(),
             region: Some("eu-west".into()),
-        }),
+        })),
     }
 }
 
