@@ -76,12 +76,12 @@ mod tests {
     fn the_budget_follows_the_configuration() {
         let mut c = Config::default();
         let b = c.memory_budget(10_000);
-        assert_eq!(b.cache, 64 * MIB);
+        assert_eq!(b.cache, 16 * MIB);
         assert_eq!(b.miners, 24_000_000);
         assert_eq!(b.ledger, 100_000 * PER_TRACKED_MATCH_BYTES);
         assert_eq!(b.total(), b.fixed + b.cache + b.miners + b.ledger);
         // A smaller cache and ledger lower it; Redis holds the ledger, PostgreSQL needs no cache.
-        c.storage.cache_mb = 32;
+        c.storage.cache_mb = 8;
         c.matching.max_tracked_matches = 10_000;
         let small = c.memory_budget(10_000);
         assert!(small.total() < b.total());

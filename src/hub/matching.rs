@@ -201,18 +201,22 @@ impl Reservations {
         None
     }
 
-    /// Releases every reservation whose TTL has passed; returns the miners it freed.
-    pub(crate) fn expire(&self, now: u64) -> Vec<Arc<Live>> {
+    /// Releases up to `max` of the reservations whose TTL has passed, oldest first;
+    /// returns the miners it freed, and whether expired ones may be left.
+    pub(crate) fn expire(&self, now: u64, max: usize) -> (Vec<Arc<Live>>, bool) {
         let mut g = self.inner.lock();
         let mut freed = Vec::new();
-        while g.queue.front().is_some_and(|(t, _)| *t <= now) {
+        for _ in 0..max {
+            if !g.queue.front().is_some_and(|(t, _)| *t <= now) {
+                return (freed, false);
+            }
             if let Some((_, id)) = g.queue.pop_front() {
                 if let Some(live) = g.remove(&id) {
                     freed.push(live);
                 }
             }
         }
-        freed
+        (freed, true)
     }
 
     pub(crate) fn len(&self) -> usize {
