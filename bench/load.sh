@@ -142,7 +142,7 @@ $BIN/poolhub serve --config bench/load.toml --data "$WORK/durable.redb" >/dev/nu
 HPID=$!
 wait_ready $HUB
 SECS=${DUR%s}
-$BIN/examples/seed $HUB 1000 "$WORK/tokens-durable.txt" $((SECS * 25000)) "$WORK/matches.txt" 2>"$WORK/seed-durable.log"
+$BIN/examples/seed $HUB 1000 "$WORK/tokens-durable.txt" $((SECS * 35000)) "$WORK/matches.txt" 2>"$WORK/seed-durable.log"
 shuf -o "$WORK/matches.txt" "$WORK/matches.txt"
 br=$(measure $BPID $BARE bench/register.lua)
 hr=$(measure $HPID $HUB bench/register.lua)
