@@ -207,7 +207,7 @@ impl Reservations {
         let mut g = self.inner.lock();
         let mut freed = Vec::new();
         for _ in 0..max {
-            if !g.queue.front().is_some_and(|(t, _)| *t <= now) {
+            if g.queue.front().is_none_or(|(t, _)| *t > now) {
                 return (freed, false);
             }
             if let Some((_, id)) = g.queue.pop_front() {

@@ -102,8 +102,8 @@ async fn a_row_from_a_newer_format_is_corrupt_and_says_so() {
 }
 
 /// A file as the build before the binary rows left it: JSON rows, and no row format noted.
-fn write_file_before_binary_rows(path: &Path) {
-    write_file(path, LEGACY_MINER);
+fn write_file_before_binary_rows(path: &Path, miner_row: &str) {
+    write_file(path, miner_row);
     let db = redb::Database::open(path).expect("open");
     let txn = db.begin_write().expect("txn");
     txn.open_table(META)
@@ -137,7 +137,7 @@ fn first_bytes(path: &Path) -> [u8; 4] {
 async fn a_file_from_before_binary_rows_is_upgraded_in_place_and_reads_the_same() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("json-rows.redb");
-    write_file_before_binary_rows(&path);
+    write_file_before_binary_rows(&path, LEGACY_MINER);
     assert_eq!(first_bytes(&path), [b'{'; 4]);
 
     let s = RedbStore::open(&path, None).expect("open the older file");
@@ -167,18 +167,10 @@ async fn a_file_from_before_binary_rows_is_upgraded_in_place_and_reads_the_same(
 async fn a_row_the_upgrade_cannot_read_stops_the_open_and_changes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("newer-json.redb");
-    write_file(
+    write_file_before_binary_rows(
         &path,
         r#"{"v":9,"id":"0xab00000000000000000000000000000000000001"}"#,
     );
-    let db = redb::Database::open(&path).expect("open");
-    let txn = db.begin_write().expect("txn");
-    txn.open_table(META)
-        .expect("meta")
-        .remove(ROW_FORMAT_KEY)
-        .expect("remove");
-    txn.commit().expect("commit");
-    drop(db);
     let e = RedbStore::open(&path, None)
         .err()
         .expect("a row of a newer format stops the upgrade");
