@@ -206,9 +206,14 @@ pub async fn serve(
         stop.abort.clone().drop_guard(),
     );
     let limits = conn::Limits::from_config(&hub.config().server);
+    let fast = Arc::new(crate::http::fast::FastRoutes::new(
+        hub.clone(),
+        limiter.clone(),
+    ));
     let api_loop = tokio::spawn(conn::accept_loop(
         api,
         crate::http::api_router(hub.clone(), limiter),
+        Some(fast),
         limits,
         true,
         stop.clone(),
@@ -216,6 +221,7 @@ pub async fn serve(
     let metrics_loop = tokio::spawn(conn::accept_loop(
         metrics,
         crate::http::metrics_router(hub.clone()),
+        None,
         limits,
         false,
         stop.clone(),

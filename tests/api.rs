@@ -684,3 +684,92 @@ async fn storage_errors_name_the_backend_but_do_not_leak_its_error() {
     assert!(!r.text.contains(detail), "{}", r.text);
     hub.stop().await;
 }
+
+/// The hot routes (`http::fast`) answer as the router would: a percent-encoded address goes
+/// through the router, the plain one through the fast path, and both give the same answer;
+/// each keeps the router's body limit, errors, method handling and request metrics.
+#[tokio::test]
+async fn the_hot_routes_answer_exactly_as_the_router_does() {
+    let mut c = cfg();
+    c.server.max_body_bytes = 4096;
+    let hub = TestHub::start(c).await.expect("hub starts");
+    let api = Api::new(hub.api_addr);
+    let a = addr(77);
+    let token = api.register(&a, &["llama3.2"], 16384, 4).await;
+    let body = json!({ "available": true, "current_load": 1, "gpu_utilization": 0.5 });
+    // "0x" spelled "%30x": the router decodes it, the fast path leaves such paths to it.
+    let encoded = format!("/api/v1/miners/%30{}/status", &a[1..]);
+    let plain = format!("/api/v1/miners/{a}/status");
+    for path in [&encoded, &plain] {
+        let r = api.post(path, &body, Some(&token)).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text);
+        assert_eq!(r.json["address"], a);
+        assert_eq!(r.json["status"]["current_load"], 1);
+        assert_eq!(r.content_type, "application/json");
+        // The same refusals, in the same order: the token before the body is believed.
+        let r = api.post(path, &body, Some("not-the-token")).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}: {}", r.text);
+        let r = api
+            .post(path, &json!({ "available": "yes" }), Some(&token))
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}: {}", r.text);
+        assert_eq!(r.json["error"]["field"], "available", "{}", r.text);
+    }
+    // A bad address, an oversized body, invalid JSON, another method: as the router answers.
+    let r = api
+        .post("/api/v1/miners/0x12/status", &body, Some(&token))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(r.json["error"]["field"], "address", "{}", r.text);
+    let big = vec![b' '; 8192];
+    for path in [plain.as_str(), "/api/v1/match"] {
+        let r = api.post_raw(path, &big).await;
+        assert_eq!(
+            r.status,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "{path}: {}",
+            r.text
+        );
+        assert_eq!(r.json["error"]["code"], "payload_too_large");
+    }
+    let r = api.post_raw("/api/v1/match", b"{not json").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json["error"]["code"], "invalid_json");
+    let r = api.send(Method::GET, "/api/v1/match", None, None).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{}", r.text);
+    let r = api
+        .post("/api/v1/match", &json!({ "model": "llama3.2" }), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["miners"][0]["address"], a);
+    // Counted under the route templates, as the router counts them.
+    let text = Api::new(hub.metrics_addr).get("/metrics").await.text;
+    let count = |series: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let route = "route=\"/api/v1/miners/{address}/status\"";
+    assert_eq!(
+        count(&format!(
+            "poolhub_api_requests_total{{method=\"POST\",{route},status=\"200\"}}"
+        )),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        count(&format!(
+            "poolhub_api_requests_total{{method=\"POST\",{route},status=\"413\"}}"
+        )),
+        1.0
+    );
+    assert_eq!(
+        count("poolhub_api_requests_total{method=\"POST\",route=\"/api/v1/match\",status=\"200\"}"),
+        1.0
+    );
+    assert_eq!(
+        count("poolhub_api_requests_total{method=\"POST\",route=\"/api/v1/match\",status=\"413\"}"),
+        1.0
+    );
+    hub.stop().await;
+}

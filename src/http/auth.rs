@@ -35,22 +35,32 @@ impl FromRequestParts<AppState> for ClientCaller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Bearer(token) = Bearer::from_request_parts(parts, state).await?;
-        // The rate-limit layer has looked the key up already when it counted this request.
-        let caller = match parts.extensions.get::<super::limits::KnownCaller>() {
-            Some(known) => known.0.clone(),
-            None => token.as_deref().and_then(|t| state.hub.keys().caller(t)),
-        };
-        match state.hub.config().auth.clients {
-            ClientAuth::Open => Ok(Self(caller)),
-            ClientAuth::Keys => match (token, caller) {
-                (None, _) => Err(unauthorized("this route")),
-                (Some(_), None) => Err(forbidden(
-                    "the bearer is not a valid client key (a miner's token, or a revoked or \
-                     unknown key)",
-                )),
-                (Some(_), Some(c)) => Ok(Self(Some(c))),
-            },
-        }
+        let known = parts.extensions.get::<super::limits::KnownCaller>();
+        client_caller(state, token.as_deref(), known).map(Self)
+    }
+}
+
+/// The caller of a client route from its bearer token; `known` is the caller the rate-limit
+/// check already looked up for this request, if it did (the key is not hashed twice).
+pub(super) fn client_caller(
+    state: &AppState,
+    token: Option<&str>,
+    known: Option<&super::limits::KnownCaller>,
+) -> Result<Option<Caller>, ApiError> {
+    let caller = match known {
+        Some(known) => known.0.clone(),
+        None => token.and_then(|t| state.hub.keys().caller(t)),
+    };
+    match state.hub.config().auth.clients {
+        ClientAuth::Open => Ok(caller),
+        ClientAuth::Keys => match (token, caller) {
+            (None, _) => Err(unauthorized("this route")),
+            (Some(_), None) => Err(forbidden(
+                "the bearer is not a valid client key (a miner's token, or a revoked or \
+                 unknown key)",
+            )),
+            (Some(_), Some(c)) => Ok(Some(c)),
+        },
     }
 }
 

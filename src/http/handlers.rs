@@ -142,6 +142,16 @@ pub async fn update_status(
     Bearer(token): Bearer,
     ApiJson(body): ApiJson<StatusBody>,
 ) -> Result<Response, ApiError> {
+    status_update(&state, address, token.as_deref(), body).await
+}
+
+/// A status update once its request is read (the router's handler and `http::fast` share it).
+pub(super) async fn status_update(
+    state: &AppState,
+    address: Address,
+    token: Option<&str>,
+    body: StatusBody,
+) -> Result<Response, ApiError> {
     let status = MinerStatus {
         available: body.available,
         current_load: body.current_load,
@@ -154,10 +164,7 @@ pub async fn update_status(
             network_latency_ms: body.network_latency_ms,
         },
     };
-    let s = state
-        .hub
-        .update_status(&address, token.as_deref(), status)
-        .await?;
+    let s = state.hub.update_status(&address, token, status).await?;
     Ok(Json(StatusDto { address, status: s }).into_response())
 }
 
@@ -223,6 +230,16 @@ pub async fn match_job(
     State(state): State<AppState>,
     ClientCaller(caller): ClientCaller,
     ApiJson(body): ApiJson<MatchBody>,
+) -> Result<Response, ApiError> {
+    match_for(&state, caller, body).await
+}
+
+/// A match once its request is read and its caller known (the router's handler and
+/// `http::fast` share it).
+pub(super) async fn match_for(
+    state: &AppState,
+    caller: Option<crate::auth::Caller>,
+    body: MatchBody,
 ) -> Result<Response, ApiError> {
     let req = MatchRequest {
         model: body.model,

@@ -29,26 +29,36 @@ type Timeout = ServiceBuilder<
 /// `server.request_timeout` seconds (0 = no limit) for the whole request, body reading
 /// included; a request that takes longer is answered 408 `timeout`.
 pub(super) fn timeout(seconds: u64) -> Timeout {
-    // "No limit" as a century, so both settings give the same service type.
-    let limit = Duration::from_secs(if seconds > 0 {
-        seconds
-    } else {
-        100 * 365 * 86_400
-    });
+    let limit = request_limit(seconds);
     ServiceBuilder::new()
         .layer(HandleErrorLayer::new(timed_out as OnError))
         .layer(tower::timeout::TimeoutLayer::new(limit))
+}
+
+/// `server.request_timeout` as a duration ("no limit" as a century).
+pub(super) fn request_limit(seconds: u64) -> Duration {
+    // "No limit" as a century, so both settings give the same service type.
+    Duration::from_secs(if seconds > 0 {
+        seconds
+    } else {
+        100 * 365 * 86_400
+    })
+}
+
+/// The 408 answer of a request that took longer than `server.request_timeout`.
+pub(super) fn request_timed_out() -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "timeout",
+        "the request took longer than server.request_timeout",
+    )
 }
 
 /// The timeout's error is the only one these layers produce; anything else would be a
 /// programming error, answered as a 500 rather than a panic.
 fn timed_out(e: BoxError) -> std::future::Ready<ApiError> {
     std::future::ready(if e.is::<tower::timeout::error::Elapsed>() {
-        ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "timeout",
-            "the request took longer than server.request_timeout",
-        )
+        request_timed_out()
     } else {
         tracing::error!(error = %e, "request failed in a layer");
         ApiError::new(
@@ -70,7 +80,7 @@ pub(super) fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     .into_response()
 }
 
-fn method_label(m: &axum::http::Method) -> &'static str {
+pub(super) fn method_label(m: &axum::http::Method) -> &'static str {
     use axum::http::Method;
     match *m {
         Method::GET => "GET",
@@ -93,8 +103,18 @@ pub(super) async fn record(State(m): State<Arc<Metrics>>, req: Request, next: Ne
     let route = req.extensions().get::<MatchedPath>().cloned();
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let res = next.run(req).await;
-    let elapsed = started.elapsed();
-    let status = res.status();
+    observe(&m, method, route, res.status(), started.elapsed());
+    res
+}
+
+/// Counts, times and logs one answered request (the router's layer and `http::fast`).
+pub(super) fn observe(
+    m: &Metrics,
+    method: &'static str,
+    route: &str,
+    status: StatusCode,
+    elapsed: Duration,
+) {
     m.api_requests_total
         .with_label_values(&[method, route, status.as_str()])
         .inc();
@@ -108,5 +128,4 @@ pub(super) async fn record(State(m): State<Arc<Metrics>>, req: Request, next: Ne
         micros = elapsed.as_micros() as u64,
         "request"
     );
-    res
 }

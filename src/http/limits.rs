@@ -274,11 +274,17 @@ impl Enforcer {
         let peer = req
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+            .map(|c| c.0);
+        self.source_ip_of(peer, req.headers())
+    }
+
+    /// [`Enforcer::source_ip`] from the peer and the headers alone.
+    fn source_ip_of(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> IpAddr {
+        let peer = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip());
         if self.trusted.is_empty() {
             return peer;
         }
-        let headers = req.headers().get_all("x-forwarded-for");
+        let headers = headers.get_all("x-forwarded-for");
         let mut values = headers.iter().filter_map(|v| v.to_str().ok());
         match (values.next(), values.next()) {
             (None, _) => peer,
@@ -310,11 +316,10 @@ impl Enforcer {
     /// A status update is counted against its miner only when it carries the miner's token;
     /// anything else (no token, a wrong one, an unknown address) against the source address,
     /// so a stranger cannot use up a miner's allowance and silence its heartbeats.
-    fn status_party(&self, req: &Request, ip: IpAddr) -> Party {
-        let path = req.uri().path();
+    fn status_party(&self, path: &str, headers: &HeaderMap, ip: IpAddr) -> Party {
         if path == "/v1/miners/heartbeat" {
             // AITBC's heartbeat names no miner: its key does (through the index).
-            return super::aitbc::miner_key(req.headers())
+            return super::aitbc::miner_key(headers)
                 .and_then(|k| self.hub.named_miner(k).ok())
                 .map_or(Party::Ip(ip), Party::Miner);
         }
@@ -322,10 +327,55 @@ impl Enforcer {
             .strip_prefix("/api/v1/miners/")
             .and_then(|r| r.strip_suffix("/status"))
             .and_then(|a| super::extract::miner_in_path(a).ok());
-        match (address, bearer(req.headers())) {
+        match (address, bearer(headers)) {
             (Some(a), Some(t)) if self.hub.holds_token(&a, t) => Party::Miner(a),
             _ => Party::Ip(ip),
         }
+    }
+
+    /// Takes one request from `party`'s bucket of `class`, or says (and counts) that the
+    /// party is over its limit.
+    fn take(&self, class: RouteClass, party: &Party) -> Result<(), TooMany> {
+        self.limiter.check(class, party).map_err(|retry| {
+            self.hub
+                .metrics()
+                .rate_limited_total
+                .with_label_values(&[class.label()])
+                .inc();
+            tracing::debug!(class = class.label(), "rate limited");
+            TooMany(class, retry)
+        })
+    }
+
+    /// The limit of a status update served without the router (`http::fast`): the same
+    /// class and party as [`enforce`] gives it.
+    pub(super) fn admit_status(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+    ) -> Result<(), TooMany> {
+        if !self.limiter.limits(RouteClass::Status) {
+            return Ok(());
+        }
+        let ip = bucket_ip(self.source_ip_of(Some(peer), headers));
+        self.take(RouteClass::Status, &self.status_party(path, headers, ip))
+    }
+
+    /// The limit of a match served without the router (`http::fast`), as [`enforce`] applies
+    /// it; the caller it looked up, if it did, so the key is not hashed twice.
+    pub(super) fn admit_match(
+        &self,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+    ) -> Result<Option<KnownCaller>, TooMany> {
+        if !self.limiter.limits(RouteClass::Match) {
+            return Ok(None);
+        }
+        let ip = bucket_ip(self.source_ip_of(Some(peer), headers));
+        let (party, caller) = self.client_party(headers, ip);
+        self.take(RouteClass::Match, &party)?;
+        Ok(Some(caller))
     }
 }
 
@@ -396,6 +446,15 @@ async fn registration_address(
     Ok((Request::from_parts(parts, Body::from(bytes)), address))
 }
 
+/// A party over its limit in a class: answered 429 (see [`too_many`]).
+pub(super) struct TooMany(RouteClass, RetryAfter);
+
+impl IntoResponse for TooMany {
+    fn into_response(self) -> Response {
+        too_many(self.0, self.1)
+    }
+}
+
 /// The 429 answer: the JSON error and `Retry-After` in whole seconds.
 fn too_many(class: RouteClass, retry: RetryAfter) -> Response {
     let seconds = retry.seconds();
@@ -434,7 +493,7 @@ pub(super) async fn enforce(State(e): State<Enforcer>, req: Request, next: Next)
             (req, class, party)
         }
         Kind::Status => {
-            let party = e.status_party(&req, ip);
+            let party = e.status_party(req.uri().path(), req.headers(), ip);
             (req, RouteClass::Status, party)
         }
         Kind::Registration { by_name } => {
@@ -449,14 +508,8 @@ pub(super) async fn enforce(State(e): State<Enforcer>, req: Request, next: Next)
             }
         }
     };
-    if let Err(retry) = e.limiter.check(class, &party) {
-        e.hub
-            .metrics()
-            .rate_limited_total
-            .with_label_values(&[class.label()])
-            .inc();
-        tracing::debug!(class = class.label(), "rate limited");
-        return too_many(class, retry);
+    if let Err(over) = e.take(class, &party) {
+        return over.into_response();
     }
     next.run(req).await
 }

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod dto;
 mod error;
 mod extract;
+pub mod fast;
 mod handlers;
 mod identity;
 mod layers;

@@ -19,6 +19,7 @@
 //! it waits for the client, so the deadline is checked exactly when the hub is waiting, and a
 //! timed-out read ends the connection like any I/O error.
 
+use crate::http::fast::FastRoutes;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper_util::rt::TokioIo;
@@ -213,6 +214,7 @@ impl AsyncWrite for TimedIo {
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     app: Router,
+    fast: Option<Arc<FastRoutes>>,
     limits: Limits,
     nodelay: bool,
     stop: Stop,
@@ -247,9 +249,10 @@ pub(crate) async fn accept_loop(
             let _ = tcp.set_nodelay(true);
         }
         let app = app.clone();
+        let fast = fast.clone();
         let stop2 = stop.clone();
         stop.conns.spawn(async move {
-            serve_connection(tcp, peer, app, limits, stop2).await;
+            serve_connection(tcp, peer, app, fast, limits, stop2).await;
             drop(slot);
         });
     }
@@ -259,6 +262,7 @@ async fn serve_connection(
     tcp: TcpStream,
     peer: SocketAddr,
     app: Router,
+    fast: Option<Arc<FastRoutes>>,
     limits: Limits,
     stop: Stop,
 ) {
@@ -280,11 +284,20 @@ async fn serve_connection(
         let busy = Busy::start(&phase);
         // The peer, as axum's `ConnectInfo` would carry it: rate limits count per source
         // address (see `http::limits`), and only this loop knows it.
-        let mut req = req;
-        req.extensions_mut().insert(ConnectInfo(peer));
+        // The hot routes skip the router (`http::fast`); everything else goes through it.
+        let hot = fast
+            .as_ref()
+            .and_then(|f| FastRoutes::route(&req).map(|h| (f.clone(), h)));
         let app = app.clone();
         async move {
-            let res = app.oneshot(req).await;
+            let res = match hot {
+                Some((f, h)) => Ok(f.serve(h, req, peer).await),
+                None => {
+                    let mut req = req;
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    app.oneshot(req).await
+                }
+            };
             drop(busy);
             res
         }
