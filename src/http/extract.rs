@@ -18,16 +18,41 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(|r| {
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "the request body is larger than the configured limit (server.max_body_bytes)",
-                )
+                payload_too_large()
             } else {
                 ApiError::new(StatusCode::BAD_REQUEST, "bad_body", r.body_text())
             }
         })?;
         parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// The 413 answer to a body over `server.max_body_bytes`.
+fn payload_too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "the request body is larger than the configured limit (server.max_body_bytes)",
+    )
+}
+
+/// Reads a whole body within `max` bytes, for the code that reads bodies before or without
+/// the router's extractors (the registration limit, `http::fast`): 413 beyond the limit, as
+/// [`ApiJson`] answers, and 400 when the body cannot be read.
+pub(super) async fn read_body<B>(body: B, max: usize) -> Result<Bytes, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::{BodyExt, LengthLimitError, Limited};
+    match Limited::new(body, max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(payload_too_large()),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            format!("cannot read the request body: {e}"),
+        )),
     }
 }
 

@@ -20,11 +20,9 @@
 
 use super::{auth, extract, handlers, layers, limits, ApiError, AppState};
 use crate::hub::Hub;
-use axum::http::{Method, StatusCode};
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use futures_util::FutureExt;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -111,59 +109,52 @@ impl FastRoutes {
     }
 
     async fn answer(&self, hot: Hot, req: hyper::Request<Incoming>, peer: SocketAddr) -> Response {
-        let (parts, body) = req.into_parts();
-        let token = extract::bearer(&parts.headers);
-        let result = match hot {
-            Hot::Status(segment) => {
-                if let Err(over) =
-                    self.enforcer
-                        .admit_status(parts.uri.path(), &parts.headers, peer)
-                {
-                    return over.into_response();
-                }
-                match extract::miner_in_path(&segment).map_err(ApiError::invalid) {
-                    Err(e) => Err(e),
-                    Ok(address) => match self.json(body).await {
-                        Err(e) => Err(e),
-                        Ok(b) => handlers::status_update(&self.state, address, token, b).await,
-                    },
-                }
-            }
-            Hot::Match => {
-                let known = match self.enforcer.admit_match(&parts.headers, peer) {
-                    Ok(known) => known,
-                    Err(over) => return over.into_response(),
-                };
-                match auth::client_caller(&self.state, token, known.as_ref()) {
-                    Err(e) => Err(e),
-                    Ok(caller) => match self.json(body).await {
-                        Err(e) => Err(e),
-                        Ok(b) => handlers::match_for(&self.state, caller, b).await,
-                    },
-                }
-            }
-        };
-        result.unwrap_or_else(IntoResponse::into_response)
+        self.steps(hot, req, peer)
+            .await
+            .unwrap_or_else(IntoResponse::into_response)
     }
 
-    /// The body as JSON, within `server.max_body_bytes`.
-    async fn json<T: serde::de::DeserializeOwned>(&self, body: Incoming) -> Result<T, ApiError> {
-        let bytes: Bytes =
-            match Limited::new(body, self.max_body).collect().await {
-                Ok(c) => c.to_bytes(),
-                Err(e) if e.is::<LengthLimitError>() => return Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "the request body is larger than the configured limit (server.max_body_bytes)",
-                )),
-                Err(e) => {
-                    return Err(ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "bad_body",
-                        format!("cannot read the request body: {e}"),
-                    ))
-                }
-            };
-        extract::parse_json(&bytes)
+    /// The steps of one request; the first refusal is the answer.
+    async fn steps(
+        &self,
+        hot: Hot,
+        req: hyper::Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response, Response> {
+        let (parts, body) = req.into_parts();
+        let token = extract::bearer(&parts.headers);
+        let max = self.max_body;
+        match hot {
+            Hot::Status(segment) => {
+                self.enforcer
+                    .admit_status(parts.uri.path(), &parts.headers, peer)
+                    .map_err(fail)?;
+                let address =
+                    extract::miner_in_path(&segment).map_err(|e| fail(ApiError::invalid(e)))?;
+                let bytes = extract::read_body(body, max).await.map_err(fail)?;
+                let b = extract::parse_json(&bytes).map_err(fail)?;
+                handlers::status_update(&self.state, address, token, b)
+                    .await
+                    .map_err(fail)
+            }
+            Hot::Match => {
+                let known = self
+                    .enforcer
+                    .admit_match(&parts.headers, peer)
+                    .map_err(fail)?;
+                let caller =
+                    auth::client_caller(&self.state, token, known.as_ref()).map_err(fail)?;
+                let bytes = extract::read_body(body, max).await.map_err(fail)?;
+                let b = extract::parse_json(&bytes).map_err(fail)?;
+                handlers::match_for(&self.state, caller, b)
+                    .await
+                    .map_err(fail)
+            }
+        }
     }
+}
+
+/// A refusal as the answer it becomes.
+fn fail(e: impl IntoResponse) -> Response {
+    e.into_response()
 }

@@ -28,7 +28,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use http_body_util::{BodyExt, LengthLimitError};
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
@@ -412,25 +411,9 @@ async fn registration_address(
     by_name: bool,
 ) -> Result<(Request, Option<Address>), Response> {
     let (parts, body) = req.into_parts();
-    let bytes = match http_body_util::Limited::new(body, max_body).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "the request body is larger than the configured limit (server.max_body_bytes)",
-            )
-            .into_response())
-        }
-        Err(e) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_body",
-                format!("cannot read the request body: {e}"),
-            )
-            .into_response())
-        }
-    };
+    let bytes = super::extract::read_body(body, max_body)
+        .await
+        .map_err(IntoResponse::into_response)?;
     // A body the handler will refuse (no address, bad JSON) registers nothing: not counted.
     // The field the handler will read, and only that one: a body cannot name a registered
     // address in one field while the handler registers something new from another.
