@@ -11,6 +11,22 @@ use prometheus::{
     IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+/// The series of `poolhub_match_requests_total`, by result.
+pub struct MatchResults {
+    pub matched: IntCounter,
+    pub empty: IntCounter,
+    pub panic: IntCounter,
+}
+
+/// One route's request series for its usual answer (200), each looked up once by the hot
+/// routes, when first needed: so the series exported are those a label lookup per request
+/// would have made, none before their first request.
+#[derive(Default)]
+pub struct RouteSeries {
+    pub ok: std::sync::OnceLock<IntCounter>,
+    pub duration: std::sync::OnceLock<Histogram>,
+}
+
 /// Every metric poolhub exports, registered in one registry.
 pub struct Metrics {
     registry: Registry,
@@ -21,6 +37,9 @@ pub struct Metrics {
     pub reservations_in_flight: IntGauge,
     pub jobs_matched_total: IntCounter,
     pub match_requests_total: IntCounterVec,
+    /// `match_requests_total`'s three series, looked up once: a label lookup hashes the
+    /// labels under a lock, on every match.
+    pub match_results: MatchResults,
     pub match_duration: Histogram,
     pub miner_score: GaugeVec,
     pub api_requests_total: IntCounterVec,
@@ -232,9 +251,11 @@ impl Metrics {
         // Labelled counters are exported at 0 for every known label value from the start: a
         // series that is born at 1 has no earlier sample, so `increase()`/`rate()` (and the
         // PoolhubStorageErrors alert) would miss the first event.
-        for r in ["matched", "empty", "panic"] {
-            let _ = match_requests_total.with_label_values(&[r]);
-        }
+        let match_results = MatchResults {
+            matched: match_requests_total.with_label_values(&["matched"]),
+            empty: match_requests_total.with_label_values(&["empty"]),
+            panic: match_requests_total.with_label_values(&["panic"]),
+        };
         for r in ["success", "failure"] {
             let _ = job_outcomes_total.with_label_values(&[r]);
         }
@@ -278,6 +299,7 @@ impl Metrics {
             reservations_in_flight,
             jobs_matched_total,
             match_requests_total,
+            match_results,
             match_duration,
             miner_score,
             api_requests_total,

@@ -246,7 +246,14 @@ struct MatchEntry {
 impl MatchEntry {
     /// The entry as the matchers see it, with its live status and reservations as read once
     /// by the caller.
-    fn candidate(&self, status: Option<MinerStatus>, reserved: u32) -> Candidate<'_, u32> {
+    /// The matcher's view of the entry; `in_model_set` when it was drawn from a model's match
+    /// set (see [`Candidate::serves_model`]).
+    fn candidate(
+        &self,
+        status: Option<MinerStatus>,
+        reserved: u32,
+        in_model_set: bool,
+    ) -> Candidate<'_, u32> {
         Candidate {
             key: self.live.id,
             miner: &self.miner,
@@ -258,6 +265,7 @@ impl MatchEntry {
             status,
             reserved,
             cooldown_until: self.cooldown_until,
+            serves_model: in_model_set,
         }
     }
 }
@@ -629,7 +637,7 @@ impl Registry {
             .entries
             .iter()
             .flatten()
-            .map(|h| h.candidate(h.live.match_status(), h.live.reserved()));
+            .map(|h| h.candidate(h.live.match_status(), h.live.reserved(), false));
         let r = aitbc::rank(candidates, req, policy, now);
         let offers = r
             .offers
@@ -802,7 +810,7 @@ impl Registry {
             if !takes_jobs {
                 stale.push(id);
             }
-            Some(h.candidate(status, reserved))
+            Some(h.candidate(status, reserved, true))
         });
         let m = matching::select(candidates, crit, policy, eligible, now, rng);
         let offers = m

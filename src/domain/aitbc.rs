@@ -280,6 +280,7 @@ mod tests {
             }),
             reserved: 0,
             cooldown_until,
+            serves_model: false,
         }
     }
 

@@ -17,9 +17,25 @@ use std::str::FromStr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MatchId(pub u128);
 
+impl MatchId {
+    /// The 32 hex digits, written into `buf` without the formatting machinery (a match
+    /// answer writes one per request).
+    pub fn encode<'b>(&self, buf: &'b mut [u8; 32]) -> &'b str {
+        // Cannot fail: the buffer is exactly twice the input's length, and hex is ASCII.
+        let _ = hex::encode_to_slice(self.0.to_be_bytes(), buf);
+        std::str::from_utf8(buf).unwrap_or_default()
+    }
+}
+
 impl fmt::Display for MatchId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        f.write_str(self.encode(&mut [0; 32]))
+    }
+}
+
+impl Serialize for MatchId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.encode(&mut [0; 32]))
     }
 }
 

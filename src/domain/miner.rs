@@ -80,14 +80,21 @@ impl FromStr for Address {
     }
 }
 
+impl Address {
+    /// `0x` and the 40 hex digits, written into `buf` without the formatting machinery
+    /// (a match answer writes five of them per request).
+    pub fn encode<'b>(&self, buf: &'b mut [u8; 42]) -> &'b str {
+        buf[0] = b'0';
+        buf[1] = b'x';
+        // Cannot fail: the slice is exactly twice the input's length, and hex is ASCII.
+        let _ = hex::encode_to_slice(self.0, &mut buf[2..]);
+        std::str::from_utf8(buf).unwrap_or_default()
+    }
+}
+
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut buf = [0u8; 40];
-        // Cannot fail: the buffer is exactly twice the input length.
-        hex::encode_to_slice(self.0, &mut buf).map_err(|_| fmt::Error)?;
-        f.write_str("0x")?;
-        // hex output is ASCII.
-        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+        f.write_str(self.encode(&mut [0; 42]))
     }
 }
 
@@ -99,7 +106,7 @@ impl fmt::Debug for Address {
 
 impl Serialize for Address {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        s.serialize_str(self.encode(&mut [0; 42]))
     }
 }
 

@@ -218,7 +218,7 @@ pub struct OfferDto<'a> {
 /// `POST /api/v1/match`.
 #[derive(Serialize)]
 pub struct MatchDto<'a> {
-    pub match_id: String,
+    pub match_id: crate::domain::MatchId,
     pub miners: Vec<OfferDto<'a>>,
     pub reserved: bool,
     pub panic: bool,

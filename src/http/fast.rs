@@ -20,6 +20,7 @@
 
 use super::{auth, extract, handlers, layers, limits, ApiError, AppState};
 use crate::hub::Hub;
+use crate::metrics::RouteSeries;
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
@@ -45,6 +46,8 @@ pub struct FastRoutes {
     enforcer: limits::Enforcer,
     limit: Duration,
     max_body: usize,
+    match_series: RouteSeries,
+    status_series: RouteSeries,
 }
 
 impl FastRoutes {
@@ -52,6 +55,8 @@ impl FastRoutes {
         let server = &hub.config().server;
         Self {
             limit: layers::request_limit(server.request_timeout),
+            match_series: RouteSeries::default(),
+            status_series: RouteSeries::default(),
             max_body: server.max_body_bytes,
             enforcer: limits::Enforcer::new(hub.clone(), limiter),
             state: AppState { hub },
@@ -83,9 +88,9 @@ impl FastRoutes {
         peer: SocketAddr,
     ) -> Response {
         let started = Instant::now();
-        let route = match hot {
-            Hot::Match => MATCH_ROUTE,
-            Hot::Status(_) => STATUS_ROUTE,
+        let (route, series) = match hot {
+            Hot::Match => (MATCH_ROUTE, &self.match_series),
+            Hot::Status(_) => (STATUS_ROUTE, &self.status_series),
         };
         let work = AssertUnwindSafe(self.answer(hot, req, peer)).catch_unwind();
         tokio::pin!(work);
@@ -98,8 +103,9 @@ impl FastRoutes {
             },
         };
         let res = outcome.unwrap_or_else(layers::on_panic);
-        layers::observe(
+        layers::observe_in(
             self.state.hub.metrics(),
+            Some(series),
             "POST",
             route,
             res.status(),

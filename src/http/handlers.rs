@@ -256,13 +256,13 @@ pub(super) async fn match_for(
         .iter()
         .map(|m| OfferDto {
             address: m.address,
-            endpoint: &m.endpoint,
+            endpoint: m.endpoint(),
             score: m.score,
             estimated_time: m.estimated_time.round() as u64,
         })
         .collect();
     Ok(Json(MatchDto {
-        match_id: out.match_id.to_string(),
+        match_id: out.match_id,
         miners,
         reserved: out.reserved,
         panic: out.panic,

@@ -7,7 +7,7 @@
 //! operators and the log tests rely on, so [`record`] keeps that event beside the metrics.
 
 use super::ApiError;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteSeries};
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
@@ -115,12 +115,32 @@ pub(super) fn observe(
     status: StatusCode,
     elapsed: Duration,
 ) {
-    m.api_requests_total
-        .with_label_values(&[method, route, status.as_str()])
-        .inc();
-    m.http_request_duration
-        .with_label_values(&[route])
-        .observe(elapsed.as_secs_f64());
+    observe_in(m, None, method, route, status, elapsed);
+}
+
+/// [`observe`], with the series of a hot route looked up once and kept (`http::fast`).
+pub(super) fn observe_in(
+    m: &Metrics,
+    series: Option<&RouteSeries>,
+    method: &'static str,
+    route: &str,
+    status: StatusCode,
+    elapsed: Duration,
+) {
+    let count = || {
+        m.api_requests_total
+            .with_label_values(&[method, route, status.as_str()])
+    };
+    let time = || m.http_request_duration.with_label_values(&[route]);
+    match series {
+        Some(s) if status == StatusCode::OK => s.ok.get_or_init(count).inc(),
+        _ => count().inc(),
+    }
+    let secs = elapsed.as_secs_f64();
+    match series {
+        Some(s) => s.duration.get_or_init(time).observe(secs),
+        None => time().observe(secs),
+    }
     tracing::debug!(
         method,
         route,

@@ -5,7 +5,7 @@ use crate::auth::Caller;
 use crate::domain::matching::MatchCriteria;
 use crate::domain::miner::{validate_name, DEFAULT_JOB_TYPE};
 use crate::domain::scoring::MinerStats;
-use crate::domain::{Address, Invalid};
+use crate::domain::{Address, Invalid, Miner};
 use crate::domain::{MatchId, MatchTicket, OutcomeRecord};
 use crate::registry::Live;
 use crate::store::{ClaimError, StoreError};
@@ -36,14 +36,22 @@ pub struct MatchRequest {
 }
 
 /// One miner a match offers, as the hub answers it (the registry's
-/// [`crate::domain::matching::Offer`] with the miner's endpoint).
+/// [`crate::domain::matching::Offer`] with the miner's registration, shared rather than
+/// copied: the answer is written while it is held).
 #[derive(Debug, Clone)]
 pub struct Offer {
     pub address: Address,
-    pub endpoint: String,
+    pub miner: Arc<Miner>,
     pub score: f64,
     pub estimated_time: f64,
     pub load: u32,
+}
+
+impl Offer {
+    /// Where the client sends the job.
+    pub fn endpoint(&self) -> &str {
+        self.miner.endpoint.as_str()
+    }
 }
 
 /// The answer to a match request: what it offers, under the id outcomes are reported with.
@@ -81,37 +89,34 @@ pub struct Standing {
 ///
 /// Kept by the hub, not the hot store: releasing must happen exactly once, and the map
 /// removal is the single place where that is decided.
-#[derive(Default)]
+///
+/// The reservations are spread over [`RES_SHARDS`] maps by match id. In one map, the steady
+/// turnover (a removal for every insert) filled it with tombstones, and every so often the map
+/// rehashed in place, for milliseconds, under the one lock every match takes.
 pub(crate) struct Reservations {
-    inner: Mutex<ResInner>,
-}
-
-#[derive(Default)]
-struct ResInner {
-    /// The reserved miner, and the client key whose quota the reservation counts against.
-    by_match: HashMap<MatchId, (Address, Arc<Live>, Option<u64>)>,
-    queue: VecDeque<(u64, MatchId)>,
+    held: Box<[Mutex<HashMap<MatchId, Held>>]>,
+    /// Every reservation, by when it expires (oldest first; the TTL is the same for all).
+    queue: Mutex<VecDeque<(u64, MatchId)>>,
     /// Reservations each client key holds on this hub (`auth.max_reservations_per_client`).
-    per_client: HashMap<u64, u32>,
+    per_client: Mutex<HashMap<u64, u32>>,
 }
 
-impl ResInner {
-    fn give_back(&mut self, client: u64) {
-        if let Some(n) = self.per_client.get_mut(&client) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.per_client.remove(&client);
-            }
-        }
-    }
+/// The reserved miner, and the client key whose quota the reservation counts against.
+struct Held {
+    address: Address,
+    live: Arc<Live>,
+    client: Option<u64>,
+}
 
-    fn remove(&mut self, id: &MatchId) -> Option<Arc<Live>> {
-        let (_, live, client) = self.by_match.remove(id)?;
-        if let Some(c) = client {
-            self.give_back(c);
+const RES_SHARDS: usize = 64;
+
+impl Default for Reservations {
+    fn default() -> Self {
+        Self {
+            held: (0..RES_SHARDS).map(|_| Mutex::default()).collect(),
+            queue: Mutex::default(),
+            per_client: Mutex::default(),
         }
-        live.release();
-        Some(live)
     }
 }
 
@@ -131,12 +136,35 @@ impl Quota<'_> {
 impl Drop for Quota<'_> {
     fn drop(&mut self) {
         if let Some(c) = self.client.take() {
-            self.reservations.inner.lock().give_back(c);
+            self.reservations.give_back(c);
         }
     }
 }
 
 impl Reservations {
+    fn shard(&self, id: MatchId) -> &Mutex<HashMap<MatchId, Held>> {
+        &self.held[(id.0 >> 120) as usize % RES_SHARDS]
+    }
+
+    fn give_back(&self, client: u64) {
+        let mut g = self.per_client.lock();
+        if let Some(n) = g.get_mut(&client) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                g.remove(&client);
+            }
+        }
+    }
+
+    /// Ends a reservation that was taken out of its map: the quota and the slot go back.
+    fn end(&self, held: Held) -> Arc<Live> {
+        if let Some(c) = held.client {
+            self.give_back(c);
+        }
+        held.live.release();
+        held.live
+    }
+
     /// Adds a reservation if the miner still has a free slot (another match may have taken
     /// the last one since this one selected it); returns whether it did. A `client` must have
     /// taken its quota with [`Reservations::take_quota`] first; the quota is given back when
@@ -149,16 +177,21 @@ impl Reservations {
         expires: u64,
         client: Option<u64>,
     ) -> bool {
-        let taken = live.try_reserve();
-        let mut g = self.inner.lock();
-        if !taken {
+        if !live.try_reserve() {
             if let Some(c) = client {
-                g.give_back(c);
+                self.give_back(c);
             }
             return false;
         }
-        g.by_match.insert(id, (address, live, client));
-        g.queue.push_back((expires, id));
+        self.shard(id).lock().insert(
+            id,
+            Held {
+                address,
+                live,
+                client,
+            },
+        );
+        self.queue.lock().push_back((expires, id));
         true
     }
 
@@ -167,11 +200,11 @@ impl Reservations {
     /// goes back when the guard is dropped unless [`Quota::keep`] hands it to a reservation,
     /// so a match abandoned half-way (the client hung up during a Redis call) cannot leak it.
     pub(crate) fn take_quota(&self, client: u64, cap: u32) -> Option<Quota<'_>> {
-        let mut g = self.inner.lock();
-        let n = g.per_client.entry(client).or_insert(0);
+        let mut g = self.per_client.lock();
+        let n = g.entry(client).or_insert(0);
         if *n >= cap {
             if *n == 0 {
-                g.per_client.remove(&client);
+                g.remove(&client);
             }
             return None;
         }
@@ -184,43 +217,44 @@ impl Reservations {
 
     /// Reservations `client` holds on this hub.
     pub(crate) fn held_by(&self, client: u64) -> u32 {
-        self.inner
-            .lock()
-            .per_client
-            .get(&client)
-            .copied()
-            .unwrap_or(0)
+        self.per_client.lock().get(&client).copied().unwrap_or(0)
     }
 
     /// Releases the match's reservation if it is on `address`; returns the miner it freed.
     pub(crate) fn release(&self, id: MatchId, address: &Address) -> Option<Arc<Live>> {
-        let mut g = self.inner.lock();
-        if g.by_match.get(&id).is_some_and(|(a, _, _)| a == address) {
-            return g.remove(&id);
-        }
-        None
+        let held = {
+            let mut g = self.shard(id).lock();
+            if g.get(&id).is_none_or(|h| h.address != *address) {
+                return None;
+            }
+            g.remove(&id)?
+        };
+        Some(self.end(held))
     }
 
     /// Releases up to `max` of the reservations whose TTL has passed, oldest first;
     /// returns the miners it freed, and whether expired ones may be left.
     pub(crate) fn expire(&self, now: u64, max: usize) -> (Vec<Arc<Live>>, bool) {
-        let mut g = self.inner.lock();
-        let mut freed = Vec::new();
-        for _ in 0..max {
-            if g.queue.front().is_none_or(|(t, _)| *t > now) {
-                return (freed, false);
-            }
-            if let Some((_, id)) = g.queue.pop_front() {
-                if let Some(live) = g.remove(&id) {
-                    freed.push(live);
+        let mut due = Vec::new();
+        let more = {
+            let mut q = self.queue.lock();
+            while due.len() < max && q.front().is_some_and(|(t, _)| *t <= now) {
+                if let Some((_, id)) = q.pop_front() {
+                    due.push(id);
                 }
             }
-        }
-        (freed, true)
+            due.len() == max
+        };
+        let freed = due
+            .into_iter()
+            .filter_map(|id| self.shard(id).lock().remove(&id))
+            .map(|held| self.end(held))
+            .collect();
+        (freed, more)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.inner.lock().by_match.len()
+        self.held.iter().map(|s| s.lock().len()).sum()
     }
 }
 
@@ -400,10 +434,10 @@ impl Hub {
             }
         }
         let miners: Vec<Offer> = offers
-            .iter()
+            .into_iter()
             .map(|o| Offer {
                 address: o.address,
-                endpoint: o.key.miner.endpoint.as_str().to_string(),
+                miner: o.key.miner,
                 score: o.score,
                 estimated_time: o.estimated_time,
                 load: o.load,
@@ -412,17 +446,17 @@ impl Hub {
         let mt = &self.metrics;
         mt.match_duration.observe(started.elapsed().as_secs_f64());
         self.matches_served.fetch_add(1, Ordering::Relaxed);
-        let result = if miners.is_empty() {
-            "empty"
+        let result = &mt.match_results;
+        if miners.is_empty() {
+            result.empty.inc();
         } else {
             mt.jobs_matched_total.inc();
             if panic {
-                "panic"
+                result.panic.inc();
             } else {
-                "matched"
+                result.matched.inc();
             }
-        };
-        mt.match_requests_total.with_label_values(&[result]).inc();
+        }
         Ok(Match {
             match_id,
             miners,
