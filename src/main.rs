@@ -6,6 +6,7 @@ use poolhub::server;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// poolhub: miner registry, scoring and real-time job matching for a GPU-inference pool.
 #[derive(Parser)]
@@ -212,39 +213,56 @@ fn check_config(args: &CheckConfigArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+impl ServeArgs {
+    /// The command line over the file and environment (at start and on every reload, so a
+    /// reload never reports a flag's setting as a changed file setting).
+    fn apply(&self, cfg: &mut Config) {
+        if let Some(h) = &self.host {
+            cfg.server.host = h.clone();
+        }
+        if let Some(p) = self.port {
+            cfg.server.port = p;
+            if p == 0 && self.metrics_port.is_none() {
+                cfg.server.metrics_port = 0;
+            }
+        }
+        if let Some(p) = self.metrics_port {
+            cfg.server.metrics_port = p;
+        }
+        if let Some(d) = &self.data {
+            cfg.storage.path = d.clone();
+        }
+        if self.ephemeral {
+            cfg.storage.ephemeral = true;
+        }
+    }
+
+    /// The configuration as `serve` would start with now: file, environment, command line,
+    /// validated.
+    fn configuration(&self) -> Result<Config, poolhub::config::ConfigError> {
+        let mut cfg = Config::load(self.config.config.as_deref(), |k| std::env::var(k).ok())?;
+        self.apply(&mut cfg);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
 fn serve(args: ServeArgs) -> ExitCode {
     let mut cfg = match load(&args.config) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if let Some(h) = args.host {
-        cfg.server.host = h;
-    }
-    if let Some(p) = args.port {
-        cfg.server.port = p;
-        if p == 0 && args.metrics_port.is_none() {
-            cfg.server.metrics_port = 0;
-        }
-    }
-    if let Some(p) = args.metrics_port {
-        cfg.server.metrics_port = p;
-    }
-    if let Some(d) = args.data {
-        cfg.storage.path = d;
-    }
-    if args.ephemeral {
-        cfg.storage.ephemeral = true;
-    }
+    args.apply(&mut cfg);
     if let Err(e) = cfg.validate() {
         eprintln!("poolhub: {e}");
         return ExitCode::FAILURE;
     }
-    poolhub::telemetry::init(&cfg);
+    let log_level = poolhub::telemetry::init(&cfg);
     let rt = match runtime(None) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match rt.block_on(run(cfg)) {
+    match rt.block_on(run(cfg, Arc::new(args), log_level)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -254,7 +272,11 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn run(cfg: Config) -> Result<(), server::StartError> {
+async fn run(
+    cfg: Config,
+    args: Arc<ServeArgs>,
+    log_level: Option<poolhub::telemetry::LogLevel>,
+) -> Result<(), server::StartError> {
     let host = cfg.server.host.clone();
     let (port, metrics_port) = (cfg.server.port, cfg.server.metrics_port);
     tracing::info!(
@@ -267,10 +289,15 @@ async fn run(cfg: Config) -> Result<(), server::StartError> {
         heartbeat_timeout = cfg.matching.heartbeat_timeout,
         "starting poolhub"
     );
-    #[cfg(unix)]
-    ignore_sighup();
     let signals = shutdown_signal();
+    #[cfg(unix)]
+    let hangups = hangups();
     let hub = server::build_hub(cfg).await?;
+    if let Some(set) = log_level {
+        hub.on_reload(Box::new(move |t| set(&t.server.log_level)));
+    }
+    #[cfg(unix)]
+    reload_on_sighup(hangups, hub.clone(), args);
     let api = server::bind(&host, port).await?;
     let metrics = server::bind(&host, metrics_port).await?;
     let bind_err = |source| server::StartError::Bind {
@@ -300,19 +327,74 @@ async fn run(cfg: Config) -> Result<(), server::StartError> {
         })
 }
 
-/// SIGHUP would otherwise kill the process: configuration reload is not supported, so the hub
-/// says so and keeps running.
+/// The SIGHUP handler, installed before the (possibly long) start so a SIGHUP meanwhile
+/// does not kill the process; it is acted on once the hub is up.
 #[cfg(unix)]
-fn ignore_sighup() {
+fn hangups() -> Option<tokio::signal::unix::Signal> {
     use tokio::signal::unix::{signal, SignalKind};
-    if let Ok(mut hup) = signal(SignalKind::hangup()) {
-        tokio::spawn(async move {
-            while hup.recv().await.is_some() {
+    match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("cannot handle SIGHUP, so no configuration reload: {e}");
+            None
+        }
+    }
+}
+
+/// Reloads the configuration on every SIGHUP (`systemctl reload poolhub`): see
+/// [`poolhub::config::reload`] for what applies and what waits for a restart.
+#[cfg(unix)]
+fn reload_on_sighup(
+    hangups: Option<tokio::signal::unix::Signal>,
+    hub: Arc<poolhub::hub::Hub>,
+    args: Arc<ServeArgs>,
+) {
+    let Some(mut hup) = hangups else {
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            poolhub::systemd::notify_reloading();
+            let (hub, args) = (hub.clone(), args.clone());
+            // Reading the file and rescoring every miner stay off the request workers.
+            let outcome = tokio::task::spawn_blocking(move || reload(&hub, &args)).await;
+            if let Err(e) = outcome {
+                tracing::error!("configuration reload failed: {e}");
+            }
+            poolhub::systemd::notify_ready("serving (configuration reloaded)");
+        }
+    });
+}
+
+/// One reload: the whole file is checked first; any error keeps the running configuration.
+fn reload(hub: &poolhub::hub::Hub, args: &ServeArgs) {
+    match args.configuration() {
+        Ok(cfg) => {
+            let r = hub.reload(cfg);
+            if r.changed {
+                tracing::info!(config_hash = %r.hash, "configuration reloaded");
+            } else {
+                tracing::info!(config_hash = %r.hash, "configuration reloaded: no change applies");
+            }
+            if !r.pending_restart.is_empty() {
                 tracing::warn!(
-                    "SIGHUP ignored: configuration reload is not supported; restart to apply changes"
+                    keys = %r.pending_restart.join(", "),
+                    "changed settings that apply only after a restart were left as they are"
                 );
             }
-        });
+        }
+        Err(e) => {
+            hub.reload_refused();
+            match e {
+                poolhub::config::ConfigError::Invalid(bad) => {
+                    for b in bad {
+                        tracing::error!(key = %b.key, "configuration reload: {}", b.message);
+                    }
+                }
+                other => tracing::error!("configuration reload: {other}"),
+            }
+            tracing::error!("configuration reload refused: the running configuration is kept");
+        }
     }
 }
 

@@ -18,6 +18,12 @@ pub struct MatchResults {
     pub panic: IntCounter,
 }
 
+/// The series of `poolhub_config_reloads_total`, by result.
+pub struct ReloadResults {
+    pub ok: IntCounter,
+    pub error: IntCounter,
+}
+
 /// One route's request series for its usual answer (200), each looked up once by the hot
 /// routes, when first needed: so the series exported are those a label lookup per request
 /// would have made, none before their first request.
@@ -41,6 +47,8 @@ pub struct Metrics {
     /// labels under a lock, on every match.
     pub match_results: MatchResults,
     pub match_duration: Histogram,
+    /// `poolhub_config_reloads_total`, by result.
+    pub config_reloads: ReloadResults,
     pub miner_score: GaugeVec,
     pub api_requests_total: IntCounterVec,
     pub http_request_duration: HistogramVec,
@@ -251,6 +259,21 @@ impl Metrics {
         // Labelled counters are exported at 0 for every known label value from the start: a
         // series that is born at 1 has no earlier sample, so `increase()`/`rate()` (and the
         // PoolhubStorageErrors alert) would miss the first event.
+        let reloads = add(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "poolhub_config_reloads_total",
+                    "Configuration reloads (SIGHUP, systemctl reload), by result: ok, or error \
+                     when the file was invalid and the running configuration was kept.",
+                ),
+                &["result"],
+            ),
+        );
+        let config_reloads = ReloadResults {
+            ok: reloads.with_label_values(&["ok"]),
+            error: reloads.with_label_values(&["error"]),
+        };
         let match_results = MatchResults {
             matched: match_requests_total.with_label_values(&["matched"]),
             empty: match_requests_total.with_label_values(&["empty"]),
@@ -301,6 +324,7 @@ impl Metrics {
             match_requests_total,
             match_results,
             match_duration,
+            config_reloads,
             miner_score,
             api_requests_total,
             http_request_duration,

@@ -434,8 +434,9 @@ impl Inner {
 /// The index. One per process; shared by reference.
 pub struct Registry {
     inner: RwLock<Inner>,
-    /// Which miners qualify is decided when their score changes, not on every match.
-    thresholds: Thresholds,
+    /// Which miners qualify is decided when their score changes, not on every match. A
+    /// reload replaces them, then rescores every miner.
+    thresholds: Mutex<Thresholds>,
     /// Slots whose membership in the match sets may be out of date.
     noted: Mutex<Vec<u32>>,
     any_noted: AtomicBool,
@@ -445,10 +446,16 @@ impl Registry {
     pub fn new(thresholds: Thresholds) -> Self {
         Self {
             inner: RwLock::new(Inner::default()),
-            thresholds,
+            thresholds: Mutex::new(thresholds),
             noted: Mutex::new(Vec::new()),
             any_noted: AtomicBool::new(false),
         }
+    }
+
+    /// The thresholds miners qualify by from now on; they apply as scores are next set (a
+    /// reload rescores every miner at once).
+    pub fn set_thresholds(&self, thresholds: Thresholds) {
+        *self.thresholds.lock() = thresholds;
     }
 
     fn note_ids(&self, ids: impl IntoIterator<Item = u32>) {
@@ -580,7 +587,7 @@ impl Registry {
             cooldown_until,
             gpu_memory: miner.capabilities.gpu_memory,
             max_concurrent_jobs: miner.capabilities.max_concurrent_jobs,
-            qualified: passes_thresholds(&score.factors, &self.thresholds),
+            qualified: passes_thresholds(&score.factors, &self.thresholds.lock()),
         });
         g.slots[id as usize] = Some(Slot {
             miner,
@@ -702,7 +709,8 @@ impl Registry {
         if let Some(slot) = g.slots[id as usize].as_mut() {
             slot.stats = stats;
         }
-        g.rescore(id, score, cooldown_until, &self.thresholds);
+        let thresholds = *self.thresholds.lock();
+        g.rescore(id, score, cooldown_until, &thresholds);
         true
     }
 
@@ -728,6 +736,7 @@ impl Registry {
 
     /// Applies re-scored entries; entries deleted or replaced meanwhile are skipped.
     pub fn apply_scores(&self, batch: &[ScoringOutput]) {
+        let thresholds = *self.thresholds.lock();
         let mut g = self.inner.write();
         for o in batch {
             let same = g
@@ -741,7 +750,7 @@ impl Registry {
             if let Some(s) = g.slots[o.id as usize].as_mut() {
                 s.availability = o.availability;
             }
-            g.rescore(o.id, o.score, o.cooldown_until, &self.thresholds);
+            g.rescore(o.id, o.score, o.cooldown_until, &thresholds);
         }
     }
 

@@ -185,6 +185,16 @@ pub async fn serve(
     let limiter = Arc::new(crate::http::limits::Limiter::new(
         &hub.config().auth.rate_limits,
     ));
+    {
+        // A reload's rate limits apply to the next request; a weak handle, so the hub does
+        // not keep this server's limiter alive.
+        let limiter = Arc::downgrade(&limiter);
+        hub.on_reload(Box::new(move |t| {
+            if let Some(l) = limiter.upgrade() {
+                l.reconfigure(&t.auth.rate_limits);
+            }
+        }));
+    }
     crate::http::limits::spawn_forgetting(
         limiter.clone(),
         crate::http::limits::FORGET_EVERY,

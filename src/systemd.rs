@@ -81,6 +81,18 @@ pub fn notify_ready(status: &str) {
     notify_logged(&format!("READY=1\nSTATUS={}", one_line(status)), "READY=1");
 }
 
+/// Tells systemd a configuration reload began (`RELOADING=1`, with the `MONOTONIC_USEC=`
+/// newer systemd versions ask for); [`notify_ready`] ends it. A no-op outside systemd.
+pub fn notify_reloading() {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let usec = u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000
+        + u64::try_from(now.tv_nsec).unwrap_or(0) / 1000;
+    notify_logged(
+        &format!("RELOADING=1\nMONOTONIC_USEC={usec}\nSTATUS=reloading the configuration"),
+        "RELOADING=1",
+    );
+}
+
 /// Tells systemd the service is stopping (`STOPPING=1`). A no-op outside systemd.
 pub fn notify_stopping() {
     notify_logged(

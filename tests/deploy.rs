@@ -272,8 +272,11 @@ fn unit_has_the_directives_the_hub_relies_on() {
     for f in ["AF_UNIX", "AF_INET", "AF_INET6"] {
         assert!(families.split_whitespace().any(|x| x == f), "{families}");
     }
-    // Reload is not implemented (SIGHUP is ignored), so the unit must not offer it.
-    assert_eq!(unit_value("ExecReload"), None);
+    // `systemctl reload` is SIGHUP to the main process, which re-reads the configuration.
+    assert_eq!(
+        unit_value("ExecReload").as_deref(),
+        Some("/bin/kill -HUP $MAINPID")
+    );
     // TimeoutStopSec leaves room for server.shutdown_grace (10 s) plus the flush.
     let stop = unit_value("TimeoutStopSec").unwrap();
     let secs: u64 = stop.trim_end_matches('s').parse().unwrap();

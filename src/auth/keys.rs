@@ -89,7 +89,8 @@ pub fn new_secret() -> String {
 /// or revoked, here or on another hub) are rare.
 #[derive(Default)]
 pub struct KeyRing {
-    operator: Option<[u8; 32]>,
+    /// Replaced when a reload names a new admin secret.
+    operator: RwLock<Option<[u8; 32]>>,
     by_digest: RwLock<HashMap<[u8; 32], Arc<ApiKey>>>,
 }
 
@@ -97,15 +98,24 @@ impl KeyRing {
     /// A ring that knows the operator's admin secret by its digest (`None`: no admin access).
     pub fn new(operator: Option<[u8; 32]>) -> Self {
         Self {
-            operator,
+            operator: RwLock::new(operator),
             by_digest: RwLock::default(),
         }
+    }
+
+    /// Takes the operator's admin secret from a reloaded configuration.
+    pub fn set_operator(&self, operator: Option<[u8; 32]>) {
+        *self.operator.write() = operator;
     }
 
     /// Who holds `secret`, if anyone.
     pub fn caller(&self, secret: &str) -> Option<Caller> {
         let d = digest(secret);
-        if self.operator.is_some_and(|op| constant_time_eq(&op, &d)) {
+        if self
+            .operator
+            .read()
+            .is_some_and(|op| constant_time_eq(&op, &d))
+        {
             return Some(Caller::Operator);
         }
         self.by_digest.read().get(&d).cloned().map(Caller::Key)

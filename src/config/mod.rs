@@ -5,10 +5,12 @@
 //! * `mod.rs` (here): the typed sections, their defaults, loading and rendering.
 //! * `env.rs`: the one table of environment variables and the overlay it drives.
 //! * `validate.rs`: the checks of the whole, each naming its key.
+//! * `reload.rs`: what a reload of the running hub applies and what waits for a restart.
 
 mod auth;
 pub mod budget;
 mod env;
+pub mod reload;
 mod validate;
 
 pub use auth::{AuthConfig, ClientAuth, MinerIdentity, Rate, RateLimits};

@@ -178,6 +178,7 @@ pub async fn register(
     let r = state.hub.register_named(reg).await?;
     let now = now_ms();
     let view = &r.view;
+    let cfg = state.hub.config();
     let miner_id = view
         .miner
         .profile
@@ -191,7 +192,7 @@ pub async fn register(
             view,
             state.hub.is_online(view, now),
             view.cooldown_until > now,
-            state.hub.config(),
+            &cfg,
         ),
     };
     let code = if r.created {

@@ -300,6 +300,12 @@ impl HealthDto {
 #[derive(Serialize)]
 pub struct HubStatusDto<'a> {
     config: StatusConfigDto<'a>,
+    /// Digest of the configuration in force (changes with every applied reload).
+    config_hash: &'a str,
+    /// Unix ms when it was loaded (start or reload).
+    config_loaded_at: u64,
+    /// Settings changed in the file that wait for a restart.
+    config_pending_restart: &'a [String],
     ephemeral: bool,
     last_score_update: Option<u64>,
     matches_served: u64,
@@ -321,8 +327,11 @@ struct StatusConfigDto<'a> {
 }
 
 impl<'a> HubStatusDto<'a> {
-    pub fn new(s: &'a HubStatus, cfg: &'a Config) -> Self {
+    pub fn new(s: &'a HubStatus, cfg: &'a crate::hub::Tuning) -> Self {
         Self {
+            config_hash: &cfg.hash,
+            config_loaded_at: cfg.loaded_at,
+            config_pending_restart: &cfg.pending_restart,
             config: StatusConfigDto {
                 heartbeat_timeout: cfg.matching.heartbeat_timeout,
                 reservation_ttl: cfg.matching.reservation_ttl,
@@ -568,7 +577,12 @@ mod tests {
             reservations_in_flight: 1,
             last_score_update: None,
         };
+        let tuning = crate::hub::Tuning::new(cfg.clone(), vec!["server.port".into()]);
+        // The same fields, and the configuration's hash, load time and pending keys added.
         let old = json!({
+            "config_hash": tuning.hash,
+            "config_loaded_at": tuning.loaded_at,
+            "config_pending_restart": ["server.port"],
             "service": "poolhub",
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_seconds": s.uptime_seconds,
@@ -586,6 +600,6 @@ mod tests {
                 "reservation_ttl": cfg.matching.reservation_ttl,
             },
         });
-        same(&HubStatusDto::new(&s, &cfg), &old);
+        same(&HubStatusDto::new(&s, &tuning), &old);
     }
 }

@@ -86,13 +86,17 @@ pub struct ListQuery {
 }
 
 /// Renders one miner at this instant.
-fn render<'a>(state: &'a AppState, view: &'a MinerView) -> MinerDto<'a> {
+fn render<'a>(
+    state: &AppState,
+    view: &'a MinerView,
+    cfg: &'a crate::config::Config,
+) -> MinerDto<'a> {
     let now = now_ms();
     MinerDto::new(
         view,
         state.hub.is_online(view, now),
         view.cooldown_until > now,
-        state.hub.config(),
+        cfg,
     )
 }
 
@@ -119,9 +123,10 @@ pub async fn register(
         .await?;
     // A proven owner may get a token without creating the record (a reissue).
     let created = r.created;
+    let cfg = state.hub.config();
     let body = RegisteredDto {
         address: r.view.miner.address,
-        miner: render(&state, &r.view),
+        miner: render(&state, &r.view, &cfg),
         status: if created { "registered" } else { "updated" },
         token_note: r.token.is_some().then_some(
             "shown once: send it as `Authorization: Bearer <token>` to change this miner",
@@ -173,7 +178,7 @@ pub async fn get_miner(
     AddressPath(address): AddressPath,
 ) -> Result<Response, ApiError> {
     let view = state.hub.get(&address).await?;
-    Ok(Json(render(&state, &view)).into_response())
+    Ok(Json(render(&state, &view, &state.hub.config())).into_response())
 }
 
 pub async fn delete_miner(
@@ -222,7 +227,8 @@ pub async fn list_miners(
         limit,
     });
     let now = now_ms();
-    let body = MinerListDto::new(&page, |v| hub.is_online(v, now), now, hub.config());
+    let cfg = hub.config();
+    let body = MinerListDto::new(&page, |v| hub.is_online(v, now), now, &cfg);
     Ok(Json(body).into_response())
 }
 
@@ -304,7 +310,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
 
 pub async fn status(State(state): State<AppState>) -> Response {
     let status = state.hub.status().await;
-    Json(HubStatusDto::new(&status, state.hub.config())).into_response()
+    Json(HubStatusDto::new(&status, &state.hub.tuning())).into_response()
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {

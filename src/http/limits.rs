@@ -21,6 +21,7 @@ use crate::config::{Rate, RateLimits};
 use crate::domain::Address;
 use crate::hub::Hub;
 use crate::net::{client_ip, Cidr};
+use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -102,34 +103,72 @@ impl RetryAfter {
     }
 }
 
-/// The buckets of every class.
+/// One class's buckets, with the rate they were made for.
+struct ClassBuckets {
+    rate: Rate,
+    buckets: DefaultKeyedRateLimiter<Party>,
+}
+
+/// The buckets of every class (`None`: the class is not limited). A reload swaps in new
+/// buckets for the classes whose rate changed; the others keep theirs, and with them what
+/// each party has used.
 pub struct Limiter {
-    classes: Vec<Option<DefaultKeyedRateLimiter<Party>>>,
+    classes: ArcSwap<Vec<Option<Arc<ClassBuckets>>>>,
     clock: DefaultClock,
 }
 
 impl Limiter {
     pub fn new(rates: &RateLimits) -> Self {
+        let none = vec![None; RouteClass::ALL.len()];
         Self {
-            classes: RouteClass::ALL
-                .iter()
-                .map(|c| quota(rates.rate(c.label())).map(RateLimiter::keyed))
-                .collect(),
+            classes: ArcSwap::from_pointee(Self::classes(rates, &none)),
             clock: DefaultClock::default(),
         }
+    }
+
+    fn classes(
+        rates: &RateLimits,
+        old: &[Option<Arc<ClassBuckets>>],
+    ) -> Vec<Option<Arc<ClassBuckets>>> {
+        RouteClass::ALL
+            .iter()
+            .map(|c| {
+                let rate = rates.rate(c.label());
+                match old.get(c.index()).cloned().flatten() {
+                    Some(kept) if kept.rate == rate => Some(kept),
+                    _ => quota(rate).map(|q| {
+                        Arc::new(ClassBuckets {
+                            rate,
+                            buckets: RateLimiter::keyed(q),
+                        })
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    /// Applies reloaded rates: classes whose rate changed start with fresh buckets.
+    pub fn reconfigure(&self, rates: &RateLimits) {
+        let old = self.classes.load_full();
+        self.classes.store(Arc::new(Self::classes(rates, &old)));
     }
 
     /// Whether `class` is limited at all (`per_second > 0`): when it is not, the layer does
     /// not even work out the party.
     pub fn limits(&self, class: RouteClass) -> bool {
-        self.classes.get(class.index()).is_some_and(|l| l.is_some())
+        self.classes
+            .load()
+            .get(class.index())
+            .is_some_and(|l| l.is_some())
     }
 
     /// Takes one token from `party`'s bucket for `class`.
     pub fn check(&self, class: RouteClass, party: &Party) -> Result<(), RetryAfter> {
-        match self.classes.get(class.index()).and_then(Option::as_ref) {
+        let classes = self.classes.load();
+        match classes.get(class.index()).and_then(Option::as_ref) {
             None => Ok(()),
-            Some(limiter) => limiter
+            Some(c) => c
+                .buckets
                 .check_key(party)
                 .map_err(|not_until| RetryAfter(not_until.wait_time_from(self.clock.now()))),
         }
@@ -138,15 +177,20 @@ impl Limiter {
     /// Forgets parties whose buckets are full again, so memory follows the active parties,
     /// not every address ever seen. Called periodically.
     pub fn forget_idle(&self) {
-        for l in self.classes.iter().flatten() {
-            l.retain_recent();
-            l.shrink_to_fit();
+        for c in self.classes.load().iter().flatten() {
+            c.buckets.retain_recent();
+            c.buckets.shrink_to_fit();
         }
     }
 
     /// Parties tracked across all classes.
     pub fn tracked(&self) -> usize {
-        self.classes.iter().flatten().map(|l| l.len()).sum()
+        self.classes
+            .load()
+            .iter()
+            .flatten()
+            .map(|c| c.buckets.len())
+            .sum()
     }
 }
 

@@ -36,7 +36,7 @@ impl Hub {
     /// 409 when the key already belongs to another named miner, since the heartbeat finds
     /// its miner by the key alone).
     pub async fn register_named(&self, reg: NamedRegistration) -> Result<Registered, HubError> {
-        if self.config.auth.miner_identity == crate::config::MinerIdentity::Signature {
+        if self.tuning().auth.miner_identity == crate::config::MinerIdentity::Signature {
             return Err(HubError::NamedRegistrationRefused);
         }
         validate_api_key(&reg.api_key)?;
@@ -91,8 +91,11 @@ impl Hub {
     /// Ranks the miners that could run a job with these requirements; reserves nothing.
     pub fn match_requirements(&self, req: &Requirements) -> Ranking<Handle> {
         let now = now_ms();
-        self.registry.settle(now, self.policy.heartbeat_timeout_ms);
-        let r = self.registry.rank_by_requirements(req, &self.policy, now);
+        self.registry
+            .settle(now, self.tuning().policy.heartbeat_timeout_ms);
+        let r = self
+            .registry
+            .rank_by_requirements(req, &self.tuning().policy, now);
         self.matches_served
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         r
@@ -101,7 +104,9 @@ impl Hub {
     /// The SLA verdict from what the index knows now (see [`aitbc::sla_status`]).
     pub fn sla(&self) -> Sla {
         let now = now_ms();
-        let c = self.registry.counts(now, self.policy.heartbeat_timeout_ms);
+        let c = self
+            .registry
+            .counts(now, self.tuning().policy.heartbeat_timeout_ms);
         Sla {
             status: aitbc::sla_status(c.registered, c.online, c.violations),
             violations: c.violations,
@@ -113,7 +118,7 @@ impl Hub {
     /// Miners with a fresh heartbeat (`/health`'s `miners_online`).
     pub fn miners_online(&self) -> usize {
         self.registry
-            .counts(now_ms(), self.policy.heartbeat_timeout_ms)
+            .counts(now_ms(), self.tuning().policy.heartbeat_timeout_ms)
             .online
     }
 }

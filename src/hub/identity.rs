@@ -37,7 +37,7 @@ impl Hub {
         host: Option<&str>,
     ) -> Result<Challenge, HubError> {
         address.check_not_reserved()?;
-        let auth = &self.config.auth;
+        let auth = &self.tuning().auth;
         let domain = if auth.domain.is_empty() {
             host.map(str::trim)
                 .filter(|h| valid_host(h))
@@ -102,7 +102,7 @@ impl Hub {
         // The named miners' range: reached only by name, never by an address's key.
         reg.address.check_not_reserved()?;
         let Some(signature) = signature else {
-            if self.config.auth.miner_identity == MinerIdentity::Signature {
+            if self.tuning().auth.miner_identity == MinerIdentity::Signature {
                 return self.register_proven_with_token(reg, token).await;
             }
             return self.register(reg, token).await;

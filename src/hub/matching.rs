@@ -284,7 +284,9 @@ impl Hub {
         validate_name("model", &req.model)?;
         let job_type = req.job_type.as_deref().unwrap_or(DEFAULT_JOB_TYPE);
         validate_name("job_type", job_type)?;
-        let m = &self.config.matching;
+        // One look at the settings for the whole match (a reload swaps them whole).
+        let t = self.tuning();
+        let m = &t.matching;
         let limit = req.limit.unwrap_or(m.default_limit);
         if limit == 0 || limit > m.max_limit {
             return Err(
@@ -311,7 +313,7 @@ impl Hub {
             Some(c) if req.reserve => {
                 let q = self
                     .reservations
-                    .take_quota(c, self.config.auth.max_reservations_per_client);
+                    .take_quota(c, t.auth.max_reservations_per_client);
                 req.reserve = q.is_some();
                 q
             }
@@ -338,7 +340,7 @@ impl Hub {
             let (found, match_id) = {
                 // ThreadRng is not Send: keep it out of the awaits below.
                 let mut rng = rand::rng();
-                let found = self.registry.select(&crit, &self.policy, now, &mut rng);
+                let found = self.registry.select(&crit, &t.policy, now, &mut rng);
                 (found, MatchId(rng.random()))
             };
             let (mut offers, panic) = (found.offers, found.panic);
@@ -392,7 +394,7 @@ impl Hub {
                     if let Some(c) = client {
                         quota = self
                             .reservations
-                            .take_quota(c, self.config.auth.max_reservations_per_client);
+                            .take_quota(c, t.auth.max_reservations_per_client);
                         req.reserve = quota.is_some();
                     }
                     if refused >= MAX_REFUSED_RESERVATIONS {
@@ -518,7 +520,7 @@ impl Hub {
         };
         let stats = match self
             .durable
-            .record_outcome(&record, self.params.decay_factor)
+            .record_outcome(&record, self.tuning().params.decay_factor)
             .await
         {
             Ok(s) => s,

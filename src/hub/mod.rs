@@ -18,6 +18,7 @@ mod bans;
 mod identity;
 mod keys;
 mod matching;
+mod reload;
 mod sync;
 mod tasks;
 pub mod views;
@@ -28,11 +29,11 @@ pub use keys::{
     key_id_string, parse_key_id, validate_key_name, CreatedKey, KEY_RELOAD_INTERVAL, MAX_KEY_NAME,
 };
 pub use matching::{Match, MatchRequest, Offer, OutcomeReport, Standing};
+pub use reload::{ReloadHook, Reloaded, Tuning};
 pub use sync::Event;
 
 use crate::config::Config;
-use crate::domain::matching::MatchPolicy;
-use crate::domain::scoring::{self, Availability, FailoverParams, MinerStats, ScoringParams};
+use crate::domain::scoring::{self, Availability, MinerStats};
 use crate::domain::{Address, Capabilities, Endpoint, Invalid, Miner, MinerStatus, Profile};
 use crate::metrics::Metrics;
 use crate::registry::{MinerView, Registry};
@@ -149,10 +150,9 @@ pub struct Registered {
 
 /// The hub.
 pub struct Hub {
-    config: Config,
-    params: ScoringParams,
-    failover: FailoverParams,
-    policy: MatchPolicy,
+    /// The settings in force, swapped whole by a reload (see `reload.rs`).
+    tuning: arc_swap::ArcSwap<Tuning>,
+    reload_hooks: parking_lot::Mutex<Vec<ReloadHook>>,
     registry: Registry,
     durable: Arc<dyn DurableStore>,
     hot: Arc<dyn HotStore>,
@@ -203,22 +203,11 @@ impl Hub {
         hot: Arc<dyn HotStore>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
-        let params = config.scoring_params();
-        let failover = config.failover;
-        let policy = MatchPolicy {
-            heartbeat_timeout_ms: config.matching.heartbeat_timeout.saturating_mul(1000),
-            tie_epsilon: config.matching.tie_epsilon * config.scoring.max_score,
-            panic_threshold: failover.panic_threshold,
-            scan_cap: config.matching.scan_cap,
-        };
         let operator = (!config.auth.admin_token.is_empty())
             .then(|| crate::auth::digest(&config.auth.admin_token));
         let hub = Self {
             keys: crate::auth::KeyRing::new(operator),
             keys_lock: tokio::sync::Mutex::new(()),
-            params,
-            failover,
-            policy,
             registry: Registry::new(config.thresholds),
             durable,
             hot,
@@ -236,7 +225,8 @@ impl Hub {
                 rand::rng().fill_bytes(&mut b);
                 hex::encode(b)
             },
-            config,
+            tuning: arc_swap::ArcSwap::from_pointee(Tuning::new(config, Vec::new())),
+            reload_hooks: parking_lot::Mutex::default(),
         };
         let now = now_ms();
         // The store reads (on a blocking thread) while this task files each chunk in the
@@ -248,9 +238,14 @@ impl Hub {
         while let Some(chunk) = rx.recv().await {
             n += chunk.len();
             for s in chunk {
-                let score =
-                    scoring::score(&s.stats, &s.availability, s.miner.stake, now, &hub.params);
-                let cooldown = scoring::cooldown_until(&s.stats, &hub.failover);
+                let score = scoring::score(
+                    &s.stats,
+                    &s.availability,
+                    s.miner.stake,
+                    now,
+                    &hub.tuning().params,
+                );
+                let cooldown = scoring::cooldown_until(&s.stats, &hub.tuning().failover);
                 hub.registry
                     .upsert(s.miner, s.stats, s.availability, score, cooldown);
             }
@@ -273,10 +268,6 @@ impl Hub {
     /// The keys that may call the client and admin routes.
     pub fn keys(&self) -> &crate::auth::KeyRing {
         &self.keys
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.config
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -351,8 +342,8 @@ impl Hub {
         now: u64,
     ) -> (scoring::Score, u64) {
         (
-            scoring::score(stats, avail, stake, now, &self.params),
-            scoring::cooldown_until(stats, &self.failover),
+            scoring::score(stats, avail, stake, now, &self.tuning().params),
+            scoring::cooldown_until(stats, &self.tuning().failover),
         )
     }
 
@@ -556,7 +547,7 @@ impl Hub {
     /// Whether a miner is online (fresh status) at `now`.
     pub fn is_online(&self, view: &MinerView, now: u64) -> bool {
         view.status.is_some_and(|s| {
-            crate::domain::matching::is_fresh(&s, now, self.policy.heartbeat_timeout_ms)
+            crate::domain::matching::is_fresh(&s, now, self.tuning().policy.heartbeat_timeout_ms)
         })
     }
 
@@ -578,7 +569,7 @@ impl Hub {
     }
 
     pub fn heartbeat_timeout_ms(&self) -> u64 {
-        self.policy.heartbeat_timeout_ms
+        self.tuning().policy.heartbeat_timeout_ms
     }
 
     /// The Prometheus exposition, with the registry-wide gauges brought up to date first.
@@ -593,7 +584,7 @@ impl Hub {
     fn refresh_gauges(&self) {
         let c = self
             .registry
-            .counts(now_ms(), self.policy.heartbeat_timeout_ms);
+            .counts(now_ms(), self.tuning().policy.heartbeat_timeout_ms);
         let m = &self.metrics;
         m.miners_total.set(c.registered as i64);
         m.miners_online.set(c.online as i64);

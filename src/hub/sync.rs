@@ -178,7 +178,7 @@ impl Hub {
                 expires,
             } => {
                 if let Some((_, live)) = self.registry.live(&address) {
-                    let ttl = self.config.matching.reservation_ttl.saturating_mul(1000);
+                    let ttl = self.tuning().matching.reservation_ttl.saturating_mul(1000);
                     let expires = expires.min(now_ms().saturating_add(ttl));
                     // Counted against no key here: a key's quota is per hub.
                     self.reservations
@@ -357,7 +357,7 @@ impl Hub {
         let Some(bus) = self.hot.bus() else { return };
         let mut rx = bus.subscribe();
         let hub = self.clone();
-        let every = Duration::from_secs(self.config.storage.resync_interval.max(1));
+        let every = Duration::from_secs(self.tuning().storage.resync_interval.max(1));
         tracker.spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -437,7 +437,7 @@ mod tests {
                 latency_ms: Some(50.0),
                 at: now_ms(),
             },
-            hub.params.decay_factor,
+            hub.tuning().params.decay_factor,
         );
         let (score, cooldown) = hub.score_now(&newer, &v.availability, v.miner.stake, now_ms());
         hub.registry.update_stats(&a, newer, score, cooldown);

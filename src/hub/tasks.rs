@@ -27,7 +27,7 @@ impl Hub {
     /// Pure CPU work; returns the availability checkpoint to persist.
     pub fn rescore_all(&self, now: u64) -> Vec<(crate::domain::Address, scoring::Availability)> {
         let inputs = self.registry.scoring_inputs();
-        let hb = self.policy.heartbeat_timeout_ms;
+        let hb = self.tuning().policy.heartbeat_timeout_ms;
         let outputs: Vec<ScoringOutput> = inputs
             .into_iter()
             .map(|i| {
@@ -36,12 +36,18 @@ impl Hub {
                     .is_some_and(|s| s.available && is_fresh(&s, now, hb));
                 let availability =
                     i.availability
-                        .with_sample(online, now, self.params.decay_factor);
+                        .with_sample(online, now, self.tuning().params.decay_factor);
                 ScoringOutput {
                     id: i.id,
                     address: i.address,
-                    score: scoring::score(&i.stats, &availability, i.stake, now, &self.params),
-                    cooldown_until: scoring::cooldown_until(&i.stats, &self.failover),
+                    score: scoring::score(
+                        &i.stats,
+                        &availability,
+                        i.stake,
+                        now,
+                        &self.tuning().params,
+                    ),
+                    cooldown_until: scoring::cooldown_until(&i.stats, &self.tuning().failover),
                     availability,
                 }
             })
@@ -96,18 +102,16 @@ impl Hub {
     /// shared hot store) the sync between hubs, and the key reload — on `tracker`, so whoever owns the hub can
     /// wait for it; every task stops at its next await once `cancel` fires.
     pub fn spawn_tasks(self: &Arc<Self>, cancel: CancellationToken, tracker: &TaskTracker) {
-        let interval = Duration::from_secs(self.config.scoring.update_interval);
         {
             let hub = self.clone();
             let cancel = cancel.clone();
             tracker.spawn(async move {
-                let mut tick = tokio::time::interval(interval);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                tick.tick().await;
                 loop {
+                    // Read each time: a reload may change the interval.
+                    let every = Duration::from_secs(hub.tuning().scoring.update_interval);
                     tokio::select! {
-                        _ = tick.tick() => hub.score_tick().await,
-                        _ = cancel.cancelled() => break,
+                        () = tokio::time::sleep(every) => hub.score_tick().await,
+                        () = cancel.cancelled() => break,
                     }
                 }
             });
@@ -143,7 +147,7 @@ impl Hub {
     /// Bounds the outcome history by age and count (in small batches, see
     /// `DurableStore::prune_outcomes`) and refreshes the storage gauges.
     async fn prune_tick(&self) {
-        let st = &self.config.storage;
+        let st = &self.tuning().storage;
         let before = match st.outcome_retention_days {
             0 => 0,
             days => now_ms().saturating_sub(days.saturating_mul(86_400_000)),
@@ -189,7 +193,7 @@ impl Hub {
     /// [`SWEEP_BATCH`], each re-filed before the next, with a yield in between so requests
     /// run.
     async fn sweep(&self, now: u64) {
-        let hb = self.policy.heartbeat_timeout_ms;
+        let hb = self.tuning().policy.heartbeat_timeout_ms;
         let mut released = 0;
         loop {
             let (freed, more) = self.reservations.expire(now, SWEEP_BATCH);

@@ -114,7 +114,7 @@ impl Hub {
     pub async fn status(&self) -> HubStatus {
         let miners = self
             .registry
-            .counts(now_ms(), self.policy.heartbeat_timeout_ms);
+            .counts(now_ms(), self.tuning().policy.heartbeat_timeout_ms);
         let last = self.last_score_update();
         HubStatus {
             uptime_seconds: self.uptime().as_secs(),
