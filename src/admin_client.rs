@@ -24,6 +24,8 @@ pub enum ClientError {
     Http(#[from] hyper::Error),
     #[error("bad request built for the hub: {0}")]
     Request(#[from] hyper::http::Error),
+    #[error("cannot write what the hub sent: {0}")]
+    Write(std::io::Error),
 }
 
 /// A hub's base URL and the secret to present.
@@ -67,6 +69,44 @@ impl AdminClient {
         })
     }
 
+    /// Sends one request and answers the response, its body not yet read.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        let addr = format!("{}:{}", self.host, self.port);
+        let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|source| ClientError::Connect {
+                addr: addr.clone(),
+                source,
+            })?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let payload = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base_path, path))
+            .header(hyper::header::HOST, addr.as_str())
+            .header(
+                hyper::header::AUTHORIZATION,
+                format!("Bearer {}", self.token),
+            );
+        if body.is_some() {
+            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        Ok(sender
+            .send_request(req.body(Full::new(Bytes::from(payload)))?)
+            .await?)
+    }
+
+    fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
     /// One request; `body` is sent as JSON when given.
     pub async fn call(
         &self,
@@ -74,32 +114,8 @@ impl AdminClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Answer, ClientError> {
-        let addr = format!("{}:{}", self.host, self.port);
         let work = async {
-            let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-                .await
-                .map_err(|source| ClientError::Connect {
-                    addr: addr.clone(),
-                    source,
-                })?;
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-            tokio::spawn(conn);
-            let payload = body.map(|b| b.to_string()).unwrap_or_default();
-            let mut req = Request::builder()
-                .method(method)
-                .uri(format!("{}{}", self.base_path, path))
-                .header(hyper::header::HOST, addr.as_str())
-                .header(
-                    hyper::header::AUTHORIZATION,
-                    format!("Bearer {}", self.token),
-                );
-            if body.is_some() {
-                req = req.header(hyper::header::CONTENT_TYPE, "application/json");
-            }
-            let resp = sender
-                .send_request(req.body(Full::new(Bytes::from(payload)))?)
-                .await?;
+            let resp = self.send(method, path, body).await?;
             let status = resp.status();
             let bytes = resp.into_body().collect().await?.to_bytes();
             let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -107,7 +123,46 @@ impl AdminClient {
         };
         tokio::time::timeout(self.timeout, work)
             .await
-            .map_err(|_| ClientError::Timeout(addr.clone(), self.timeout))?
+            .map_err(|_| ClientError::Timeout(self.addr(), self.timeout))?
+    }
+
+    /// A `POST` whose answer is a file: a 2xx body is written to `out` as it arrives (the
+    /// headers are answered; the body is `Value::Null`); any other answer is read as JSON.
+    /// The hub must start answering within the usual timeout, and then never pause longer.
+    pub async fn download(
+        &self,
+        path: &str,
+        out: &mut impl std::io::Write,
+    ) -> Result<(Answer, hyper::HeaderMap), ClientError> {
+        let resp = tokio::time::timeout(self.timeout, self.send(Method::POST, path, None))
+            .await
+            .map_err(|_| ClientError::Timeout(self.addr(), self.timeout))??;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let bytes = tokio::time::timeout(self.timeout, body.collect())
+                .await
+                .map_err(|_| ClientError::Timeout(self.addr(), self.timeout))??
+                .to_bytes();
+            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            return Ok((Answer { status, body }, headers));
+        }
+        while let Some(frame) = tokio::time::timeout(self.timeout, body.frame())
+            .await
+            .map_err(|_| ClientError::Timeout(self.addr(), self.timeout))?
+        {
+            if let Ok(data) = frame?.into_data() {
+                out.write_all(&data).map_err(ClientError::Write)?;
+            }
+        }
+        Ok((
+            Answer {
+                status,
+                body: Value::Null,
+            },
+            headers,
+        ))
     }
 }
 

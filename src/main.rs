@@ -137,9 +137,13 @@ struct ServeArgs {
 struct BackupArgs {
     #[command(flatten)]
     config: ConfigArg,
-    /// The redb file to back up (overrides storage.path and POOLHUB_DB_PATH).
-    #[arg(long)]
+    /// The redb file of a stopped hub to back up (overrides storage.path and POOLHUB_DB_PATH).
+    #[arg(long, conflicts_with = "hub")]
     data: Option<PathBuf>,
+    /// A running hub's base URL (e.g. http://127.0.0.1:8000): it writes a consistent copy of
+    /// its data while it keeps serving (admin secret or admin key in POOLHUB_ADMIN_TOKEN).
+    #[arg(long)]
+    hub: Option<String>,
     /// Where to write the copy. Must not exist yet.
     dest: PathBuf,
 }
@@ -508,6 +512,9 @@ fn compact(args: CompactArgs) -> ExitCode {
 }
 
 fn backup(args: BackupArgs) -> ExitCode {
+    if let Some(hub) = &args.hub {
+        return backup_online(hub, &args.dest);
+    }
     let path = match redb_file(&args.config, args.data, "backup copies the redb file") {
         Ok(p) => p,
         Err(code) => return code,
@@ -531,24 +538,96 @@ fn backup(args: BackupArgs) -> ExitCode {
     }
 }
 
+/// `poolhub backup --hub URL DEST`: the running hub streams a consistent copy of its data
+/// (`POST /api/v1/admin/backup`), written beside DEST, synced, checked, then renamed to DEST.
+fn backup_online(hub: &str, dest: &std::path::Path) -> ExitCode {
+    use poolhub::admin_client::AdminClient;
+    use poolhub::store::redb::{install, partial_path};
+    let fail = |what: String| {
+        eprintln!("poolhub: backup failed: {what}");
+        ExitCode::FAILURE
+    };
+    let Some(token) = admin_token() else {
+        return ExitCode::FAILURE;
+    };
+    if dest.exists() {
+        return fail(format!("{} already exists", dest.display()));
+    }
+    let tmp = match partial_path(dest) {
+        Ok(t) => t,
+        Err(e) => return fail(e.to_string()),
+    };
+    let client = match AdminClient::new(hub, token) {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    let rt = match runtime(Some(1)) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    // Owner-only: the copy holds token and key digests.
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    let written = open
+        .open(&tmp)
+        .map_err(|e| format!("cannot create {}: {e}", tmp.display()))
+        .and_then(|mut f| {
+            let (answer, _) = rt
+                .block_on(client.download("/api/v1/admin/backup", &mut f))
+                .map_err(|e| e.to_string())?;
+            if !answer.status.is_success() {
+                return Err(format!(
+                    "the hub answered {}: {}",
+                    answer.status, answer.body
+                ));
+            }
+            f.sync_all()
+                .map_err(|e| format!("cannot sync {}: {e}", tmp.display()))
+        });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return fail(e);
+    }
+    match install(&tmp, dest) {
+        Ok(poolhub::store::redb::BackedUp { miners, outcomes }) => {
+            eprintln!(
+                "poolhub: backed up the hub at {hub} to {} ({miners} miners, {outcomes} outcomes; copy checked)",
+                dest.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(poolhub::store::error_chain(&e)),
+    }
+}
+
 /// mimalloc in every build: see Cargo.toml for the figures behind the choice.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The admin secret or admin key the CLI presents (POOLHUB_ADMIN_TOKEN); `None`, with the
+/// message printed, when it is not set.
+fn admin_token() -> Option<String> {
+    match std::env::var("POOLHUB_ADMIN_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+        _ => {
+            eprintln!(
+                "poolhub: set POOLHUB_ADMIN_TOKEN to the hub's admin secret (auth.admin_token_file \
+                 on the hub) or to an admin key"
+            );
+            None
+        }
+    }
+}
 
 /// `poolhub keys …`: one call to the hub's admin API, its answer printed.
 fn keys(args: &KeysArgs) -> ExitCode {
     use hyper::{Method, StatusCode};
     use poolhub::admin_client::AdminClient;
     use serde_json::{json, Value};
-    let token = match std::env::var("POOLHUB_ADMIN_TOKEN") {
-        Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
-        _ => {
-            eprintln!(
-                "poolhub: set POOLHUB_ADMIN_TOKEN to the hub's admin secret (auth.admin_token_file \
-                 on the hub) or to an admin key"
-            );
-            return ExitCode::FAILURE;
-        }
+    let Some(token) = admin_token() else {
+        return ExitCode::FAILURE;
     };
     let client = match AdminClient::new(&args.hub, token) {
         Ok(c) => c,

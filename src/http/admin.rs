@@ -105,3 +105,47 @@ pub async fn revoke_key(
     state.hub.revoke_key(id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+/// `POST /api/v1/admin/backup`: a consistent copy of the running hub's data, as the body of
+/// the answer (`application/octet-stream`, a redb file; see
+/// [`crate::store::redb::snapshot`]). The hub keeps serving writes meanwhile; the copy holds
+/// every write acknowledged before the request arrived. `poolhub backup --hub URL DEST` calls
+/// it. With PostgreSQL the answer is 409 naming `pg_dump`, the tool for that backend.
+pub async fn backup(
+    State(state): State<AppState>,
+    AdminCaller(_admin): AdminCaller,
+) -> Result<Response, ApiError> {
+    let copy = state.hub.snapshot().await?;
+    let Some((file, miners, outcomes)) = copy else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "backup_not_supported",
+            "this hub's data is in PostgreSQL: back it up with pg_dump (README: Backup)",
+        ));
+    };
+    let len = file
+        .metadata()
+        .await
+        .map_err(|e| crate::hub::HubError::from(crate::store::StoreError::unavailable("redb", e)))?
+        .len();
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/octet-stream".to_string(),
+            ),
+            (axum::http::header::CONTENT_LENGTH, len.to_string()),
+            (
+                axum::http::HeaderName::from_static("x-poolhub-miners"),
+                miners.to_string(),
+            ),
+            (
+                axum::http::HeaderName::from_static("x-poolhub-outcomes"),
+                outcomes.to_string(),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}

@@ -14,6 +14,7 @@
 //!   and lost-token reissue; `bans`: the admin's bans and deregistration of any miner.
 
 mod aitbc;
+mod backup;
 mod bans;
 mod identity;
 mod keys;

@@ -236,6 +236,13 @@ pub trait DurableStore: Send + Sync + 'static {
     async fn outcome_count(&self) -> Result<u64>;
     /// The store's size on disk, bytes, when it has one (`poolhub_store_file_bytes`).
     async fn size_bytes(&self) -> Option<u64>;
+    /// Writes a consistent copy of everything committed so far (every acknowledged write) to
+    /// the new file `dest`, while writes go on; answers the miners and outcomes it holds.
+    /// `None` when the backend has its own tool for that (PostgreSQL: `pg_dump`).
+    async fn snapshot(&self, dest: &std::path::Path) -> Option<Result<(usize, u64)>> {
+        let _ = dest;
+        None
+    }
     /// Whether counting the outcomes (and so checking `storage.max_outcomes`) is cheap enough
     /// to do every few seconds. redb keeps the count; PostgreSQL must walk an index, so the
     /// hub checks the count bound there once a minute.

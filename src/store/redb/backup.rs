@@ -54,6 +54,8 @@ pub enum BackupError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot copy the running hub's data: {0}")]
+    Snapshot(String),
     #[error("the copy does not check out")]
     Check(#[source] BoxError),
     #[error("cannot create {}", .path.display())]
@@ -88,14 +90,7 @@ pub fn backup(src: &Path, dest: &Path) -> Result<BackedUp, BackupError> {
             source,
         },
     })?;
-    let name = dest
-        .file_name()
-        .ok_or_else(|| BackupError::NotAFileName(dest.to_path_buf()))?;
-    let tmp = dest.with_file_name(format!(
-        ".{}.partial-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = partial_path(dest)?;
     let copied = std::fs::copy(src, &tmp)
         .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
         .map_err(|source| BackupError::Copy {
@@ -110,14 +105,48 @@ pub fn backup(src: &Path, dest: &Path) -> Result<BackedUp, BackupError> {
             return Err(e);
         }
     };
-    if let Err(source) = std::fs::rename(&tmp, dest) {
-        let _ = std::fs::remove_file(&tmp);
+    finish(&tmp, dest)?;
+    Ok(counts)
+}
+
+/// The temporary name a copy is written under, next to `dest`.
+pub fn partial_path(dest: &Path) -> Result<PathBuf, BackupError> {
+    let name = dest
+        .file_name()
+        .ok_or_else(|| BackupError::NotAFileName(dest.to_path_buf()))?;
+    Ok(dest.with_file_name(format!(
+        ".{}.partial-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    )))
+}
+
+/// Checks a copy written at `tmp` (see [`partial_path`]) the way the hub would open it, and
+/// renames it to `dest`; on failure nothing is left at either name.
+pub fn install(tmp: &Path, dest: &Path) -> Result<BackedUp, BackupError> {
+    if dest.exists() {
+        let _ = std::fs::remove_file(tmp);
+        return Err(BackupError::DestinationExists(dest.to_path_buf()));
+    }
+    match check_copy(tmp) {
+        Ok(counts) => finish(tmp, dest).map(|()| counts),
+        Err(e) => {
+            let _ = std::fs::remove_file(tmp);
+            Err(BackupError::Check(e))
+        }
+    }
+}
+
+/// Renames the checked copy `tmp` into place, durably (the directory is synced); on failure
+/// the copy is removed.
+pub(super) fn finish(tmp: &Path, dest: &Path) -> Result<(), BackupError> {
+    if let Err(source) = std::fs::rename(tmp, dest) {
+        let _ = std::fs::remove_file(tmp);
         return Err(BackupError::Rename {
             path: dest.to_path_buf(),
             source,
         });
     }
-    // The rename is durable once the directory is synced.
     let dir = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -125,12 +154,12 @@ pub fn backup(src: &Path, dest: &Path) -> Result<BackedUp, BackupError> {
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
-    Ok(counts)
+    Ok(())
 }
 
 /// Opens the copy the way the hub would: redb's integrity check, then the store (schema
 /// version) and every miner record.
-fn check_copy(path: &Path) -> Result<BackedUp, BoxError> {
+pub(super) fn check_copy(path: &Path) -> Result<BackedUp, BoxError> {
     let mut db = redb::Database::open(path)?;
     db.check_integrity()?;
     drop(db);

@@ -9,11 +9,13 @@
 
 mod backup;
 mod compact;
+mod snapshot;
 mod tables;
 mod writer;
 
-pub use backup::{backup, BackedUp, BackupError};
+pub use backup::{backup, install, partial_path, BackedUp, BackupError};
 pub use compact::{compact, CompactError, Compacted};
+pub use snapshot::snapshot;
 
 use super::rows::RowError;
 use super::{
@@ -276,6 +278,18 @@ impl DurableStore for RedbStore {
 
     fn counts_cheaply(&self) -> bool {
         true
+    }
+
+    async fn snapshot(&self, dest: &Path) -> Option<Result<(usize, u64)>> {
+        let dest = dest.to_path_buf();
+        Some(
+            self.read(move |db| {
+                snapshot(db, &dest)
+                    .map(|b| (b.miners, b.outcomes))
+                    .map_err(|e| StoreError::unavailable("redb", e))
+            })
+            .await,
+        )
     }
 
     async fn size_bytes(&self) -> Option<u64> {

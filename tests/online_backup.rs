@@ -1,0 +1,139 @@
+//! Online backup of the built binary: `poolhub backup --hub URL DEST` while registrations keep
+//! landing. The copy opens with `poolhub serve --data DEST` and holds every registration
+//! acknowledged before the backup began.
+
+mod common;
+
+use common::{addr, rt, Served, BIN};
+use hyper::StatusCode;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+const SECRET: &str = "an-admin-secret-for-the-backup-test";
+
+#[test]
+fn a_backup_under_write_load_holds_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    // The load registers from one address: its rate limit would refuse most of it.
+    let cfg = dir.path().join("poolhub.toml");
+    std::fs::write(
+        &cfg,
+        "[auth.rate_limits]\nregister = { per_second = 0, burst = 0 }\n",
+    )
+    .unwrap();
+    let hub = Served::start(
+        dir.path(),
+        &[
+            "--config",
+            "poolhub.toml",
+            "--data",
+            "hub.redb",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ],
+        &[("POOLHUB_ADMIN_TOKEN", SECRET)],
+        Stdio::inherit(),
+    );
+    let api = hub.api();
+    let rt = rt();
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let dest = dir.path().join("copy.redb");
+    let (before, total) = rt.block_on(async {
+        // Four writers registering new miners until told to stop.
+        let mut writers = Vec::new();
+        for w in 0..4u32 {
+            let (api, acked, stop) = (api.clone(), acked.clone(), stop.clone());
+            writers.push(tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let a = addr(w * 1_000_000 + i);
+                    api.register(&a, &["llama3.2"], 16384, 4).await;
+                    acked.lock().unwrap().push(a);
+                    i += 1;
+                }
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // Everything acknowledged up to here must be in the copy.
+        let before = acked.lock().unwrap().clone();
+        let (hub_url, d) = (hub.base.clone(), dest.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new(BIN)
+                .args(["backup", "--hub", &hub_url])
+                .arg(&d)
+                .env("POOLHUB_ADMIN_TOKEN", SECRET)
+                .output()
+                .expect("run poolhub backup")
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Writes went on during the backup.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        stop.store(true, Ordering::Relaxed);
+        for w in writers {
+            w.await.unwrap();
+        }
+        let total = acked.lock().unwrap().len();
+        (before, total)
+    });
+    assert!(before.len() > 20, "the load ran: {}", before.len());
+    assert!(total > before.len(), "writes went on during the backup");
+    assert!(hub.sigterm().success());
+
+    // The copy opens as a hub's data and holds every write acknowledged before the backup.
+    let copy = Served::start(
+        dir.path(),
+        &["--data", "copy.redb", "--host", "127.0.0.1", "--port", "0"],
+        &[],
+        Stdio::inherit(),
+    );
+    let api = copy.api();
+    rt.block_on(async {
+        for a in &before {
+            let m = api.get(&format!("/api/v1/miners/{a}")).await;
+            assert_eq!(m.status, StatusCode::OK, "{a} missing from the copy");
+        }
+        let status = api.get("/api/v1/status").await;
+        let n = status.json["miners"]["registered"].as_u64().expect("count") as usize;
+        assert!(n >= before.len() && n <= total, "{n} miners in the copy");
+    });
+    assert!(copy.sigterm().success());
+    // Nothing else was left beside the copy (the hub's own temporary copy is gone).
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["copy.redb", "hub.redb", "poolhub.toml"]);
+}
+
+#[test]
+fn a_backup_without_the_admin_secret_is_refused_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Served::start(
+        dir.path(),
+        &["--data", "hub.redb", "--host", "127.0.0.1", "--port", "0"],
+        &[("POOLHUB_ADMIN_TOKEN", SECRET)],
+        Stdio::inherit(),
+    );
+    let out = Command::new(BIN)
+        .args(["backup", "--hub", &hub.base])
+        .arg(dir.path().join("copy.redb"))
+        .env("POOLHUB_ADMIN_TOKEN", "not-the-admin-secret-at-all")
+        .output()
+        .expect("run poolhub backup");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("401") || err.contains("403"), "{err}");
+    assert!(!dir.path().join("copy.redb").exists());
+    assert!(hub.sigterm().success());
+}
