@@ -18,8 +18,9 @@ pub struct MatchResults {
     pub panic: IntCounter,
 }
 
-/// The series of `poolhub_config_reloads_total`, by result.
-pub struct ReloadResults {
+/// The `ok` and `error` series of a counter by result (`poolhub_config_reloads_total`,
+/// `poolhub_backups_total`).
+pub struct OkOrError {
     pub ok: IntCounter,
     pub error: IntCounter,
 }
@@ -48,7 +49,11 @@ pub struct Metrics {
     pub match_results: MatchResults,
     pub match_duration: Histogram,
     /// `poolhub_config_reloads_total`, by result.
-    pub config_reloads: ReloadResults,
+    pub config_reloads: OkOrError,
+    /// `poolhub_backups_total`, by result (scheduled backups).
+    pub backups: OkOrError,
+    pub backup_last_success: IntGauge,
+    pub backup_interval_seconds: IntGauge,
     pub miner_score: GaugeVec,
     pub api_requests_total: IntCounterVec,
     pub http_request_duration: HistogramVec,
@@ -270,10 +275,38 @@ impl Metrics {
                 &["result"],
             ),
         );
-        let config_reloads = ReloadResults {
+        let config_reloads = OkOrError {
             ok: reloads.with_label_values(&["ok"]),
             error: reloads.with_label_values(&["error"]),
         };
+        let backups_total = add(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "poolhub_backups_total",
+                    "Scheduled backups (storage.backup_dir), by result: ok or error.",
+                ),
+                &["result"],
+            ),
+        );
+        let backups = OkOrError {
+            ok: backups_total.with_label_values(&["ok"]),
+            error: backups_total.with_label_values(&["error"]),
+        };
+        let backup_last_success = add(
+            &registry,
+            IntGauge::new(
+                "poolhub_backup_last_success_timestamp_seconds",
+                "Unix time of the last scheduled backup written (0: none yet).",
+            ),
+        );
+        let backup_interval_seconds = add(
+            &registry,
+            IntGauge::new(
+                "poolhub_backup_interval_seconds",
+                "storage.backup_interval when scheduled backups are on, else 0.",
+            ),
+        );
         let match_results = MatchResults {
             matched: match_requests_total.with_label_values(&["matched"]),
             empty: match_requests_total.with_label_values(&["empty"]),
@@ -325,6 +358,9 @@ impl Metrics {
             match_results,
             match_duration,
             config_reloads,
+            backups,
+            backup_last_success,
+            backup_interval_seconds,
             miner_score,
             api_requests_total,
             http_request_duration,

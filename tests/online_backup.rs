@@ -137,3 +137,78 @@ fn a_backup_without_the_admin_secret_is_refused_and_writes_nothing() {
     assert!(!dir.path().join("copy.redb").exists());
     assert!(hub.sigterm().success());
 }
+
+#[test]
+fn scheduled_backups_keep_the_newest_and_each_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("poolhub.toml"),
+        "[server]\nmetrics_on_api_port = true\n\n[storage]\nbackup_dir = \"backups\"\n\
+         backup_interval = 1\nbackup_keep = 2\n",
+    )
+    .unwrap();
+    let hub = Served::start(
+        dir.path(),
+        &[
+            "--config",
+            "poolhub.toml",
+            "--data",
+            "hub.redb",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ],
+        &[],
+        Stdio::inherit(),
+    );
+    let api = hub.api();
+    let rt = rt();
+    let a = addr(7);
+    rt.block_on(async {
+        api.register(&a, &["llama3.2"], 16384, 4).await;
+        // Backups taken after the registration: at start, then every second.
+        let metric = |text: &str, name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        let started = std::time::Instant::now();
+        loop {
+            let m = api.get("/metrics").await.text;
+            if metric(&m, "poolhub_backups_total{result=\"ok\"} ") >= 4.0 {
+                assert_eq!(metric(&m, "poolhub_backups_total{result=\"error\"} "), 0.0);
+                assert_eq!(metric(&m, "poolhub_backup_interval_seconds "), 1.0);
+                assert!(metric(&m, "poolhub_backup_last_success_timestamp_seconds ") > 1.7e9);
+                break;
+            }
+            assert!(started.elapsed().as_secs() < 20, "no 4 backups in 20 s");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+    assert!(hub.sigterm().success());
+    let mut names: Vec<String> = std::fs::read_dir(dir.path().join("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "the newest two are kept: {names:?}");
+    assert!(names
+        .iter()
+        .all(|n| n.starts_with("poolhub-") && n.ends_with("Z.redb")));
+    // The newest holds the miner and opens as a hub's data.
+    let newest = format!("backups/{}", names[1]);
+    let copy = Served::start(
+        dir.path(),
+        &["--data", &newest, "--host", "127.0.0.1", "--port", "0"],
+        &[],
+        Stdio::inherit(),
+    );
+    let api = copy.api();
+    rt.block_on(async {
+        let m = api.get(&format!("/api/v1/miners/{a}")).await;
+        assert_eq!(m.status, StatusCode::OK, "{}", m.text);
+    });
+    assert!(copy.sigterm().success());
+}

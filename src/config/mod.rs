@@ -159,6 +159,12 @@ pub struct StorageConfig {
     /// Seconds between full reloads of the index from the shared stores (hot = "redis"), on
     /// top of the events hubs publish to each other.
     pub resync_interval: u64,
+    /// Where scheduled online backups go (redb only; `None`: no scheduled backups). One is
+    /// taken at start and then every `backup_interval` seconds, named
+    /// `poolhub-YYYYMMDDTHHMMSSZ.redb`; only the newest `backup_keep` are kept.
+    pub backup_dir: Option<PathBuf>,
+    pub backup_interval: u64,
+    pub backup_keep: u32,
 }
 
 impl Default for StorageConfig {
@@ -178,6 +184,9 @@ impl Default for StorageConfig {
             connect_timeout: 30,
             redis_prefix: String::new(),
             resync_interval: 30,
+            backup_dir: None,
+            backup_interval: 86_400,
+            backup_keep: 7,
         }
     }
 }

@@ -306,6 +306,23 @@ impl Config {
                 "must be between 1 and 86400 seconds".into(),
             );
         }
+        if st.backup_dir.is_some() {
+            check(
+                st.durable == DurableKind::Redb,
+                "storage.backup_dir",
+                "scheduled backups copy the redb file; back PostgreSQL up with pg_dump".into(),
+            );
+            check(
+                (1..=30 * 86_400).contains(&st.backup_interval),
+                "storage.backup_interval",
+                "must be between 1 and 2592000 seconds".into(),
+            );
+            check(
+                (1..=1000).contains(&st.backup_keep),
+                "storage.backup_keep",
+                "must be between 1 and 1000".into(),
+            );
+        }
         check(
             st.max_outcomes <= 10_000_000_000,
             "storage.max_outcomes",

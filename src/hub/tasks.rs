@@ -131,6 +131,7 @@ impl Hub {
             });
         }
         self.spawn_sync(cancel.clone(), tracker);
+        self.spawn_backups(cancel.clone(), tracker);
         self.spawn_key_reload(cancel.clone(), tracker);
         let hub = self.clone();
         tracker.spawn(async move {
