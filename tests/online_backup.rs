@@ -12,18 +12,11 @@ use std::sync::{Arc, Mutex};
 
 const SECRET: &str = "an-admin-secret-for-the-backup-test";
 
-#[test]
-fn a_backup_under_write_load_holds_every_acknowledged_write() {
-    let dir = tempfile::tempdir().unwrap();
-    // The load registers from one address: its rate limit would refuse most of it.
-    let cfg = dir.path().join("poolhub.toml");
-    std::fs::write(
-        &cfg,
-        "[auth.rate_limits]\nregister = { per_second = 0, burst = 0 }\n",
-    )
-    .unwrap();
-    let hub = Served::start(
-        dir.path(),
+/// `poolhub serve` on `dir/hub.redb` with `config` as its `poolhub.toml`.
+fn start_hub(dir: &std::path::Path, config: &str, envs: &[(&str, &str)]) -> Served {
+    std::fs::write(dir.join("poolhub.toml"), config).unwrap();
+    Served::start(
+        dir,
         &[
             "--config",
             "poolhub.toml",
@@ -34,8 +27,19 @@ fn a_backup_under_write_load_holds_every_acknowledged_write() {
             "--port",
             "0",
         ],
-        &[("POOLHUB_ADMIN_TOKEN", SECRET)],
+        envs,
         Stdio::inherit(),
+    )
+}
+
+#[test]
+fn a_backup_under_write_load_holds_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    // The load registers from one address: its rate limit would refuse most of it.
+    let hub = start_hub(
+        dir.path(),
+        "[auth.rate_limits]\nregister = { per_second = 0, burst = 0 }\n",
+        &[("POOLHUB_ADMIN_TOKEN", SECRET)],
     );
     let api = hub.api();
     let rt = rt();
@@ -141,26 +145,11 @@ fn a_backup_without_the_admin_secret_is_refused_and_writes_nothing() {
 #[test]
 fn scheduled_backups_keep_the_newest_and_each_opens() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("poolhub.toml"),
+    let hub = start_hub(
+        dir.path(),
         "[server]\nmetrics_on_api_port = true\n\n[storage]\nbackup_dir = \"backups\"\n\
          backup_interval = 1\nbackup_keep = 2\n",
-    )
-    .unwrap();
-    let hub = Served::start(
-        dir.path(),
-        &[
-            "--config",
-            "poolhub.toml",
-            "--data",
-            "hub.redb",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-        ],
         &[],
-        Stdio::inherit(),
     );
     let api = hub.api();
     let rt = rt();

@@ -20,6 +20,7 @@ mod identity;
 mod keys;
 mod matching;
 mod reload;
+mod reservations;
 mod sync;
 mod tasks;
 pub mod views;
@@ -157,7 +158,7 @@ pub struct Hub {
     registry: Registry,
     durable: Arc<dyn DurableStore>,
     hot: Arc<dyn HotStore>,
-    reservations: matching::Reservations,
+    reservations: reservations::Reservations,
     metrics: Arc<Metrics>,
     locks: LockStripes,
     started: Instant,
@@ -212,7 +213,7 @@ impl Hub {
             registry: Registry::new(config.thresholds),
             durable,
             hot,
-            reservations: matching::Reservations::default(),
+            reservations: reservations::Reservations::default(),
             metrics,
             locks: LockStripes::new(),
             started: Instant::now(),
