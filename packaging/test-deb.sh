@@ -8,7 +8,8 @@
 #   4. with --boot, as root with systemd-nspawn (Debian package systemd-container): boots
 #      systemd in a container on such a throwaway root with the package installed, and checks
 #      the unit for real: readiness and status, the dynamic user, no capabilities, seccomp, the
-#      watchdog (a drop-in shortens WatchdogSec to 2 s), systemctl reload, stop/start, backup.
+#      watchdog (a drop-in shortens WatchdogSec to 2 s), systemctl reload, online backup, stop/start,
+#      backup.
 # Prints one line per check and exits 1 if any failed.
 #
 #   packaging/test-deb.sh [--boot] [path/to/poolhub.deb]
@@ -220,7 +221,7 @@ cp "$DEB" "$M/tmp/poolhub.deb"
 chroot "$M" dpkg -i /tmp/poolhub.deb >/dev/null || { echo "FAIL dpkg -i before boot"; exit 1; }
 umount "$M/proc" "$M/dev"
 mkdir -p "$M/etc/systemd/system/poolhub.service.d"
-printf '[Service]\nWatchdogSec=2s\n' >"$M/etc/systemd/system/poolhub.service.d/test.conf"
+printf '[Service]\nWatchdogSec=2s\nEnvironment=POOLHUB_ADMIN_TOKEN=boot-check-admin-secret-0001\n' >"$M/etc/systemd/system/poolhub.service.d/test.conf"
 cat >"$M/usr/local/sbin/poolhub-boot-check" <<'EOS'
 #!/bin/bash
 exec >/var/log/poolhub-boot-check.txt 2>&1
@@ -242,6 +243,7 @@ c "watchdog (2 s) kept it alive for 6 s: no restart" sh -c "test \"\$(systemctl 
 sed -i 's/^latency = .*/latency = 0.2/; s/^reputation = .*/reputation = 0.2/' /etc/poolhub/poolhub.toml
 c "systemctl reload applies new weights without a restart" sh -c "systemctl reload poolhub && sleep 1 && test \"\$(systemctl show -p MainPID --value poolhub)\" = $pid && systemctl is-active poolhub && curl -sf -m 3 localhost:8000/api/v1/status | grep -q '\"reputation\":0.2' && journalctl -u poolhub --no-pager | grep -q 'configuration reloaded'"
 c "the reload counted as ok" sh -c "curl -sf -m 3 localhost:9090/metrics | grep -q '^poolhub_config_reloads_total{result=\"ok\"} 1'"
+c "online backup of the running hub (backup --hub), checked" sh -c "POOLHUB_ADMIN_TOKEN=boot-check-admin-secret-0001 poolhub backup --hub http://127.0.0.1:8000 /root/online.redb && test \"\$(stat -c %a /root/online.redb)\" = 600 && ! ls -A /var/lib/private/poolhub | grep -q poolhub-backup"
 c "backup refuses while it runs" sh -c "! poolhub backup --data /var/lib/poolhub/poolhub.redb /root/b0.redb && ! test -e /root/b0.redb"
 c "systemctl stop: clean exit 0" sh -c "systemctl stop poolhub && test \"\$(systemctl show -p Result --value poolhub)\" = success && test \"\$(systemctl show -p ExecMainStatus --value poolhub)\" = 0"
 c "backup of the stopped hub" poolhub backup --data /var/lib/poolhub/poolhub.redb /root/b1.redb
