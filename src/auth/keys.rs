@@ -89,8 +89,9 @@ pub fn new_secret() -> String {
 /// or revoked, here or on another hub) are rare.
 #[derive(Default)]
 pub struct KeyRing {
-    /// Replaced when a reload names a new admin secret.
-    operator: RwLock<Option<[u8; 32]>>,
+    /// Replaced when a reload names a new admin secret; read on every keyed request without
+    /// a lock or a shared write.
+    operator: arc_swap::ArcSwapOption<[u8; 32]>,
     by_digest: RwLock<HashMap<[u8; 32], Arc<ApiKey>>>,
 }
 
@@ -98,14 +99,14 @@ impl KeyRing {
     /// A ring that knows the operator's admin secret by its digest (`None`: no admin access).
     pub fn new(operator: Option<[u8; 32]>) -> Self {
         Self {
-            operator: RwLock::new(operator),
+            operator: arc_swap::ArcSwapOption::from(operator.map(Arc::new)),
             by_digest: RwLock::default(),
         }
     }
 
     /// Takes the operator's admin secret from a reloaded configuration.
     pub fn set_operator(&self, operator: Option<[u8; 32]>) {
-        *self.operator.write() = operator;
+        self.operator.store(operator.map(Arc::new));
     }
 
     /// Who holds `secret`, if anyone.
@@ -113,8 +114,9 @@ impl KeyRing {
         let d = digest(secret);
         if self
             .operator
-            .read()
-            .is_some_and(|op| constant_time_eq(&op, &d))
+            .load()
+            .as_deref()
+            .is_some_and(|op| constant_time_eq(op, &d))
         {
             return Some(Caller::Operator);
         }

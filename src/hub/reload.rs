@@ -71,9 +71,10 @@ impl Hub {
         self.tuning.load()
     }
 
-    /// The configuration in force now (see [`Hub::tuning`]).
+    /// The configuration in force now: [`Hub::tuning`], under the name the HTTP layer reads
+    /// it by (a [`Tuning`] derefs to its [`Config`]).
     pub fn config(&self) -> arc_swap::Guard<Arc<Tuning>> {
-        self.tuning.load()
+        self.tuning()
     }
 
     /// Has `hook` called after every applied reload.
