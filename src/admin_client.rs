@@ -1,6 +1,7 @@
 //! The CLI's client for a running hub's admin API (`poolhub keys …`), so an operator never
-//! needs curl. One HTTP/1.1 request per call over plain TCP, with the admin secret as a bearer
-//! token; the answer's JSON body and status are handed back for the command to print.
+//! needs curl. One HTTP/1.1 request per call over TCP, or TLS for an `https://` hub (checked
+//! against the system's CAs or a given CA file), with the admin secret as a bearer token; the
+//! answer's JSON body and status are handed back for the command to print.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -11,8 +12,17 @@ use std::time::Duration;
 /// Why a call to the hub did not give an answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("--hub must be an http:// URL with a host (e.g. http://127.0.0.1:8000): {0}")]
+    #[error(
+        "--hub must be an http:// or https:// URL with a host (e.g. http://127.0.0.1:8000): {0}"
+    )]
     BadUrl(String),
+    #[error("CA file: {0}")]
+    BadCa(#[from] crate::tls::TlsFileError),
+    #[error("TLS with the hub at {addr}: {source}")]
+    Tls {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("cannot reach the hub at {addr}: {source}")]
     Connect {
         addr: String,
@@ -35,6 +45,8 @@ pub struct AdminClient {
     base_path: String,
     token: String,
     timeout: Duration,
+    /// For an `https://` hub.
+    tls: Option<tokio_rustls::TlsConnector>,
 }
 
 /// The hub's answer: status and JSON body (`Value::Null` when empty or not JSON).
@@ -45,15 +57,19 @@ pub struct Answer {
 }
 
 impl AdminClient {
-    /// `hub` is the base URL (`http://host:port`, optionally with a path prefix).
+    /// `hub` is the base URL (`http://host:port` or `https://host:port`, optionally with a
+    /// path prefix). An `https://` hub's certificate is checked against the system's CAs.
     pub fn new(hub: &str, token: String) -> Result<Self, ClientError> {
         let url = url::Url::parse(hub).map_err(|e| ClientError::BadUrl(e.to_string()))?;
-        if url.scheme() != "http" {
-            return Err(ClientError::BadUrl(format!(
-                "scheme {:?} is not supported",
-                url.scheme()
-            )));
-        }
+        let tls = match url.scheme() {
+            "http" => None,
+            "https" => Some(connector(crate::tls::system_roots())),
+            other => {
+                return Err(ClientError::BadUrl(format!(
+                    "scheme {other:?} is not supported"
+                )))
+            }
+        };
         let host = url
             .host_str()
             .ok_or_else(|| ClientError::BadUrl("no host".into()))?
@@ -62,11 +78,21 @@ impl AdminClient {
             .to_string();
         Ok(Self {
             host,
-            port: url.port().unwrap_or(80),
+            port: url.port_or_known_default().unwrap_or(80),
             base_path: url.path().trim_end_matches('/').to_string(),
             token,
             timeout: Duration::from_secs(10),
+            tls,
         })
+    }
+
+    /// Trusts only the CA certificates in `ca_file` (PEM) for an `https://` hub: a hub with a
+    /// certificate from a private CA.
+    pub fn trusting(mut self, ca_file: &std::path::Path) -> Result<Self, ClientError> {
+        if self.tls.is_some() {
+            self.tls = Some(connector(crate::tls::read_roots(ca_file)?));
+        }
+        Ok(self)
     }
 
     /// Sends one request and answers the response, its body not yet read.
@@ -83,9 +109,31 @@ impl AdminClient {
                 addr: addr.clone(),
                 source,
             })?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
+        let mut sender = match &self.tls {
+            None => {
+                let (sender, conn) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                        .await?;
+                tokio::spawn(conn);
+                sender
+            }
+            Some(tls) => {
+                let tls_err = |source| ClientError::Tls {
+                    addr: addr.clone(),
+                    source,
+                };
+                let name =
+                    rustls::pki_types::ServerName::try_from(self.host.clone()).map_err(|e| {
+                        tls_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+                    })?;
+                let stream = tls.connect(name, stream).await.map_err(tls_err)?;
+                let (sender, conn) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                        .await?;
+                tokio::spawn(conn);
+                sender
+            }
+        };
         let payload = body.map(|b| b.to_string()).unwrap_or_default();
         let mut req = Request::builder()
             .method(method)
@@ -166,6 +214,13 @@ impl AdminClient {
     }
 }
 
+fn connector(roots: rustls::RootCertStore) -> tokio_rustls::TlsConnector {
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,10 +233,17 @@ mod tests {
             (c.host.as_str(), c.port, c.base_path.as_str()),
             ("::1", 9, "/prefix")
         );
+        let c = AdminClient::new("https://hub.example", "t".into()).expect("https");
+        assert_eq!((c.port, c.tls.is_some()), (443, true));
         assert!(matches!(
-            AdminClient::new("https://hub", "t".into()),
+            AdminClient::new("ftp://hub", "t".into()),
             Err(ClientError::BadUrl(_))
         ));
+        let e = c
+            .trusting(std::path::Path::new("/nonexistent/ca.pem"))
+            .err()
+            .expect("a missing CA file is an error");
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
         assert!(matches!(
             AdminClient::new("not a url", "t".into()),
             Err(ClientError::BadUrl(_))

@@ -296,12 +296,14 @@ async fn run(
     let signals = shutdown_signal();
     #[cfg(unix)]
     let hangups = hangups();
+    let tls = server::listener_tls(&cfg)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let hub = server::build_hub(cfg).await?;
     if let Some(set) = log_level {
         hub.on_reload(Box::new(move |t| set(&t.server.log_level)));
     }
     #[cfg(unix)]
-    reload_on_sighup(hangups, hub.clone(), args);
+    reload_on_sighup(hangups, hub.clone(), args, tls.clone());
     let api = server::bind(&host, port).await?;
     let metrics = server::bind(&host, metrics_port).await?;
     let bind_err = |source| server::StartError::Bind {
@@ -312,10 +314,10 @@ async fn run(
     let metrics_addr = metrics.local_addr().map_err(bind_err)?;
     {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "http://{api_addr}");
+        let _ = writeln!(out, "{scheme}://{api_addr}");
         let _ = out.flush();
     }
-    tracing::info!(api = %api_addr, metrics = %metrics_addr, "listening");
+    tracing::info!(api = %api_addr, metrics = %metrics_addr, https = (scheme == "https"), "listening");
     poolhub::systemd::notify_ready(&format!(
         "serving API on {api_addr}, metrics on {metrics_addr}"
     ));
@@ -323,7 +325,7 @@ async fn run(
         signals.await;
         poolhub::systemd::notify_stopping();
     };
-    server::serve(hub, api, metrics, stop)
+    server::serve(hub, api, metrics, tls, stop)
         .await
         .map_err(|source| server::StartError::Bind {
             addr: api_addr.to_string(),
@@ -352,6 +354,7 @@ fn reload_on_sighup(
     hangups: Option<tokio::signal::unix::Signal>,
     hub: Arc<poolhub::hub::Hub>,
     args: Arc<ServeArgs>,
+    tls: Option<Arc<poolhub::tls::server::ServerTls>>,
 ) {
     let Some(mut hup) = hangups else {
         return;
@@ -359,9 +362,10 @@ fn reload_on_sighup(
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             poolhub::systemd::notify_reloading();
-            let (hub, args) = (hub.clone(), args.clone());
-            // Reading the file and rescoring every miner stay off the request workers.
-            let outcome = tokio::task::spawn_blocking(move || reload(&hub, &args)).await;
+            let (hub, args, tls) = (hub.clone(), args.clone(), tls.clone());
+            // Reading the files and rescoring every miner stay off the request workers.
+            let outcome =
+                tokio::task::spawn_blocking(move || reload(&hub, &args, tls.as_deref())).await;
             if let Err(e) = outcome {
                 tracing::error!("configuration reload failed: {e}");
             }
@@ -370,9 +374,33 @@ fn reload_on_sighup(
     });
 }
 
-/// One reload: the whole file is checked first; any error keeps the running configuration.
-fn reload(hub: &poolhub::hub::Hub, args: &ServeArgs) {
-    match args.configuration() {
+/// One reload: the whole file is checked first (the listeners' certificate included); any
+/// error keeps the running configuration.
+fn reload(
+    hub: &poolhub::hub::Hub,
+    args: &ServeArgs,
+    tls: Option<&poolhub::tls::server::ServerTls>,
+) {
+    let loaded = args.configuration().and_then(|cfg| {
+        // The certificate is read again even when its paths did not change: that is how a
+        // renewed certificate is put in service. Turning TLS on or off needs a restart.
+        if let (Some(tls), Some(cert), Some(key)) = (tls, &cfg.server.tls_cert, &cfg.server.tls_key)
+        {
+            tls.reload(cert, key).map_err(|e| {
+                let key_name = if e.path == *cert {
+                    "server.tls_cert"
+                } else {
+                    "server.tls_key"
+                };
+                poolhub::config::ConfigError::Invalid(vec![poolhub::config::BadKey {
+                    key: key_name.into(),
+                    message: e.to_string(),
+                }])
+            })?;
+        }
+        Ok(cfg)
+    });
+    match loaded {
         Ok(cfg) => {
             let r = hub.reload(cfg);
             if r.changed {
@@ -541,7 +569,6 @@ fn backup(args: BackupArgs) -> ExitCode {
 /// `poolhub backup --hub URL DEST`: the running hub streams a consistent copy of its data
 /// (`POST /api/v1/admin/backup`), written beside DEST, synced, checked, then renamed to DEST.
 fn backup_online(hub: &str, dest: &std::path::Path) -> ExitCode {
-    use poolhub::admin_client::AdminClient;
     use poolhub::store::redb::{install, partial_path};
     let fail = |what: String| {
         eprintln!("poolhub: backup failed: {what}");
@@ -557,7 +584,7 @@ fn backup_online(hub: &str, dest: &std::path::Path) -> ExitCode {
         Ok(t) => t,
         Err(e) => return fail(e.to_string()),
     };
-    let client = match AdminClient::new(hub, token) {
+    let client = match admin_client(hub, token) {
         Ok(c) => c,
         Err(e) => return fail(e.to_string()),
     };
@@ -621,15 +648,27 @@ fn admin_token() -> Option<String> {
     }
 }
 
+/// The CLI's client for the hub at `hub`; an `https://` hub is checked against the CA in
+/// POOLHUB_CA_FILE when that is set, else against the system's CAs.
+fn admin_client(
+    hub: &str,
+    token: String,
+) -> Result<poolhub::admin_client::AdminClient, poolhub::admin_client::ClientError> {
+    let client = poolhub::admin_client::AdminClient::new(hub, token)?;
+    match std::env::var_os("POOLHUB_CA_FILE").filter(|v| !v.is_empty()) {
+        Some(ca) => client.trusting(std::path::Path::new(&ca)),
+        None => Ok(client),
+    }
+}
+
 /// `poolhub keys …`: one call to the hub's admin API, its answer printed.
 fn keys(args: &KeysArgs) -> ExitCode {
     use hyper::{Method, StatusCode};
-    use poolhub::admin_client::AdminClient;
     use serde_json::{json, Value};
     let Some(token) = admin_token() else {
         return ExitCode::FAILURE;
     };
-    let client = match AdminClient::new(&args.hub, token) {
+    let client = match admin_client(&args.hub, token) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("poolhub: {e}");

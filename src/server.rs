@@ -17,6 +17,7 @@ use crate::store::postgres::{PgOptions, PostgresStore};
 use crate::store::redb::RedbStore;
 use crate::store::redis::{DropObserver, RedisHotStore, RedisOptions};
 use crate::store::{CommitObserver, DurableStore, HotStore, StoreError};
+use crate::tls::server::ServerTls;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,6 +39,16 @@ pub enum StartError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("server.tls_cert / server.tls_key: {0}")]
+    Tls(#[from] crate::tls::TlsFileError),
+}
+
+/// The listeners' TLS, when `server.tls_cert` and `server.tls_key` are set.
+pub fn listener_tls(cfg: &Config) -> Result<Option<Arc<ServerTls>>, StartError> {
+    match (&cfg.server.tls_cert, &cfg.server.tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(Arc::new(ServerTls::load(cert, key)?))),
+        _ => Ok(None),
+    }
 }
 
 /// The two configured stores.
@@ -96,6 +107,7 @@ pub async fn open_stores(cfg: &Config, metrics: &Arc<Metrics>) -> Result<Stores,
             Arc::new(RedisHotStore::open_observed(
                 RedisOptions {
                     url: cfg.storage.redis_url.clone().unwrap_or_default(),
+                    ca_file: cfg.storage.redis_ca_file.clone(),
                     prefix: cfg.storage.redis_prefix.clone(),
                     heartbeat_timeout: Duration::from_secs(cfg.matching.heartbeat_timeout),
                     outcome_window: Duration::from_secs(cfg.matching.outcome_window),
@@ -163,6 +175,7 @@ pub async fn serve(
     hub: Arc<Hub>,
     api: TcpListener,
     metrics: TcpListener,
+    tls: Option<Arc<ServerTls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     if let Ok(addr) = api.local_addr() {
@@ -224,6 +237,7 @@ pub async fn serve(
         api,
         crate::http::api_router(hub.clone(), limiter),
         Some(fast),
+        tls.clone(),
         limits,
         true,
         stop.clone(),
@@ -232,6 +246,7 @@ pub async fn serve(
         metrics,
         crate::http::metrics_router(hub.clone()),
         None,
+        tls,
         limits,
         false,
         stop.clone(),
@@ -275,6 +290,7 @@ impl TestHub {
         cfg.server.host = "127.0.0.1".into();
         cfg.server.port = 0;
         cfg.server.metrics_port = 0;
+        let tls = listener_tls(&cfg)?;
         let hub = build_hub(cfg).await?;
         let api = bind("127.0.0.1", 0).await?;
         let metrics = bind("127.0.0.1", 0).await?;
@@ -288,7 +304,7 @@ impl TestHub {
         })?;
         let stop = CancellationToken::new();
         let stopped = stop.clone();
-        let task = tokio::spawn(serve(hub.clone(), api, metrics, async move {
+        let task = tokio::spawn(serve(hub.clone(), api, metrics, tls, async move {
             stopped.cancelled().await;
         }));
         Ok(Self {

@@ -253,6 +253,7 @@ fn redis_url() -> String {
 async fn redis_store(url: &str, prefix: &str, caps: HotCaps) -> RedisHotStore {
     let h = RedisHotStore::open(RedisOptions {
         url: url.to_string(),
+        ca_file: None,
         prefix: prefix.to_string(),
         heartbeat_timeout: caps.status_ttl,
         outcome_window: caps.outcome_window,
@@ -489,6 +490,7 @@ async fn redis_unreachable_is_unavailable_not_a_crash() {
     let h = RedisHotStore::open_observed(
         RedisOptions {
             url: "redis://127.0.0.1:1".into(),
+            ca_file: None,
             prefix: "x:".into(),
             heartbeat_timeout: Duration::from_secs(1),
             outcome_window: Duration::from_secs(1),

@@ -34,6 +34,7 @@ async fn clean_up(pg: &str, schema: &str, redis: &str, prefix: &str) {
         .unwrap();
     poolhub::store::redis::RedisHotStore::open(poolhub::store::redis::RedisOptions {
         url: redis.into(),
+        ca_file: None,
         prefix: prefix.into(),
         heartbeat_timeout: Duration::from_secs(1),
         outcome_window: Duration::from_secs(1),
@@ -287,6 +288,7 @@ async fn match_rate_embedded_and_shared() {
     let store = std::sync::Arc::new(
         poolhub::store::redis::RedisHotStore::open(poolhub::store::redis::RedisOptions {
             url: rd.clone(),
+            ca_file: None,
             prefix: prefix.clone(),
             heartbeat_timeout: Duration::from_secs(30),
             outcome_window: Duration::from_secs(60),

@@ -90,6 +90,10 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<String>,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// HTTPS on the API and metrics listeners: the certificate chain (PEM, the server's own
+    /// certificate first) and its private key. Both or neither; a reload reads them again.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -108,6 +112,8 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             log_level: "info".into(),
             log_format: LogFormat::Text,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -136,8 +142,14 @@ pub struct StorageConfig {
     pub path: PathBuf,
     /// Keep everything in memory; nothing is written to disk (tests, demos).
     pub ephemeral: bool,
+    /// A `postgresql://` URL. TLS follows libpq: `sslmode` (`disable`, `prefer` (the default),
+    /// `require`, `verify-ca`, `verify-full`) and `sslrootcert` (a PEM file, or `system`).
     pub database_url: Option<String>,
+    /// A `redis://` URL, or `rediss://` for TLS.
     pub redis_url: Option<String>,
+    /// The CA (PEM) that signed a `rediss://` server's certificate; without it the operating
+    /// system's store is used. The certificate must name the host in the URL.
+    pub redis_ca_file: Option<PathBuf>,
     /// Outcome history older than this many days is pruned (0 = keep forever).
     pub outcome_retention_days: u64,
     /// Most outcome records kept as history (0 = no bound by count); the oldest beyond it
@@ -176,6 +188,7 @@ impl Default for StorageConfig {
             ephemeral: false,
             database_url: None,
             redis_url: None,
+            redis_ca_file: None,
             outcome_retention_days: 30,
             max_outcomes: 1_000_000,
             cache_mb: 16,
@@ -428,8 +441,28 @@ mod tests {
         assert_eq!(c.storage.hot, HotKind::Redis);
         c.validate().unwrap();
         c.storage.database_url = Some("postgresql://u@h/db?sslmode=require".into());
+        c.validate().unwrap();
+        c.storage.database_url = Some("postgresql://u@h/db?sslmode=verify-full".into());
         let msg = c.validate().unwrap_err().to_string();
-        assert!(msg.contains("no TLS"), "{msg}");
+        assert!(
+            msg.contains("storage.database_url: sslmode=verify-full needs sslrootcert"),
+            "{msg}"
+        );
+        c.storage.database_url =
+            Some("postgresql://u@h/db?sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem".into());
+        let msg = c.validate().unwrap_err().to_string();
+        assert!(msg.contains("/nonexistent/ca.pem"), "{msg}");
+        c.storage.database_url = Some("postgresql://u@h/db".into());
+        c.storage.redis_url = Some("rediss://localhost:6380".into());
+        c.validate().unwrap();
+        c.storage.redis_url = Some("rediss://localhost:6380/#insecure".into());
+        let msg = c.validate().unwrap_err().to_string();
+        assert!(msg.contains("#insecure"), "{msg}");
+        c.storage.redis_url = Some("redis://localhost:6379".into());
+        c.storage.redis_ca_file = Some("/nonexistent/redis-ca.pem".into());
+        let msg = c.validate().unwrap_err().to_string();
+        assert!(msg.contains("storage.redis_ca_file"), "{msg}");
+        c.storage.redis_ca_file = None;
         c.storage.database_url = Some("mysql://x".into());
         c.storage.redis_url = Some("http://x".into());
         c.storage.postgres_schema = "Bad-Name".into();

@@ -4,7 +4,9 @@
 //! and the log level apply at once. What sizes or binds something the hub built at start
 //! needs a restart, and a reload leaves it as it was and names it:
 //!
-//! * `server.*` except `server.log_level` (the listeners, their limits, the log format);
+//! * `server.*` except `server.log_level` and, while TLS stays on, `server.tls_cert` and
+//!   `server.tls_key` (the listeners, their limits, the log format; the certificate files are
+//!   read again on every reload, so a renewed certificate needs no restart);
 //! * `storage.*` (the backends and their files);
 //! * `compat.*` (which routes exist);
 //! * `matching.heartbeat_timeout`, `matching.outcome_window` and
@@ -28,6 +30,15 @@ pub fn split(running: &Config, new: Config) -> Reload {
     let mut applied = new.clone();
     applied.server = running.server.clone();
     applied.server.log_level = new.server.log_level.clone();
+    // New certificate paths apply while TLS stays on (the listeners read them again);
+    // turning TLS on or off changes the listeners, so it waits for a restart.
+    if running.server.tls_cert.is_some()
+        && new.server.tls_cert.is_some()
+        && new.server.tls_key.is_some()
+    {
+        applied.server.tls_cert = new.server.tls_cert.clone();
+        applied.server.tls_key = new.server.tls_key.clone();
+    }
     applied.storage = running.storage.clone();
     applied.compat = running.compat;
     let (m, r) = (&mut applied.matching, &running.matching);
@@ -117,6 +128,29 @@ mod tests {
                 "storage.cache_mb"
             ]
         );
+    }
+
+    #[test]
+    fn new_certificate_paths_apply_while_tls_stays_on_but_turning_it_on_waits() {
+        let plain = Config::default();
+        let mut tls = plain.clone();
+        tls.server.tls_cert = Some("a.crt".into());
+        tls.server.tls_key = Some("a.key".into());
+        // Off to on: the listeners would change, so it waits.
+        let r = split(&plain, tls.clone());
+        assert_eq!(r.applied.server.tls_cert, None);
+        assert_eq!(r.pending_restart, ["server.tls_cert", "server.tls_key"]);
+        // On, new paths: applied (the listeners read them).
+        let mut moved = tls.clone();
+        moved.server.tls_cert = Some("b.crt".into());
+        moved.server.tls_key = Some("b.key".into());
+        let r = split(&tls, moved.clone());
+        assert_eq!(r.applied.server, moved.server);
+        assert!(r.pending_restart.is_empty(), "{:?}", r.pending_restart);
+        // On to off: waits, and TLS keeps its running files.
+        let r = split(&tls, plain);
+        assert_eq!(r.applied.server, tls.server);
+        assert_eq!(r.pending_restart, ["server.tls_cert", "server.tls_key"]);
     }
 
     #[test]

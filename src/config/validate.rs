@@ -236,27 +236,26 @@ impl Config {
         );
         let st = &self.storage;
         if st.durable == DurableKind::Postgres {
-            let ok = st.database_url.as_deref().is_some_and(|u| {
-                (u.starts_with("postgresql://") || u.starts_with("postgres://"))
-                    && u.parse::<tokio_postgres::Config>().is_ok()
-            });
-            check(
-                ok,
-                "storage.database_url",
-                "durable = \"postgres\" needs a postgresql://user:pass@host/db URL (or DATABASE_URL)"
-                    .into(),
-            );
-            let tls_required = st
+            let url = st
                 .database_url
                 .as_deref()
-                .and_then(|u| u.parse::<tokio_postgres::Config>().ok())
-                .is_some_and(|c| c.get_ssl_mode() == tokio_postgres::config::SslMode::Require);
-            check(
-                !tls_required,
-                "storage.database_url",
-                "sslmode=require: this build has no TLS; reach PostgreSQL over a private network or a TLS tunnel"
-                    .into(),
-            );
+                .filter(|u| u.starts_with("postgresql://") || u.starts_with("postgres://"));
+            match url.map(crate::tls::client::PgTarget::parse) {
+                None => check(
+                    false,
+                    "storage.database_url",
+                    "durable = \"postgres\" needs a postgresql://user:pass@host/db URL (or DATABASE_URL)"
+                        .into(),
+                ),
+                Some(Err(e)) => check(false, "storage.database_url", e),
+                // The CA file `sslrootcert` names is read here, so a bad one stops
+                // `check-config` and the start rather than the first connection.
+                Some(Ok(target)) => {
+                    if let Err(e) = target.client_config() {
+                        check(false, "storage.database_url", format!("sslrootcert: {e}"));
+                    }
+                }
+            }
             check(
                 crate::store::postgres::valid_schema_name(&st.postgres_schema),
                 "storage.postgres_schema",
@@ -287,13 +286,24 @@ impl Config {
         }
         if st.hot == HotKind::Redis {
             let ok = st.redis_url.as_deref().is_some_and(|u| {
-                (u.starts_with("redis://") || u.starts_with("unix://"))
+                (u.starts_with("redis://")
+                    || u.starts_with("rediss://")
+                    || u.starts_with("unix://"))
                     && redis::Client::open(u).is_ok()
             });
             check(
                 ok,
                 "storage.redis_url",
-                "hot = \"redis\" needs a redis://host:port URL (or REDIS_URL)".into(),
+                "hot = \"redis\" needs a redis://host:port URL, or rediss:// for TLS (or REDIS_URL)"
+                    .into(),
+            );
+            check(
+                !st.redis_url
+                    .as_deref()
+                    .is_some_and(|u| u.contains("#insecure")),
+                "storage.redis_url",
+                "#insecure would accept any certificate; give the CA in storage.redis_ca_file"
+                    .into(),
             );
             check(
                 crate::store::redis::valid_prefix(&st.redis_prefix),
@@ -305,6 +315,44 @@ impl Config {
                 "storage.resync_interval",
                 "must be between 1 and 86400 seconds".into(),
             );
+        }
+        if let Some(ca) = &st.redis_ca_file {
+            match crate::tls::read_roots(ca) {
+                Ok(_) => check(
+                    st.hot != HotKind::Redis
+                        || st
+                            .redis_url
+                            .as_deref()
+                            .is_some_and(|u| u.starts_with("rediss://")),
+                    "storage.redis_ca_file",
+                    "is for TLS: storage.redis_url must be a rediss:// URL".into(),
+                ),
+                Err(e) => check(false, "storage.redis_ca_file", e.to_string()),
+            }
+        }
+        let sv = &self.server;
+        match (&sv.tls_cert, &sv.tls_key) {
+            (None, None) => {}
+            (Some(cert), Some(key)) => {
+                if let Err(e) = crate::tls::server::ServerTls::load(cert, key) {
+                    let key_name = if e.path == *cert {
+                        "server.tls_cert"
+                    } else {
+                        "server.tls_key"
+                    };
+                    check(false, key_name, e.to_string());
+                }
+            }
+            (Some(_), None) => check(
+                false,
+                "server.tls_key",
+                "server.tls_cert needs its key".into(),
+            ),
+            (None, Some(_)) => check(
+                false,
+                "server.tls_cert",
+                "server.tls_key needs its certificate".into(),
+            ),
         }
         if st.backup_dir.is_some() {
             check(

@@ -20,6 +20,7 @@
 //! timed-out read ends the connection like any I/O error.
 
 use crate::http::fast::FastRoutes;
+use crate::tls::server::ServerTls;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper_util::rt::TokioIo;
@@ -120,15 +121,16 @@ impl Drop for Busy {
     }
 }
 
-/// The socket, with the header and idle deadlines checked whenever hyper waits for a read.
-struct TimedIo {
-    inner: TcpStream,
+/// The socket (or the TLS stream over it), with the header and idle deadlines checked
+/// whenever hyper waits for a read.
+struct TimedIo<S> {
+    inner: S,
     phase: Shared,
     limits: Limits,
     timer: Pin<Box<Sleep>>,
 }
 
-impl TimedIo {
+impl<S> TimedIo<S> {
     fn timed_out(p: &Phase) -> io::Error {
         let what = if p.head_since.is_some() {
             "request headers not complete within server.header_timeout"
@@ -139,7 +141,7 @@ impl TimedIo {
     }
 }
 
-impl AsyncRead for TimedIo {
+impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -179,7 +181,7 @@ impl AsyncRead for TimedIo {
     }
 }
 
-impl AsyncWrite for TimedIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for TimedIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -215,6 +217,7 @@ pub(crate) async fn accept_loop(
     listener: TcpListener,
     app: Router,
     fast: Option<Arc<FastRoutes>>,
+    tls: Option<Arc<ServerTls>>,
     limits: Limits,
     nodelay: bool,
     stop: Stop,
@@ -251,21 +254,56 @@ pub(crate) async fn accept_loop(
         let app = app.clone();
         let fast = fast.clone();
         let stop2 = stop.clone();
+        let tls = tls.clone();
         stop.conns.spawn(async move {
-            serve_connection(tcp, peer, app, fast, limits, stop2).await;
+            match tls {
+                None => serve_connection(tcp, peer, app, fast, limits, stop2).await,
+                Some(tls) => {
+                    if let Some(stream) = handshake(&tls, tcp, limits, &stop2).await {
+                        serve_connection(stream, peer, app, fast, limits, stop2).await;
+                    }
+                }
+            }
             drop(slot);
         });
     }
 }
 
-async fn serve_connection(
+/// The TLS handshake, bounded like a request's headers (`server.header_timeout`), so a
+/// client that opens a connection and stalls mid-handshake cannot hold it.
+async fn handshake(
+    tls: &ServerTls,
     tcp: TcpStream,
+    limits: Limits,
+    stop: &Stop,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let accept = tokio::time::timeout(limits.header_timeout, tls.acceptor().accept(tcp));
+    tokio::select! {
+        r = accept => match r {
+            Ok(Ok(stream)) => Some(stream),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("TLS handshake not complete within server.header_timeout");
+                None
+            }
+        },
+        () = stop.drain.cancelled() => None,
+    }
+}
+
+async fn serve_connection<S>(
+    tcp: S,
     peer: SocketAddr,
     app: Router,
     fast: Option<Arc<FastRoutes>>,
     limits: Limits,
     stop: Stop,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let phase: Shared = Arc::new(Mutex::new(Phase {
         in_flight: 0,
         idle_since: Instant::now(),

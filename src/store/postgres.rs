@@ -329,23 +329,29 @@ impl PostgresStore {
                 opts.schema
             )));
         }
-        let mut cfg: tokio_postgres::Config = opts
-            .url
-            .parse()
+        let target = crate::tls::client::PgTarget::parse(&opts.url)
             .map_err(|e| unavailable(format!("bad database URL: {e}")))?;
+        let tls = target
+            .client_config()
+            .map_err(|e| unavailable(format!("PostgreSQL TLS: {e}")))?;
+        let mut cfg = target.config;
         cfg.connect_timeout(Duration::from_secs(3));
         cfg.keepalives(true);
         cfg.keepalives_idle(Duration::from_secs(30));
         if cfg.get_application_name().is_none() {
             cfg.application_name("poolhub");
         }
-        let mgr = Manager::from_config(
-            cfg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let mgr = match tls {
+            None => Manager::from_config(cfg, NoTls, manager_config),
+            Some(tls) => Manager::from_config(
+                cfg,
+                tokio_postgres_rustls::MakeRustlsConnect::new(tls),
+                manager_config,
+            ),
+        };
         let pool = Pool::builder(mgr)
             .max_size(opts.max_connections.max(1))
             .runtime(Runtime::Tokio1)

@@ -225,6 +225,8 @@ pub fn valid_prefix(p: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
     pub url: String,
+    /// The CA that signed a `rediss://` server's certificate (else the system's store).
+    pub ca_file: Option<std::path::PathBuf>,
     /// Appended to `poolhub:`.
     pub prefix: String,
     pub heartbeat_timeout: Duration,
@@ -282,8 +284,8 @@ impl RedisHotStore {
                 opts.prefix
             )));
         }
-        let client = redis::Client::open(opts.url.as_str())
-            .map_err(|e| unavailable(format!("bad Redis URL: {e}")))?;
+        let client = crate::tls::client::redis_client(&opts.url, opts.ca_file.as_deref())
+            .map_err(unavailable)?;
         let cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(Duration::from_secs(2)))

@@ -50,6 +50,7 @@ pub async fn postgres(url: &str) -> PostgresStore {
 pub async fn redis(url: &str, ttl: Duration) -> RedisHotStore {
     let h = RedisHotStore::open(RedisOptions {
         url: url.to_string(),
+        ca_file: None,
         prefix: fresh_name("test:") + ":",
         heartbeat_timeout: ttl,
         outcome_window: Duration::from_secs(60),

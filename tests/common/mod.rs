@@ -229,7 +229,10 @@ impl Served {
             .recv_timeout(std::time::Duration::from_secs(20))
             .expect("poolhub printed its address");
         let base = line.trim().to_string();
-        assert!(base.starts_with("http://"), "first line {base:?}");
+        assert!(
+            base.starts_with("http://") || base.starts_with("https://"),
+            "first line {base:?}"
+        );
         Self {
             child,
             base: base.replace("0.0.0.0", "127.0.0.1"),
