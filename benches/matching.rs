@@ -118,6 +118,7 @@ fn policy() -> MatchPolicy {
         tie_epsilon: 0.01,
         panic_threshold: 0.5,
         scan_cap: 16,
+        thermal: poolhub::domain::scoring::Thresholds::default(),
     }
 }
 

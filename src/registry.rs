@@ -1031,6 +1031,7 @@ mod tests {
             tie_epsilon: 0.0,
             panic_threshold: 0.5,
             scan_cap: 1000,
+            thermal: crate::domain::scoring::Thresholds::default(),
         }
     }
 

@@ -773,3 +773,38 @@ async fn the_hot_routes_answer_exactly_as_the_router_does() {
     );
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn too_hot_miners_are_not_matched_and_the_breakdown_says_why() {
+    let (hub, api) = start().await;
+    let (cool, warm, hot) = (addr(40), addr(41), addr(42));
+    for (a, temp) in [(&cool, 60.0), (&warm, 85.0), (&hot, 95.0)] {
+        let t = api.register(a, &["llama3.2"], 16384, 4).await;
+        let r = api
+            .post(
+                &format!("/api/v1/miners/{a}/status"),
+                &serde_json::json!({"available": true, "current_load": 0,
+                                    "gpu_utilization": 0.5, "temperature": temp}),
+                Some(&t),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    let m = api.match_model("llama3.2", 5).await;
+    let offered: Vec<&str> = m.json["miners"]
+        .as_array()
+        .expect("miners")
+        .iter()
+        .filter_map(|o| o["address"].as_str())
+        .collect();
+    // Same record: the cool one first, the warm one derated behind it, the hot one absent.
+    assert_eq!(offered, [cool.as_str(), warm.as_str()], "{}", m.text);
+    let h = api.get(&format!("/api/v1/miners/{hot}")).await;
+    assert_eq!(h.json["score"]["thermal"]["too_hot"], true, "{}", h.text);
+    let w = api.get(&format!("/api/v1/miners/{warm}")).await;
+    let factor = w.json["score"]["thermal"]["factor"]
+        .as_f64()
+        .expect("factor");
+    assert!((factor - 0.75).abs() < 1e-9, "{}", w.text);
+    hub.stop().await;
+}

@@ -125,6 +125,18 @@ impl Config {
             "thresholds.max_latency",
             "must be more than 0 and at most 86400000 ms".into(),
         );
+        check(
+            t.max_temperature.is_finite() && (1.0..=200.0).contains(&t.max_temperature),
+            "thresholds.max_temperature",
+            "must be between 1 and 200 (°C)".into(),
+        );
+        check(
+            t.derate_temperature.is_finite()
+                && t.derate_temperature > 0.0
+                && t.derate_temperature <= t.max_temperature,
+            "thresholds.derate_temperature",
+            "must be more than 0 and at most thresholds.max_temperature (°C)".into(),
+        );
         let sc = &self.scoring;
         check(
             (1..=86_400).contains(&sc.update_interval),

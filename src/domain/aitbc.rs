@@ -67,6 +67,7 @@ fn fits<K>(c: &Candidate<'_, K>, req: &Requirements, policy: &MatchPolicy, now: 
         || status.current_load.saturating_add(c.reserved) >= c.max_concurrent_jobs
         || !c.qualified
         || c.gpu_memory < req.min_gpu_memory
+        || crate::domain::scoring::too_hot(status.temperature, &policy.thermal)
     {
         return false;
     }
@@ -158,10 +159,11 @@ pub fn rank<'a, K: Copy + 'a>(
             }
             None => false,
         };
+        let heat = c.status.and_then(|s| s.temperature);
         let r = Ranked {
             key: c.key,
             address: c.miner.address,
-            score: c.score,
+            score: c.score * crate::domain::scoring::thermal_factor(heat, &policy.thermal),
             load,
             max_concurrent: c.max_concurrent_jobs,
             eta_ms: estimated_time(c.avg_latency_ms, load, c.max_concurrent_jobs).round() as u64,
@@ -229,6 +231,7 @@ mod tests {
             tie_epsilon: 0.0,
             panic_threshold: 0.5,
             scan_cap: 64,
+            thermal: crate::domain::scoring::Thresholds::default(),
         }
     }
 

@@ -17,6 +17,7 @@
 //! best-scored ones, exactly where recently failed miners may cluster.
 
 use crate::domain::miner::{Address, Miner, MinerStatus};
+use crate::domain::scoring::{thermal_factor, too_hot, Thresholds};
 use rand::Rng;
 
 /// What the client asks for.
@@ -44,6 +45,9 @@ pub struct MatchPolicy {
     pub panic_threshold: f64,
     /// Most healthy candidates examined before the scan stops (at least `limit`).
     pub scan_cap: usize,
+    /// `max_temperature` and `derate_temperature` (the rest of the thresholds are applied
+    /// through [`Candidate::qualified`]).
+    pub thermal: Thresholds,
 }
 
 /// One miner as the matcher sees it.
@@ -139,39 +143,120 @@ pub fn is_fresh(status: &MinerStatus, now: u64, heartbeat_timeout_ms: u64) -> bo
     now.saturating_sub(status.reported_at) <= heartbeat_timeout_ms
 }
 
+/// Why a candidate is not offered, as far as the candidate alone decides it (ranking
+/// against the others, bans and thresholds' details are the caller's). The codes of
+/// `POST /api/v1/match/explain` are built on these.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Refusal {
+    /// No status, or the last one is older than the heartbeat timeout (`reported_at` in
+    /// unix ms, when there is one).
+    Offline {
+        reported_at: Option<u64>,
+    },
+    /// The miner reports itself unavailable.
+    Unavailable,
+    /// Every slot is taken: reported load plus reservations.
+    Full {
+        load: u32,
+        slots: u32,
+    },
+    GpuMemory {
+        have: u64,
+        need: u64,
+    },
+    /// It fails one of `[thresholds]` (the caller names which).
+    Threshold,
+    /// Its estimated time is over the request's `max_latency`.
+    Latency {
+        estimated: f64,
+        max: f64,
+    },
+    /// Its GPU is hotter than `thresholds.max_temperature`.
+    Temperature {
+        value: f64,
+        limit: f64,
+    },
+    JobType,
+    Model,
+    /// The request's `exclude` names it.
+    Excluded,
+}
+
+/// Whether `c` can take this job, and the offer it makes if so (its score derated for heat,
+/// see [`thermal_factor`]).
+pub fn verdict<K: Copy>(
+    c: &Candidate<'_, K>,
+    crit: &MatchCriteria<'_>,
+    policy: &MatchPolicy,
+    now: u64,
+) -> Result<Offer<K>, Refusal> {
+    // Cheapest and most often failing checks first; `c.miner` is read last.
+    let Some(status) = c.status else {
+        return Err(Refusal::Offline { reported_at: None });
+    };
+    if !is_fresh(&status, now, policy.heartbeat_timeout_ms) {
+        return Err(Refusal::Offline {
+            reported_at: Some(status.reported_at),
+        });
+    }
+    if !status.available {
+        return Err(Refusal::Unavailable);
+    }
+    let load = status.current_load.saturating_add(c.reserved);
+    if load >= c.max_concurrent_jobs {
+        return Err(Refusal::Full {
+            load,
+            slots: c.max_concurrent_jobs,
+        });
+    }
+    if c.gpu_memory < crit.min_gpu_memory {
+        return Err(Refusal::GpuMemory {
+            have: c.gpu_memory,
+            need: crit.min_gpu_memory,
+        });
+    }
+    if !c.qualified {
+        return Err(Refusal::Threshold);
+    }
+    if too_hot(status.temperature, &policy.thermal) {
+        return Err(Refusal::Temperature {
+            value: status.temperature.unwrap_or_default(),
+            limit: policy.thermal.max_temperature,
+        });
+    }
+    let est = estimated_time(c.avg_latency_ms, load, c.max_concurrent_jobs);
+    if let Some(max) = crit.max_latency.filter(|&m| est > m) {
+        return Err(Refusal::Latency {
+            estimated: est,
+            max,
+        });
+    }
+    if !c.miner.serves_job_type(crit.job_type) {
+        return Err(Refusal::JobType);
+    }
+    if !(c.serves_model || c.miner.serves_model(crit.model)) {
+        return Err(Refusal::Model);
+    }
+    if crit.exclude.contains(&c.miner.address) {
+        return Err(Refusal::Excluded);
+    }
+    Ok(Offer {
+        key: c.key,
+        address: c.miner.address,
+        score: c.score * thermal_factor(status.temperature, &policy.thermal),
+        estimated_time: est,
+        load,
+        cooled_down: c.cooldown_until > now,
+    })
+}
+
 fn eligible_offer<K: Copy>(
     c: &Candidate<'_, K>,
     crit: &MatchCriteria<'_>,
     policy: &MatchPolicy,
     now: u64,
 ) -> Option<Offer<K>> {
-    // Cheapest and most often failing checks first; `c.miner` is read last.
-    let status = c.status?;
-    if !status.available || !is_fresh(&status, now, policy.heartbeat_timeout_ms) {
-        return None;
-    }
-    let load = status.current_load.saturating_add(c.reserved);
-    if load >= c.max_concurrent_jobs || c.gpu_memory < crit.min_gpu_memory || !c.qualified {
-        return None;
-    }
-    let est = estimated_time(c.avg_latency_ms, load, c.max_concurrent_jobs);
-    if crit.max_latency.is_some_and(|m| est > m) {
-        return None;
-    }
-    if !c.miner.serves_job_type(crit.job_type)
-        || !(c.serves_model || c.miner.serves_model(crit.model))
-        || crit.exclude.contains(&c.miner.address)
-    {
-        return None;
-    }
-    Some(Offer {
-        key: c.key,
-        address: c.miner.address,
-        score: c.score,
-        estimated_time: est,
-        load,
-        cooled_down: c.cooldown_until > now,
-    })
+    verdict(c, crit, policy, now).ok()
 }
 
 /// Chooses up to `crit.limit` miners from `candidates` (best score first), see the module doc.
@@ -206,7 +291,12 @@ pub fn select<'a, K: Copy + 'a>(
     for c in candidates {
         if pool.len() >= limit {
             if let Some(b) = best {
-                if c.score < b - policy.tie_epsilon || pool.len() >= cap {
+                // Every candidate from here on offers at most `c.score` (heat only lowers an
+                // offer), so once `limit` offers in hand reach it and it is out of the best's
+                // tie band, the answer is settled.
+                let settled = c.score < b - policy.tie_epsilon
+                    && pool.iter().filter(|p| p.0.score >= c.score).count() >= limit;
+                if settled || pool.len() >= cap {
                     truncated = true;
                     break;
                 }
@@ -327,6 +417,7 @@ mod tests {
             tie_epsilon: 0.0001,
             panic_threshold: 0.5,
             scan_cap: 64,
+            thermal: crate::domain::scoring::Thresholds::default(),
         }
     }
 
@@ -429,6 +520,84 @@ mod tests {
         assert_eq!(keys, vec![1, 0]);
         assert!(!sel.panic);
         assert!((sel.offers[0].estimated_time - 1000.0).abs() < 1e-9);
+    }
+
+    fn hot(temp: f64) -> Option<MinerStatus> {
+        status(0).map(|s| MinerStatus {
+            temperature: Some(temp),
+            ..s
+        })
+    }
+
+    #[test]
+    fn too_hot_miners_are_left_out_and_warm_ones_derated() {
+        // Scores 0.500 … 0.507: 7 is the best on record.
+        let mut w = world(8);
+        w.statuses[7] = hot(95.0); // over max_temperature: not matched
+        w.statuses[6] = hot(89.0); // derated to 0.55 of its score
+        w.statuses[5] = hot(80.0); // at derate_temperature: untouched
+        let sel = pick_keys(&w, &crit(8));
+        let keys: Vec<_> = sel.offers.iter().map(|p| p.key).collect();
+        assert_eq!(keys, vec![5, 4, 3, 2, 1, 0, 6]);
+        let six = sel.offers.iter().find(|o| o.key == 6).unwrap();
+        assert!((six.score - 0.506 * 0.55).abs() < 1e-9, "{}", six.score);
+        // The scan stops early only when the derated offers in hand settle the answer: after
+        // 7 (cool) and 6 (derated to 0.28), 5 (0.505) is below the best's tie band, yet it
+        // still beats 6 for the second place.
+        let mut w = world(8);
+        w.statuses[6] = hot(89.0);
+        let sel = pick_keys(&w, &crit(2));
+        let keys: Vec<_> = sel.offers.iter().map(|p| p.key).collect();
+        assert_eq!(keys, vec![7, 5]);
+        let mut w = world(8);
+        w.statuses[7] = hot(89.0);
+        assert_eq!(
+            verdict(&w.candidates()[0], &crit(1), &policy(), NOW).map(|o| o.key),
+            Ok(7)
+        );
+        let mut w = world(2);
+        w.statuses[1] = hot(91.0);
+        let c = w.candidates();
+        assert_eq!(
+            verdict(&c[0], &crit(1), &policy(), NOW),
+            Err(Refusal::Temperature {
+                value: 91.0,
+                limit: 90.0
+            })
+        );
+    }
+
+    #[test]
+    fn every_refusal_is_named() {
+        let mut w = world(8);
+        w.miners[7].capabilities.gpu_memory = 4096;
+        w.statuses[6].as_mut().unwrap().available = false;
+        w.statuses[5].as_mut().unwrap().reported_at = NOW - 31_000;
+        w.statuses[4] = status(4);
+        w.scores[3].factors.success_rate = 0.5;
+        w.statuses[2] = None;
+        let why = |i: usize| {
+            let c = w.candidates().into_iter().find(|c| c.key == i).unwrap();
+            verdict(&c, &crit(5), &policy(), NOW).err()
+        };
+        assert_eq!(
+            why(7),
+            Some(Refusal::GpuMemory {
+                have: 4096,
+                need: 8192
+            })
+        );
+        assert_eq!(why(6), Some(Refusal::Unavailable));
+        assert_eq!(
+            why(5),
+            Some(Refusal::Offline {
+                reported_at: Some(NOW - 31_000)
+            })
+        );
+        assert_eq!(why(4), Some(Refusal::Full { load: 4, slots: 4 }));
+        assert_eq!(why(3), Some(Refusal::Threshold));
+        assert_eq!(why(2), Some(Refusal::Offline { reported_at: None }));
+        assert_eq!(why(1), None);
     }
 
     #[test]

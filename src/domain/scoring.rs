@@ -49,6 +49,12 @@ pub struct Thresholds {
     /// apply. Below it, one unlucky early job cannot lock a new miner out for days (it could
     /// never earn the record that would let it back in); failover cooldowns still apply.
     pub min_jobs: f64,
+    /// °C. A miner whose last status reports a hotter GPU is not matched: it is about to
+    /// throttle, or to fail the job.
+    pub max_temperature: f64,
+    /// °C. Above this a miner's score is derated (see [`thermal_factor`]), so cooler miners
+    /// of equal record are preferred before one reaches `max_temperature`.
+    pub derate_temperature: f64,
 }
 
 impl Default for Thresholds {
@@ -58,8 +64,31 @@ impl Default for Thresholds {
             max_latency: 5000.0,
             min_availability: 0.95,
             min_jobs: 10.0,
+            max_temperature: 90.0,
+            derate_temperature: 80.0,
         }
     }
+}
+
+/// The factor a miner's score is multiplied by at match time for its GPU temperature:
+/// 1 up to `derate_temperature`, then falling linearly to 0.5 at `max_temperature` (and
+/// staying there; hotter miners are filtered out anyway). A miner that reports no
+/// temperature is not derated. Gentle on purpose: a 5 °C step costs a quarter of the score
+/// at most, so a warm miner with a much better record still wins.
+pub fn thermal_factor(temperature: Option<f64>, t: &Thresholds) -> f64 {
+    let Some(temp) = temperature.filter(|v| v.is_finite()) else {
+        return 1.0;
+    };
+    if temp <= t.derate_temperature {
+        return 1.0;
+    }
+    let span = (t.max_temperature - t.derate_temperature).max(f64::EPSILON);
+    (1.0 - 0.5 * (temp - t.derate_temperature) / span).clamp(0.5, 1.0)
+}
+
+/// Whether a miner's last reported temperature is over `max_temperature`.
+pub fn too_hot(temperature: Option<f64>, t: &Thresholds) -> bool {
+    temperature.is_some_and(|v| v > t.max_temperature)
 }
 
 /// Where a miner without history starts, and how fast its own record takes over.
@@ -308,9 +337,29 @@ pub fn score(
 /// Whether a miner meets the configured minimums. Success rate and latency are judged only
 /// once `min_jobs` outcomes of evidence exist; availability always.
 pub fn passes_thresholds(f: &Factors, t: &Thresholds) -> bool {
-    let judged = f.jobs >= t.min_jobs;
-    f.availability >= t.min_availability
-        && (!judged || (f.success_rate >= t.min_success_rate && f.avg_latency_ms <= t.max_latency))
+    failed_threshold(f, t).is_none()
+}
+
+/// The first threshold a miner fails: its name as in `[thresholds]`, the miner's value and
+/// the limit (what "why not my miner?" answers).
+pub fn failed_threshold(f: &Factors, t: &Thresholds) -> Option<(&'static str, f64, f64)> {
+    // Each test is "meets it", so a NaN fails rather than slips through.
+    let available = f.availability >= t.min_availability;
+    if !available {
+        return Some(("min_availability", f.availability, t.min_availability));
+    }
+    if f.jobs < t.min_jobs {
+        return None;
+    }
+    let succeeds = f.success_rate >= t.min_success_rate;
+    if !succeeds {
+        return Some(("min_success_rate", f.success_rate, t.min_success_rate));
+    }
+    let fast = f.avg_latency_ms <= t.max_latency;
+    if !fast {
+        return Some(("max_latency", f.avg_latency_ms, t.max_latency));
+    }
+    None
 }
 
 /// Failover policy: consecutive failures cool a miner down with an escalating backoff.
@@ -493,6 +542,58 @@ mod tests {
                     ..Default::default()
                 })
             })
+    }
+
+    #[test]
+    fn the_thermal_factor_is_one_until_derate_then_falls_to_a_half_at_the_maximum() {
+        let t = Thresholds::default();
+        assert_eq!(thermal_factor(None, &t), 1.0);
+        assert_eq!(thermal_factor(Some(60.0), &t), 1.0);
+        assert_eq!(thermal_factor(Some(80.0), &t), 1.0);
+        assert!((thermal_factor(Some(85.0), &t) - 0.75).abs() < 1e-12);
+        assert!((thermal_factor(Some(90.0), &t) - 0.5).abs() < 1e-12);
+        assert_eq!(thermal_factor(Some(120.0), &t), 0.5);
+        assert_eq!(thermal_factor(Some(f64::NAN), &t), 1.0);
+        assert!(!too_hot(Some(90.0), &t) && too_hot(Some(90.5), &t) && !too_hot(None, &t));
+    }
+
+    #[test]
+    fn the_failed_threshold_is_named_with_value_and_limit() {
+        let t = Thresholds::default();
+        let mut f = Factors {
+            success_rate: 0.9,
+            latency: 0.5,
+            availability: 0.99,
+            reputation: 0.5,
+            avg_latency_ms: 100.0,
+            jobs: 50.0,
+        };
+        assert_eq!(failed_threshold(&f, &t), None);
+        f.success_rate = 0.5;
+        assert_eq!(
+            failed_threshold(&f, &t),
+            Some(("min_success_rate", 0.5, 0.8))
+        );
+        f.jobs = 1.0; // too little evidence to judge the success rate
+        assert_eq!(failed_threshold(&f, &t), None);
+        f.availability = f64::NAN;
+        assert_eq!(
+            failed_threshold(&f, &t).map(|x| x.0),
+            Some("min_availability")
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn the_thermal_factor_stays_in_range_and_never_rises_with_heat(
+            a in -50.0f64..200.0, b in -50.0f64..200.0,
+        ) {
+            let t = Thresholds::default();
+            let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+            let (fl, fh) = (thermal_factor(Some(lo), &t), thermal_factor(Some(hi), &t));
+            prop_assert!((0.5..=1.0).contains(&fl) && (0.5..=1.0).contains(&fh));
+            prop_assert!(fh <= fl);
+        }
     }
 
     proptest! {

@@ -91,8 +91,34 @@ struct StatsDto {
 struct ScoreDto<'a> {
     components: ComponentsDto,
     max: f64,
+    thermal: ThermalDto,
     value: f64,
     weights: Sorted<'a, crate::domain::scoring::Weights>,
+}
+
+/// How the last reported GPU temperature bears on matching: `factor` multiplies `value` at
+/// match time (1 up to `derate_temperature`, falling linearly to 0.5 at `max_temperature`);
+/// `too_hot` miners are not matched at all.
+#[derive(Serialize)]
+struct ThermalDto {
+    derate_temperature: f64,
+    factor: f64,
+    max_temperature: f64,
+    temperature: Option<f64>,
+    too_hot: bool,
+}
+
+impl ThermalDto {
+    fn of(temperature: Option<f64>, t: &crate::domain::scoring::Thresholds) -> Self {
+        use crate::domain::scoring::{thermal_factor, too_hot};
+        Self {
+            derate_temperature: t.derate_temperature,
+            factor: thermal_factor(temperature, t),
+            max_temperature: t.max_temperature,
+            temperature,
+            too_hot: too_hot(temperature, t),
+        }
+    }
 }
 
 /// The four score components.
@@ -134,6 +160,10 @@ impl<'a> MinerDto<'a> {
             score: ScoreDto {
                 components: ComponentsDto::of(f),
                 max: cfg.scoring.max_score,
+                thermal: ThermalDto::of(
+                    view.status.as_ref().and_then(|s| s.temperature),
+                    &cfg.thresholds,
+                ),
                 value: view.score.value,
                 weights: Sorted(&cfg.weights),
             },
@@ -437,6 +467,14 @@ mod tests {
             "score": {
                 "value": view.score.value,
                 "max": params.scoring.max_score,
+                // Added with thermal awareness: 60 °C is under the default 80 °C derating.
+                "thermal": {
+                    "temperature": view.status.and_then(|s| s.temperature),
+                    "factor": 1.0,
+                    "derate_temperature": 80.0,
+                    "max_temperature": 90.0,
+                    "too_hot": false,
+                },
                 "components": {
                     "success_rate": f.success_rate,
                     "latency": f.latency,

@@ -33,6 +33,7 @@ impl Tuning {
                 tie_epsilon: config.matching.tie_epsilon * config.scoring.max_score,
                 panic_threshold: failover.panic_threshold,
                 scan_cap: config.matching.scan_cap,
+                thermal: config.thresholds,
             },
             failover,
             hash: reload::hash(&config),
