@@ -1,5 +1,7 @@
 //! The `poolhub` command line.
 
+mod cli_explain;
+
 use clap::{Args, Parser, Subcommand};
 use poolhub::config::Config;
 use poolhub::server;
@@ -45,6 +47,12 @@ enum Command {
     /// Manage the client and admin keys of a running hub (its admin API), with the admin
     /// secret from POOLHUB_ADMIN_TOKEN. Exits 1 with the hub's reason when it refuses.
     Keys(KeysArgs),
+    /// Why is my miner not offered? Asks a running hub to explain a match (nothing is
+    /// reserved) and prints each miner's reason: offered, model, job_type, gpu_memory,
+    /// offline, unavailable, full, cooldown, threshold, latency, temperature, excluded,
+    /// banned, outranked, unregistered. Presents POOLHUB_CLIENT_KEY (or POOLHUB_ADMIN_TOKEN)
+    /// when set, as a hub with auth.clients = "keys" needs.
+    Explain(cli_explain::ExplainArgs),
 }
 
 #[derive(Args)]
@@ -188,6 +196,7 @@ fn main() -> ExitCode {
         Command::Compact(args) => compact(args),
         Command::Migrate(args) => migrate(&args),
         Command::Keys(args) => keys(&args),
+        Command::Explain(args) => cli_explain::run(&args, admin_client),
     }
 }
 

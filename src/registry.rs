@@ -30,6 +30,8 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
+mod explain;
+
 /// A miner's live status and reservations, updated without the registry's write lock.
 ///
 /// Fields are independent atomics: a reader may see a mix of two consecutive heartbeats,

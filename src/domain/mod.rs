@@ -4,11 +4,13 @@
 //! * [`miner`]: who a miner is, what it can run, what it reports.
 //! * [`scoring`]: statistics, factors and the score, cooldowns.
 //! * [`matching`]: candidates in, offers out (and panic mode).
+//! * [`explain`]: why each miner was or was not offered.
 //! * [`job`]: a match's id and ticket, and the outcome record kept as history.
 //! * [`profile`]: miners known by name (AITBC's `miner_id`) and their reserved addresses.
 //! * [`aitbc`]: AITBC's match by requirements and its SLA verdict.
 
 pub mod aitbc;
+pub mod explain;
 pub mod identity;
 pub mod job;
 pub mod matching;

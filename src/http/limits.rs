@@ -276,7 +276,9 @@ fn classify(method: &Method, route: &str) -> Option<Kind> {
         "/api/v1/miners/register" => Some(Kind::Registration { by_name: false }),
         "/v1/miners/register" => Some(Kind::Registration { by_name: true }),
         "/v1/miners/heartbeat" => Some(Kind::Status),
-        "/api/v1/match" | "/v1/match" => Some(Kind::PerClient(RouteClass::Match)),
+        "/api/v1/match" | "/api/v1/match/explain" | "/v1/match" => {
+            Some(Kind::PerClient(RouteClass::Match))
+        }
         "/api/v1/outcomes" => Some(Kind::PerClient(RouteClass::Outcome)),
         _ if tail == Some("status") => Some(Kind::Status),
         _ => None,

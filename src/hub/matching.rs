@@ -33,6 +33,34 @@ pub struct MatchRequest {
     pub reserve: bool,
 }
 
+/// A match request's checks: its limit (defaulted), or what is wrong with it (shared by the
+/// match and its explanation).
+pub(super) fn checked(
+    req: &MatchRequest,
+    m: &crate::config::MatchingConfig,
+) -> Result<usize, HubError> {
+    validate_name("model", &req.model)?;
+    let job_type = req.job_type.as_deref().unwrap_or(DEFAULT_JOB_TYPE);
+    validate_name("job_type", job_type)?;
+    let limit = req.limit.unwrap_or(m.default_limit);
+    if limit == 0 || limit > m.max_limit {
+        return Err(Invalid::new("limit", format!("must be between 1 and {}", m.max_limit)).into());
+    }
+    if let Some(l) = req.max_latency {
+        if !l.is_finite() || l <= 0.0 {
+            return Err(Invalid::new(
+                "requirements.max_latency",
+                "must be a positive number of milliseconds",
+            )
+            .into());
+        }
+    }
+    if req.exclude.len() > 1000 {
+        return Err(Invalid::new("exclude", "must list at most 1000 addresses").into());
+    }
+    Ok(limit)
+}
+
 /// One miner a match offers, as the hub answers it (the registry's
 /// [`crate::domain::matching::Offer`] with the miner's registration, shared rather than
 /// copied: the answer is written while it is held).
@@ -106,30 +134,11 @@ impl Hub {
     ) -> Result<Match, HubError> {
         let client = owner_of(caller);
         let started = Instant::now();
-        validate_name("model", &req.model)?;
-        let job_type = req.job_type.as_deref().unwrap_or(DEFAULT_JOB_TYPE);
-        validate_name("job_type", job_type)?;
         // One look at the settings for the whole match (a reload swaps them whole).
         let t = self.tuning();
+        let limit = checked(&req, &t.matching)?;
+        let job_type = req.job_type.as_deref().unwrap_or(DEFAULT_JOB_TYPE);
         let m = &t.matching;
-        let limit = req.limit.unwrap_or(m.default_limit);
-        if limit == 0 || limit > m.max_limit {
-            return Err(
-                Invalid::new("limit", format!("must be between 1 and {}", m.max_limit)).into(),
-            );
-        }
-        if let Some(l) = req.max_latency {
-            if !l.is_finite() || l <= 0.0 {
-                return Err(Invalid::new(
-                    "requirements.max_latency",
-                    "must be a positive number of milliseconds",
-                )
-                .into());
-            }
-        }
-        if req.exclude.len() > 1000 {
-            return Err(Invalid::new("exclude", "must list at most 1000 addresses").into());
-        }
         let now = now_ms();
         let ttl_ms = m.reservation_ttl.saturating_mul(1000);
         // The key's quota is taken before the search and given back below if no

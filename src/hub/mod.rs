@@ -16,6 +16,7 @@
 mod aitbc;
 mod backup;
 mod bans;
+mod explain;
 mod identity;
 mod keys;
 mod matching;
