@@ -54,6 +54,10 @@ pub struct Metrics {
     pub backups: OkOrError,
     pub backup_last_success: IntGauge,
     pub backup_interval_seconds: IntGauge,
+    /// `GET /api/v1/events` subscribers connected now.
+    pub event_subscribers: IntGauge,
+    /// Subscribers dropped for reading too slowly.
+    pub event_subscribers_dropped: IntCounter,
     pub miner_score: GaugeVec,
     pub api_requests_total: IntCounterVec,
     pub http_request_duration: HistogramVec,
@@ -307,6 +311,20 @@ impl Metrics {
                 "storage.backup_interval when scheduled backups are on, else 0.",
             ),
         );
+        let event_subscribers = add(
+            &registry,
+            IntGauge::new(
+                "poolhub_event_subscribers",
+                "Clients connected to the event stream (GET /api/v1/events).",
+            ),
+        );
+        let event_subscribers_dropped = add(
+            &registry,
+            IntCounter::new(
+                "poolhub_event_subscribers_dropped_total",
+                "Event-stream subscribers dropped because they fell too far behind.",
+            ),
+        );
         let match_results = MatchResults {
             matched: match_requests_total.with_label_values(&["matched"]),
             empty: match_requests_total.with_label_values(&["empty"]),
@@ -361,6 +379,8 @@ impl Metrics {
             backups,
             backup_last_success,
             backup_interval_seconds,
+            event_subscribers,
+            event_subscribers_dropped,
             miner_score,
             api_requests_total,
             http_request_duration,

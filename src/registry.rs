@@ -515,6 +515,30 @@ impl Registry {
         }
     }
 
+    /// Miners whose heartbeat expired in `(from, to]`, and those whose cooldown ran out in
+    /// it: the event stream's offline and cooldown-ended events (one walk, only while
+    /// someone watches the stream).
+    pub fn lapsed_between(
+        &self,
+        from: u64,
+        to: u64,
+        heartbeat_timeout_ms: u64,
+    ) -> (Vec<Address>, Vec<Address>) {
+        let g = self.inner.read();
+        let (mut offline, mut cooled) = (Vec::new(), Vec::new());
+        for h in g.entries.iter().flatten() {
+            let at = h.live.reported_at.load(Ordering::Acquire);
+            let expired = at.saturating_add(heartbeat_timeout_ms);
+            if at != 0 && expired > from && expired <= to {
+                offline.push(h.miner.address);
+            }
+            if h.cooldown_until > from && h.cooldown_until <= to {
+                cooled.push(h.miner.address);
+            }
+        }
+        (offline, cooled)
+    }
+
     /// Forgets cooldowns that ended by `now` (the sweeper calls this a few times a second),
     /// which keeps the per-match count of cooled-down miners to a short walk.
     pub fn end_cooldowns(&self, now: u64) {

@@ -254,6 +254,9 @@ pub async fn serve(
 
     shutdown.await;
     tracing::info!("shutting down: draining requests");
+    // Event streams never finish by themselves: end them, so the drain does not wait on
+    // them for the whole grace period.
+    hub.events().close();
     stop.drain.cancel();
     let _ = api_loop.await;
     let _ = metrics_loop.await;

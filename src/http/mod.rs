@@ -6,6 +6,7 @@ mod aitbc;
 pub mod auth;
 pub mod dto;
 mod error;
+mod events;
 mod explain;
 mod extract;
 pub mod fast;
@@ -69,6 +70,7 @@ pub fn api_router(hub: Arc<Hub>, limiter: Arc<limits::Limiter>) -> Router {
         )
         .route("/api/v1/match", post(handlers::match_job))
         .route("/api/v1/match/explain", post(explain::explain))
+        .route("/api/v1/events", get(events::events))
         .route("/api/v1/outcomes", post(handlers::report_outcome))
         .route(
             "/api/v1/admin/keys",

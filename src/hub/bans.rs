@@ -92,5 +92,6 @@ impl Hub {
         }
         self.metrics.miners_total.set(self.registry.len() as i64);
         self.publish(Event::Deleted { address: *address });
+        self.emit_deregistered(address);
     }
 }

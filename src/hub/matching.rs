@@ -279,6 +279,9 @@ impl Hub {
                 load: o.load,
             })
             .collect();
+        if self.events.active(now) {
+            self.emit_match(match_id, &miners, reserved, panic);
+        }
         let mt = &self.metrics;
         mt.match_duration.observe(started.elapsed().as_secs_f64());
         self.matches_served.fetch_add(1, Ordering::Relaxed);
@@ -392,6 +395,9 @@ impl Hub {
             self.score_now(&stats, &view.availability, view.miner.stake, record.at);
         self.registry
             .update_stats(&rep.address, stats, score, cooldown_until);
+        if self.events.active(record.at) {
+            self.emit_outcome(&record, &rep.address, &view, score.value, cooldown_until);
+        }
         self.metrics
             .job_outcomes_total
             .with_label_values(&[if rep.success { "success" } else { "failure" }])

@@ -22,6 +22,7 @@ mod keys;
 mod matching;
 mod reload;
 mod reservations;
+pub mod stream;
 mod sync;
 mod tasks;
 pub mod views;
@@ -176,6 +177,8 @@ pub struct Hub {
     keys: crate::auth::KeyRing,
     /// Serialises key changes and reloads, so a reload never drops a key created meanwhile.
     keys_lock: tokio::sync::Mutex<()>,
+    /// `GET /api/v1/events`: what happened, for whoever watches.
+    events: stream::EventStream,
 }
 
 /// SHA-256 of a token, hex: what is stored instead of the token.
@@ -230,6 +233,7 @@ impl Hub {
             },
             tuning: arc_swap::ArcSwap::from_pointee(Tuning::new(config, Vec::new())),
             reload_hooks: parking_lot::Mutex::default(),
+            events: stream::EventStream::default(),
         };
         let now = now_ms();
         // The store reads (on a blocking thread) while this task files each chunk in the
@@ -415,6 +419,7 @@ impl Hub {
         self.publish(Event::Miner {
             address: reg.address,
         });
+        self.emit_registered(&reg.address, true);
         tracing::info!(address = %reg.address, "miner registered");
         self.registered(&reg.address, true, issued)
     }
@@ -474,6 +479,7 @@ impl Hub {
         self.publish(Event::Miner {
             address: reg.address,
         });
+        self.emit_registered(&reg.address, false);
         tracing::info!(address = %reg.address, "miner re-registered");
         self.registered(&reg.address, false, None)
     }
@@ -494,6 +500,10 @@ impl Hub {
         status.reported_at = now_ms();
         if let Err(e) = self.hot.put_status(address, &status).await {
             return Err(self.store_error(e));
+        }
+        // Read only while someone watches: a plain heartbeat stays as cheap as it was.
+        if self.events.active(status.reported_at) {
+            self.emit_status_change(address, live.status(), &status);
         }
         live.set_status(&status);
         self.registry.note(&live);
@@ -527,6 +537,7 @@ impl Hub {
         }
         self.metrics.miners_total.set(self.registry.len() as i64);
         self.publish(Event::Deleted { address: *address });
+        self.emit_deregistered(address);
         tracing::info!(address = %address, "miner deregistered");
         Ok(())
     }
@@ -594,6 +605,7 @@ impl Hub {
         m.miners_available.set(c.available as i64);
         m.miners_cooled_down.set(c.cooled_down as i64);
         m.reservations_in_flight.set(self.reservations.len() as i64);
+        m.event_subscribers.set(self.events.subscribers() as i64);
         m.miner_score.reset();
         for (a, s) in self.registry.scores() {
             m.miner_score.with_label_values(&[&a.to_string()]).set(s);

@@ -150,15 +150,20 @@ impl Hub {
         tracing::trace!(event = ?event, from = %from, "remote event");
         match event {
             Event::Miner { address } => {
+                let known = self.registry.get(&address).is_some();
                 if let Err(e) = self.reload_miner(&address).await {
                     tracing::warn!(address = %address, error = %e,
                         "cannot reload a miner another hub changed; the next resync will");
+                } else if self.registry.get(&address).is_some() {
+                    // Registered through another hub: this hub's watchers see it too.
+                    self.emit_registered(&address, !known);
                 }
             }
             Event::Deleted { address } => {
                 let _guard = self.lock_for(&address).lock().await;
                 if self.registry.remove(&address) {
                     self.metrics.miners_total.set(self.registry.len() as i64);
+                    self.emit_deregistered(&address);
                 }
             }
             Event::Stats { address, stats } => {
@@ -201,10 +206,9 @@ impl Hub {
     /// Takes a status into the index unless it already holds a newer one.
     fn apply_status(&self, address: &Address, status: &MinerStatus) {
         if let Some((_, live)) = self.registry.live(address) {
-            if live
-                .status()
-                .is_none_or(|cur| cur.reported_at <= status.reported_at)
-            {
+            let current = live.status();
+            if current.is_none_or(|cur| cur.reported_at <= status.reported_at) {
+                self.emit_status_change(address, current, status);
                 live.set_status(status);
                 self.registry.note(&live);
             }

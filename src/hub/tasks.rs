@@ -214,6 +214,12 @@ impl Hub {
         self.registry.note_stale(now, hb);
         self.registry.end_cooldowns(now);
         self.registry.settle(now, hb);
+        let since = self.events.swept(now);
+        if since > 0 && self.events.active(now) {
+            let (offline, cooled) = self.registry.lapsed_between(since, now, hb);
+            self.emit_offline(&offline);
+            self.emit_cooldowns_ended(&cooled);
+        }
     }
 }
 
