@@ -14,6 +14,7 @@ mod handlers;
 mod identity;
 mod layers;
 pub mod limits;
+mod ui;
 
 pub use error::ApiError;
 pub use extract::parse_json;
@@ -40,6 +41,8 @@ pub fn api_router(hub: Arc<Hub>, limiter: Arc<limits::Limiter>) -> Router {
     let enforcer = limits::Enforcer::new(hub.clone(), limiter);
     let state = AppState { hub };
     let mut r = Router::new()
+        .route("/", get(ui::page))
+        .route("/ui", get(ui::page))
         .route("/health", get(handlers::health))
         .route("/api/v1/status", get(handlers::status))
         .route("/api/v1/miners", get(handlers::list_miners))

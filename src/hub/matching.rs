@@ -279,11 +279,12 @@ impl Hub {
                 load: o.load,
             })
             .collect();
+        let took = started.elapsed();
         if self.events.active(now) {
-            self.emit_match(match_id, &miners, reserved, panic);
+            self.emit_match(match_id, &miners, reserved, panic, took);
         }
         let mt = &self.metrics;
-        mt.match_duration.observe(started.elapsed().as_secs_f64());
+        mt.match_duration.observe(took.as_secs_f64());
         self.matches_served.fetch_add(1, Ordering::Relaxed);
         let result = &mt.match_results;
         if miners.is_empty() {

@@ -389,13 +389,14 @@ mod emit {
             miners: &[crate::hub::Offer],
             reserved: bool,
             panic: bool,
+            took: std::time::Duration,
         ) {
             let addresses: Vec<Address> = miners.iter().map(|m| m.address).collect();
             self.events.emit(
                 Kind::Match,
                 addresses.clone(),
                 json!({"match_id": id, "miners": addresses, "reserved": reserved,
-                       "panic": panic}),
+                       "panic": panic, "duration_us": took.as_micros() as u64}),
             );
         }
 
