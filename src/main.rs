@@ -1,6 +1,7 @@
 //! The `poolhub` command line.
 
 mod cli_explain;
+mod cli_replay;
 
 use clap::{Args, Parser, Subcommand};
 use poolhub::config::Config;
@@ -53,6 +54,11 @@ enum Command {
     /// banned, outranked, unregistered. Presents POOLHUB_CLIENT_KEY (or POOLHUB_ADMIN_TOKEN)
     /// when set, as a hub with auth.clients = "keys" needs.
     Explain(cli_explain::ExplainArgs),
+    /// What if the weights, thresholds, decay or priors were different? Replays the stored
+    /// outcome history under a candidate configuration and prints how the rankings change:
+    /// the overlap of the top N, each miner's rank change, and the miners that would newly
+    /// pass or fail the thresholds. Read-only; --hub asks a running hub to do it.
+    Replay(cli_replay::ReplayArgs),
 }
 
 #[derive(Args)]
@@ -197,6 +203,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => migrate(&args),
         Command::Keys(args) => keys(&args),
         Command::Explain(args) => cli_explain::run(&args, admin_client),
+        Command::Replay(args) => cli_replay::run(&args, admin_client),
     }
 }
 

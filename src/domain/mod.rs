@@ -5,6 +5,7 @@
 //! * [`scoring`]: statistics, factors and the score, cooldowns.
 //! * [`matching`]: candidates in, offers out (and panic mode).
 //! * [`explain`]: why each miner was or was not offered.
+//! * [`replay`]: the outcome history scored again under another configuration.
 //! * [`job`]: a match's id and ticket, and the outcome record kept as history.
 //! * [`profile`]: miners known by name (AITBC's `miner_id`) and their reserved addresses.
 //! * [`aitbc`]: AITBC's match by requirements and its SLA verdict.
@@ -16,6 +17,7 @@ pub mod job;
 pub mod matching;
 pub mod miner;
 pub mod profile;
+pub mod replay;
 pub mod scoring;
 
 pub use job::{MatchId, MatchTicket, OutcomeRecord};

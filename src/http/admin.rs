@@ -149,3 +149,23 @@ pub async fn backup(
     )
         .into_response())
 }
+
+#[derive(Deserialize)]
+pub struct ReplayBody {
+    /// The candidate configuration, as the text of a poolhub.toml.
+    config: String,
+    /// How many of the best miners the overlap is taken over (default 10).
+    top: Option<usize>,
+}
+
+/// `POST /api/v1/admin/replay`: the stored outcome history scored again under a candidate
+/// configuration, against the running one. Read-only.
+pub async fn replay(
+    State(state): State<AppState>,
+    AdminCaller(_admin): AdminCaller,
+    ApiJson(body): ApiJson<ReplayBody>,
+) -> Result<Response, ApiError> {
+    let candidate = crate::hub::candidate_from_toml(&body.config)?;
+    let report = state.hub.replay(&candidate, body.top.unwrap_or(10)).await?;
+    Ok(Json(report).into_response())
+}

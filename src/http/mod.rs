@@ -80,7 +80,8 @@ pub fn api_router(hub: Arc<Hub>, limiter: Arc<limits::Limiter>) -> Router {
             post(admin::create_key).get(admin::list_keys),
         )
         .route("/api/v1/admin/keys/{id}", delete(admin::revoke_key))
-        .route("/api/v1/admin/backup", post(admin::backup));
+        .route("/api/v1/admin/backup", post(admin::backup))
+        .route("/api/v1/admin/replay", post(admin::replay));
     if cfg.metrics_on_api_port {
         r = r.route("/metrics", get(handlers::metrics));
     }

@@ -21,6 +21,7 @@ mod identity;
 mod keys;
 mod matching;
 mod reload;
+mod replay;
 mod reservations;
 pub mod stream;
 mod sync;
@@ -34,6 +35,7 @@ pub use keys::{
 };
 pub use matching::{Match, MatchRequest, Offer, OutcomeReport, Standing};
 pub use reload::{ReloadHook, Reloaded, Tuning};
+pub use replay::{candidate_from_toml, replay_store};
 pub use sync::Event;
 
 use crate::config::Config;
