@@ -15,21 +15,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-#[derive(Deserialize, Default)]
-pub struct ExplainRequirements {
-    min_gpu_memory: Option<u64>,
-    max_latency: Option<f64>,
-}
-
+/// A match body, plus the miner to explain (all of them when absent).
 #[derive(Deserialize)]
 pub struct ExplainBody {
-    model: String,
-    job_type: Option<String>,
-    #[serde(default)]
-    requirements: ExplainRequirements,
-    limit: Option<usize>,
-    #[serde(default)]
-    exclude: Vec<Address>,
+    #[serde(flatten)]
+    request: super::handlers::MatchBody,
     /// Explain this miner only.
     address: Option<Address>,
 }
@@ -61,14 +51,10 @@ pub async fn explain(
     ClientCaller(_caller): ClientCaller,
     ApiJson(body): ApiJson<ExplainBody>,
 ) -> Result<Response, ApiError> {
+    // Explaining never reserves, whatever the body says.
     let req = MatchRequest {
-        model: body.model,
-        job_type: body.job_type,
-        min_gpu_memory: body.requirements.min_gpu_memory,
-        max_latency: body.requirements.max_latency,
-        limit: body.limit,
-        exclude: body.exclude,
         reserve: false,
+        ..body.request.request()
     };
     let e = state.hub.explain(req, body.address).await?;
     Ok(Json(ExplanationDto {

@@ -68,6 +68,21 @@ pub struct MatchBody {
     reserve: Option<bool>,
 }
 
+impl MatchBody {
+    /// The hub's request (a slot is reserved unless `"reserve": false`).
+    pub(super) fn request(self) -> MatchRequest {
+        MatchRequest {
+            model: self.model,
+            job_type: self.job_type,
+            min_gpu_memory: self.requirements.min_gpu_memory,
+            max_latency: self.requirements.max_latency,
+            limit: self.limit,
+            exclude: self.exclude,
+            reserve: self.reserve.unwrap_or(true),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 pub struct OutcomeBody {
     match_id: String,
@@ -247,16 +262,10 @@ pub(super) async fn match_for(
     caller: Option<crate::auth::Caller>,
     body: MatchBody,
 ) -> Result<Response, ApiError> {
-    let req = MatchRequest {
-        model: body.model,
-        job_type: body.job_type,
-        min_gpu_memory: body.requirements.min_gpu_memory,
-        max_latency: body.requirements.max_latency,
-        limit: body.limit,
-        exclude: body.exclude,
-        reserve: body.reserve.unwrap_or(true),
-    };
-    let out = state.hub.match_job_for(req, caller.as_ref()).await?;
+    let out = state
+        .hub
+        .match_job_for(body.request(), caller.as_ref())
+        .await?;
     let miners: Vec<OfferDto<'_>> = out
         .miners
         .iter()

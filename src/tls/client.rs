@@ -179,6 +179,37 @@ fn with_verifier(verifier: Arc<dyn ServerCertVerifier>) -> ClientConfig {
         .with_no_client_auth()
 }
 
+/// The handshake-signature checks every verifier here makes, with the provider's
+/// algorithms (`$p`: how the impl reaches its provider).
+macro_rules! signature_checks {
+    ($($p:tt)+) => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            let p: &CryptoProvider = &self.$($p)+;
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &p.signature_verification_algorithms)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            let p: &CryptoProvider = &self.$($p)+;
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &p.signature_verification_algorithms)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            let p: &CryptoProvider = &self.$($p)+;
+            p.signature_verification_algorithms.supported_schemes()
+        }
+    };
+}
+
 /// libpq's `sslmode=require` without a root certificate: the connection is encrypted, but
 /// who answers is not checked. The handshake's signatures still are.
 #[derive(Debug)]
@@ -196,37 +227,7 @@ impl ServerCertVerifier for Unverified {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    signature_checks!(0);
 }
 
 /// libpq's `sslmode=verify-ca`: the certificate must chain to the given CA and be valid now;
@@ -257,39 +258,7 @@ impl ServerCertVerifier for ChainOnly {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    signature_checks!(provider);
 }
 
 /// A Redis client for `url`. `rediss://` is TLS: the server's certificate is checked against
