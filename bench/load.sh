@@ -22,6 +22,9 @@
 #   READY_MINERS=N            miners on file for the start-to-ready run (default 100000)
 #   POOLHUB_BENCH_DATABASE_URL / POOLHUB_BENCH_REDIS_URL  for the PostgreSQL + Redis row
 #     (default the local servers; NO_BACKENDS=1 skips it)
+#   PIN=1  servers on CPU 0, wrk on CPU 1 (taskset): the load generator no longer competes
+#          with the server for a core, so latency tails measure the server rather than the
+#          scheduler. Servers then have one core (and one tokio worker) each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZES=${1:-"1000 10000 100000"}
@@ -50,6 +53,8 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
   cargo build --release --quiet --bin poolhub --example bare_hyper --example seed
 fi
 BIN=${BIN_DIR:-target/release}
+# PIN=1: servers and load generator on separate cores.
+if [ "${PIN:-0}" = 1 ]; then SRV="taskset -c 0"; GEN="taskset -c 1"; else SRV=""; GEN=""; fi
 TCK=$(getconf CLK_TCK)
 
 # CPU time (user + system, in clock ticks) a process has used so far.
@@ -70,9 +75,9 @@ measure() {
   local pid=$1 url=$2 script=$3
   shift 3
   local t0 t1 out
-  [ "$script" = bench/outcome.lua ] || env "$@" wrk -t1 -c"$C" -d2s -s "$script" "$url" >/dev/null
+  [ "$script" = bench/outcome.lua ] || env "$@" $GEN wrk -t1 -c"$C" -d2s -s "$script" "$url" >/dev/null
   t0=$(ticks "$pid")
-  out=$(env "$@" wrk -t1 -c"$C" -d"$DUR" --latency -s "$script" "$url")
+  out=$(env "$@" $GEN wrk -t1 -c"$C" -d"$DUR" --latency -s "$script" "$url")
   t1=$(ticks "$pid")
   echo "$out" | awk -v dt=$((t1 - t0)) -v tck="$TCK" '
     function us(v) {
@@ -103,18 +108,18 @@ print(f"| {l} | {f(brps):,.0f} | {f(hrps):,.0f} | **{r(hrps, brps)}** | {int(bp5
 PY
 }
 
-echo "# poolhub load test: $(date -u +%FT%TZ), $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), wrk -t1 -c$C -d$DUR, poolhub $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+echo "# poolhub load test: $(date -u +%FT%TZ), $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), wrk -t1 -c$C -d$DUR$([ "${PIN:-0}" = 1 ] && echo ', pinned: servers on CPU 0, wrk on CPU 1'), poolhub $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 echo
 echo "| run | yardstick req/s | hub req/s | throughput hub/yardstick | yardstick p50 / p99 | hub p50 / p99 | p99 hub/yardstick | yardstick CPU/req | hub CPU/req | CPU hub/yardstick | notes |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
 
-$BIN/examples/bare_hyper 127.0.0.1:8088 >/dev/null &
+$SRV $BIN/examples/bare_hyper 127.0.0.1:8088 >/dev/null &
 BPID=$!
 wait_ready $BARE 2>/dev/null || sleep 0.5
 
 declare -A EMBEDDED_MATCH
 for N in $SIZES; do
-  $BIN/poolhub serve --ephemeral --config bench/load.toml >/dev/null 2>"$WORK/hub-$N.log" &
+  $SRV $BIN/poolhub serve --ephemeral --config bench/load.toml >/dev/null 2>"$WORK/hub-$N.log" &
   HPID=$!
   wait_ready $HUB
   $BIN/examples/seed $HUB "$N" "$WORK/tokens-$N.txt" 2>"$WORK/seed-$N.log"
@@ -138,7 +143,7 @@ while time.time() - t0 < 2:
     os.pwrite(fd, b"x" * 4096, 0); os.fsync(fd); n += 1
 print(f"{n / (time.time() - t0):.0f}")
 PY
-$BIN/poolhub serve --config bench/load.toml --data "$WORK/durable.redb" >/dev/null 2>"$WORK/durable.log" &
+$SRV $BIN/poolhub serve --config bench/load.toml --data "$WORK/durable.redb" >/dev/null 2>"$WORK/durable.log" &
 HPID=$!
 wait_ready $HUB
 SECS=${DUR%s}
@@ -164,7 +169,7 @@ if [ "${NO_BACKENDS:-0}" != 1 ]; then
     cat bench/load.toml
     printf '\n[storage]\ndurable = "postgres"\ndatabase_url = "%s"\npostgres_schema = "bench_%s"\nhot = "redis"\nredis_url = "%s"\nredis_prefix = "bench:%s:"\n' "$PG" "$TAG" "$RD" "$TAG"
   } >"$WORK/backends.toml"
-  if $BIN/poolhub serve --config "$WORK/backends.toml" >/dev/null 2>"$WORK/backends.log" & HPID=$! && wait_ready $HUB 2>/dev/null; then
+  if $SRV $BIN/poolhub serve --config "$WORK/backends.toml" >/dev/null 2>"$WORK/backends.log" & HPID=$! && wait_ready $HUB 2>/dev/null; then
     $BIN/examples/seed $HUB "$N" "$WORK/tokens-pg.txt" 2>"$WORK/seed-pg.log"
     hp=$(measure $HPID $HUB/api/v1/match bench/match.lua)
     read -r erps _ <<<"${EMBEDDED_MATCH[$N]}"
