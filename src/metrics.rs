@@ -41,6 +41,7 @@ pub struct Metrics {
     pub miners_online: IntGauge,
     pub miners_available: IntGauge,
     pub miners_cooled_down: IntGauge,
+    pub miners_too_hot: IntGauge,
     pub reservations_in_flight: IntGauge,
     pub jobs_matched_total: IntCounter,
     pub match_requests_total: IntCounterVec,
@@ -127,6 +128,13 @@ impl Metrics {
             IntGauge::new(
                 "poolhub_miners_cooled_down",
                 "Miners in a failover cooldown after consecutive failures.",
+            ),
+        );
+        let miners_too_hot = add(
+            &registry,
+            IntGauge::new(
+                "poolhub_miners_too_hot",
+                "Online miners whose last temperature is over thresholds.max_temperature (not matched).",
             ),
         );
         let reservations_in_flight = add(&registry, IntGauge::new(
@@ -370,6 +378,7 @@ impl Metrics {
             miners_online,
             miners_available,
             miners_cooled_down,
+            miners_too_hot,
             reservations_in_flight,
             jobs_matched_total,
             match_requests_total,

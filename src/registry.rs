@@ -891,6 +891,7 @@ impl Registry {
     /// Counts over every entry: registered, online, available, cooled down, and the online
     /// ones that fail the thresholds or are cooled down.
     pub fn counts(&self, now: u64, heartbeat_timeout_ms: u64) -> Counts {
+        let thresholds = *self.thresholds.lock();
         let g = self.inner.read();
         let mut c = Counts {
             registered: g.ids.len(),
@@ -902,6 +903,9 @@ impl Registry {
                     c.online += 1;
                     if st.available {
                         c.available += 1;
+                    }
+                    if crate::domain::scoring::too_hot(st.temperature, &thresholds) {
+                        c.too_hot += 1;
                     }
                     if !h.qualified || h.cooldown_until > now {
                         c.violations += 1;
@@ -932,6 +936,9 @@ pub struct Counts {
     pub online: usize,
     pub available: usize,
     pub cooled_down: usize,
+    /// Online miners whose last temperature is over `thresholds.max_temperature` (not
+    /// matched until they cool).
+    pub too_hot: usize,
     /// Online miners failing the scoring thresholds or cooled down (the SLA's violations).
     #[serde(skip)]
     pub violations: usize,

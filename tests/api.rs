@@ -801,6 +801,8 @@ async fn too_hot_miners_are_not_matched_and_the_breakdown_says_why() {
     assert_eq!(offered, [cool.as_str(), warm.as_str()], "{}", m.text);
     let h = api.get(&format!("/api/v1/miners/{hot}")).await;
     assert_eq!(h.json["score"]["thermal"]["too_hot"], true, "{}", h.text);
+    let st = api.get("/api/v1/status").await;
+    assert_eq!(st.json["miners"]["too_hot"], 1, "{}", st.text);
     let w = api.get(&format!("/api/v1/miners/{warm}")).await;
     let factor = w.json["score"]["thermal"]["factor"]
         .as_f64()

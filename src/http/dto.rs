@@ -609,6 +609,7 @@ mod tests {
                 online: 3,
                 available: 2,
                 cooled_down: 1,
+                too_hot: 0,
                 violations: 1,
             },
             matches_served: 9,

@@ -606,6 +606,7 @@ impl Hub {
         m.miners_online.set(c.online as i64);
         m.miners_available.set(c.available as i64);
         m.miners_cooled_down.set(c.cooled_down as i64);
+        m.miners_too_hot.set(c.too_hot as i64);
         m.reservations_in_flight.set(self.reservations.len() as i64);
         m.event_subscribers.set(self.events.subscribers() as i64);
         m.miner_score.reset();
