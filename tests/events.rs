@@ -301,3 +301,23 @@ async fn with_client_keys_the_stream_needs_a_key() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn a_quiet_stream_outlives_the_idle_timeout() {
+    // The connection of an event stream is busy while its body runs: the idle timeout
+    // (which closes connections with no request in progress) must not cut it.
+    let mut c = cfg();
+    c.server.idle_timeout = 1;
+    let hub = TestHub::start(c).await.expect("hub");
+    let api = Api::new(hub.api_addr);
+    let mut s = subscribe(hub.api_addr, "?types=registered", None).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let a = addr(6);
+    api.register(&a, &["llama3.2"], 16384, 4).await;
+    let e = s
+        .next(Duration::from_secs(5))
+        .await
+        .expect("still streaming");
+    assert_eq!(e.data["address"], a.as_str());
+    hub.stop().await;
+}
