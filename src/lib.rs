@@ -5,20 +5,23 @@
 //! in-memory index.
 //!
 //! Module map (ARCHITECTURE.md has the longer version, with the invariants):
-//! * [`domain`]: plain types and pure logic (validation, scoring, matching, job ids, miner
-//!   identity by signature, miners named by AITBC's `miner_id`, AITBC's match and SLA). No
-//!   I/O, no clock.
+//! * [`domain`]: plain types and pure logic (validation, scoring with thermal derating,
+//!   matching, "why not my miner?" reasons, what-if replay, job ids, miner identity by
+//!   signature, miners named by AITBC's `miner_id`, AITBC's match and SLA). No I/O, no clock.
 //! * [`registry`]: the in-memory index that matching reads.
 //! * [`store`]: the durable and hot storage traits, their backends (redb, PostgreSQL; moka,
 //!   Redis), the versioned row types, and (feature `test-util`) the contract suites.
 //! * [`hub`]: the application service tying index, stores, scoring and keys together; the
-//!   background tasks, the sync between hubs, and client keys (`hub/keys.rs`).
+//!   background tasks, the sync between hubs, client keys (`hub/keys.rs`), the live event
+//!   stream (`hub/stream.rs`), explanations and replay.
 //! * [`auth`]: client and admin keys, held by digest and checked in memory.
-//! * [`http`]: the thin HTTP adapter (axum): router, extractors, DTOs, one error mapping.
+//! * [`http`]: the thin HTTP adapter (axum): router, extractors, DTOs, one error mapping, the
+//!   event stream (SSE) and the embedded dashboard.
 //! * [`server`]: start-up, listeners with header/idle timeouts and a connection cap, graceful
 //!   shutdown; [`server::TestHub`] for tests.
 //! * [`config`]: the one typed configuration; [`net`]: client addresses behind proxies.
 //! * [`metrics`], [`telemetry`], [`systemd`]: Prometheus metrics, logging, sd_notify.
+//! * [`tls`]: rustls for PostgreSQL, Redis and the hub's own HTTPS listeners.
 //! * [`admin_client`]: the CLI's client for a running hub's admin API.
 
 pub mod admin_client;
