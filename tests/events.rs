@@ -304,8 +304,8 @@ async fn with_client_keys_the_stream_needs_a_key() {
 
 #[tokio::test]
 async fn a_quiet_stream_outlives_the_idle_timeout() {
-    // The connection of an event stream is busy while its body runs: the idle timeout
-    // (which closes connections with no request in progress) must not cut it.
+    // A quiet stream writes a keep-alive comment at least twice per idle timeout, so the
+    // idle timeout (which closes connections with nothing to do) never cuts it.
     let mut c = cfg();
     c.server.idle_timeout = 1;
     let hub = TestHub::start(c).await.expect("hub");
@@ -319,5 +319,52 @@ async fn a_quiet_stream_outlives_the_idle_timeout() {
         .await
         .expect("still streaming");
     assert_eq!(e.data["address"], a.as_str());
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_subscriber_that_never_reads_is_closed_by_the_idle_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let mut c = cfg();
+    c.server.idle_timeout = 1;
+    let hub = TestHub::start(c).await.expect("hub");
+    let api = Api::new(hub.api_addr);
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let mut stalled = socket.connect(hub.api_addr).await.expect("connect");
+    stalled
+        .write_all(b"GET /api/v1/events?types=registered HTTP/1.1\r\nHost: hub\r\n\r\n")
+        .await
+        .expect("request");
+    common::eventually(Duration::from_secs(5), "subscribed", || async {
+        hub.hub.events().subscribers() == 1
+    })
+    .await;
+    // Enough big events to fill the socket buffers, so the stream's writes stall.
+    let models: Vec<String> = (0..64)
+        .map(|i| format!("model-{i:02}-{}", "x".repeat(90)))
+        .collect();
+    let models: Vec<&str> = models.iter().map(String::as_str).collect();
+    let a = addr(7);
+    let t = api.register(&a, &models, 16384, 4).await;
+    for _ in 0..1500 {
+        let r = api
+            .post(
+                "/api/v1/miners/register",
+                &common::registration(&a, &models, 16384, 4),
+                Some(&t),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    // Nothing written for a second: the connection is closed and the subscriber forgotten,
+    // though the client never read or hung up.
+    common::eventually(
+        Duration::from_secs(10),
+        "the stalled subscriber closed",
+        || async { hub.hub.events().subscribers() == 0 },
+    )
+    .await;
+    drop(stalled);
     hub.stop().await;
 }

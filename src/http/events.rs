@@ -2,6 +2,11 @@
 //! [`crate::hub::stream`]). `?types=match,outcome` and `?address=0x…` filter it;
 //! `Last-Event-ID` (or `?last_event_id=`) resumes it. A comment every 15 s keeps proxies
 //! from closing an idle stream. Same role as a match.
+//!
+//! The comment is also what keeps the stream inside `server.idle_timeout`: once its head is
+//! sent, a stream is an answer being written, and each write counts as activity. So the
+//! comment comes at least twice per idle timeout, and a subscriber that stops reading (its
+//! writes stall) is closed by the idle timeout like any other stalled connection.
 
 use super::auth::ClientCaller;
 use super::error::ApiError;
@@ -19,8 +24,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 
-/// How often an idle stream gets a comment.
+/// How often an idle stream gets a comment, at most.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The comment's interval: [`KEEP_ALIVE`], or half of `server.idle_timeout` when that is
+/// shorter, so a quiet stream always writes within the idle timeout.
+fn keep_alive(idle_timeout_secs: u64) -> Duration {
+    KEEP_ALIVE.min(Duration::from_millis(
+        idle_timeout_secs.saturating_mul(500).max(100),
+    ))
+}
 
 #[derive(Deserialize)]
 pub struct EventsQuery {
@@ -151,7 +164,8 @@ pub async fn events(
     let stream = futures_util::stream::unfold(feed, |mut f| async move {
         f.next().await.map(|e| (Ok::<_, Infallible>(e), f))
     });
+    let every = keep_alive(state.hub.config().server.idle_timeout);
     Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
+        .keep_alive(KeepAlive::new().interval(every).text("keep-alive"))
         .into_response())
 }

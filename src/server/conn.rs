@@ -121,38 +121,6 @@ impl Drop for Busy {
     }
 }
 
-fn is_event_stream(r: &axum::response::Response) -> bool {
-    r.headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
-}
-
-/// A response body that keeps its connection marked busy until it ends (or is dropped).
-struct Guarded {
-    inner: axum::body::Body,
-    _busy: Busy,
-}
-
-impl hyper::body::Body for Guarded {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 /// The socket (or the TLS stream over it), with the header and idle deadlines checked
 /// whenever hyper waits for a read.
 struct TimedIo<S> {
@@ -368,20 +336,8 @@ async fn serve_connection<S>(
                     app.oneshot(req).await
                 }
             };
-            // An event stream's answer is its body, which runs for as long as the client
-            // listens: the connection is busy (not idle) until the body ends.
-            match res {
-                Ok(r) if is_event_stream(&r) => Ok(r.map(|body| {
-                    axum::body::Body::new(Guarded {
-                        inner: body,
-                        _busy: busy,
-                    })
-                })),
-                other => {
-                    drop(busy);
-                    other
-                }
-            }
+            drop(busy);
+            res
         }
     });
     let conn = hyper::server::conn::http1::Builder::new()
