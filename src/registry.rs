@@ -930,7 +930,7 @@ impl Registry {
 }
 
 /// Miner counts for status and metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Counts {
     pub registered: usize,
     pub online: usize,

@@ -228,7 +228,13 @@ fn aitbc_miner_cli_and_monitoring_calls_work_and_a_hijack_gets_403() {
                 None,
             )
             .await;
-        assert_eq!(squat.status, StatusCode::BAD_REQUEST, "{}", squat.text);
+        // Well-formed, but nobody may claim it by address: 403.
+        assert_eq!(squat.status, StatusCode::FORBIDDEN, "{}", squat.text);
+        assert_eq!(
+            squat.json["error"]["code"], "reserved_address",
+            "{}",
+            squat.text
+        );
         assert_eq!(squat.json["error"]["field"], "address", "{}", squat.text);
 
         // Heartbeats: an unknown key and no key are 401; a short key is refused by name.

@@ -368,3 +368,30 @@ async fn a_subscriber_that_never_reads_is_closed_by_the_idle_timeout() {
     drop(stalled);
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn a_stream_ends_at_its_max_age_and_a_reconnect_resumes() {
+    let mut c = cfg();
+    c.server.event_stream_max_age = 1;
+    let hub = TestHub::start(c).await.expect("hub");
+    let api = Api::new(hub.api_addr);
+    let mut s = subscribe(hub.api_addr, "?types=registered", None).await;
+    api.register(&addr(1), &["m"], 8192, 2).await;
+    let first = s.until("registered").await;
+    let id = first.last().and_then(|e| e.id).expect("an id");
+    // Within about a second the hub ends the stream (keep-alives do not keep it open).
+    let started = std::time::Instant::now();
+    assert!(
+        s.next(Duration::from_secs(5)).await.is_none(),
+        "the stream should end"
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // What happened meanwhile is not lost: a reconnect with the last id gets it.
+    api.register(&addr(2), &["m"], 8192, 2).await;
+    let mut again = subscribe(hub.api_addr, "?types=registered", Some(id)).await;
+    let seen = again.until("registered").await;
+    assert_eq!(
+        seen.last().map(|e| e.data["address"].clone()),
+        Some(json!(addr(2)))
+    );
+}

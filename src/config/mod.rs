@@ -81,6 +81,12 @@ pub struct ServerConfig {
     /// Seconds a connection may stay open with no request in progress (a fresh connection
     /// that sends nothing, or a keep-alive connection between requests) before it is closed.
     pub idle_timeout: u64,
+    /// Seconds after which the hub ends an event stream (`GET /api/v1/events`); 0 keeps it
+    /// open for as long as the client stays. An `EventSource` reconnects by itself and
+    /// resumes with `Last-Event-ID`, so nothing is lost: a limit spreads long-lived
+    /// subscribers over the hubs behind a load balancer, and lets a test or a fuzzer read a
+    /// stream to its end.
+    pub event_stream_max_age: u64,
     /// Most client connections the API port holds at once; connections beyond it are closed
     /// as soon as they are accepted. Keep it below the process's file-descriptor limit.
     pub max_connections: usize,
@@ -108,6 +114,7 @@ impl Default for ServerConfig {
             shutdown_grace: 10,
             header_timeout: 10,
             idle_timeout: 60,
+            event_stream_max_age: 0,
             max_connections: 10_000,
             trusted_proxies: Vec::new(),
             log_level: "info".into(),
@@ -205,7 +212,7 @@ impl Default for StorageConfig {
 }
 
 /// The seed's `[scoring]` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScoringSection {
     /// Seconds between full score recomputations (and availability samples).

@@ -13,7 +13,7 @@ use crate::domain::scoring::{failed_threshold, Factors, Thresholds};
 use serde::Serialize;
 
 /// Why one miner was or was not offered, with the figures behind it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum Reason {
     /// In the answer, at `rank` (1 = first), with the score it was ranked by.

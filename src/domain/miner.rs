@@ -147,8 +147,77 @@ impl TryFrom<String> for Endpoint {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(bad("must not carry credentials"));
         }
+        if !url.host_str().is_some_and(|h| h.starts_with('[')) {
+            endpoint_syntax(&s).map_err(bad)?;
+        }
         Ok(Self(s))
     }
+}
+
+/// The base URL grammar the API documents (and `http::openapi` states as a pattern): a
+/// scheme, a DNS name whose last label starts with a letter or a dotted-quad IPv4 address,
+/// an optional port (0 to 65535, no leading zero) and a path of unreserved characters; no
+/// query or fragment. Stricter than a URL parser, which takes hosts such as `a*` or `1.2.3`
+/// (read as 1.2.0.3); an IPv6 literal is left to the URL parser.
+fn endpoint_syntax(s: &str) -> Result<(), &'static str> {
+    let lower = s.get(..8).unwrap_or(s).to_ascii_lowercase();
+    let rest = if lower.starts_with("https://") {
+        &s[8..]
+    } else if lower.starts_with("http://") {
+        &s[7..]
+    } else {
+        return Err("must start with http:// or https://");
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (host, port) = match authority.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (authority, None),
+    };
+    if !(dns_name(host) || ipv4(host)) {
+        return Err("must name its host as a DNS name (letters, digits, hyphens; the last label starting with a letter) or an IPv4 address");
+    }
+    if let Some(p) = port {
+        let digits = !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
+        if !digits
+            || (p.len() > 1 && p.starts_with('0'))
+            || p.parse::<u32>().map_or(true, |n| n > 65_535)
+        {
+            return Err("must give its port as a number from 0 to 65535");
+        }
+    }
+    let unreserved =
+        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-' | b'/');
+    if !path.bytes().all(unreserved) {
+        return Err("may have a path of letters, digits and . _ ~ - / only (no query or fragment)");
+    }
+    Ok(())
+}
+
+fn dns_name(host: &str) -> bool {
+    let label = |l: &str| {
+        let b = l.as_bytes();
+        !b.is_empty()
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+    };
+    let mut labels = host.split('.');
+    let Some(last) = labels.next_back() else {
+        return false;
+    };
+    label(last) && last.as_bytes()[0].is_ascii_alphabetic() && labels.all(label)
+}
+
+fn ipv4(host: &str) -> bool {
+    let octets: Vec<&str> = host.split('.').collect();
+    octets.len() == 4
+        && octets.iter().all(|o| {
+            !o.is_empty()
+                && o.len() <= 3
+                && o.bytes().all(|b| b.is_ascii_digit())
+                && !(o.len() > 1 && o.starts_with('0'))
+                && o.parse::<u16>().is_ok_and(|n| n <= 255)
+        })
 }
 
 impl Endpoint {
@@ -177,13 +246,18 @@ impl fmt::Debug for Endpoint {
 }
 
 /// What a miner can run. `gpu_memory` is MiB, as in the seed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Capabilities {
+    #[schema(value_type = Vec<crate::http::openapi::Name>, min_items = 1, max_items = 256)]
     pub models: Vec<String>,
+    /// MiB.
+    #[schema(minimum = 1, maximum = 16777216)]
     pub gpu_memory: u64,
+    #[schema(minimum = 1, maximum = 100000)]
     pub max_concurrent_jobs: u32,
     /// Job types the miner accepts; the seed only knows "inference", which is the default.
     #[serde(default = "default_job_types")]
+    #[schema(value_type = Vec<crate::http::openapi::Name>, min_items = 1, max_items = 256)]
     pub job_types: Vec<String>,
 }
 
@@ -193,7 +267,8 @@ fn default_job_types() -> Vec<String> {
 
 /// Checks a model or job-type name: non-empty, bounded, printable, no surrounding spaces.
 pub fn validate_name(field: &str, name: &str) -> Result<(), Invalid> {
-    if name.is_empty() || name.len() > MAX_NAME_LEN {
+    // Characters, not bytes: the API documents (and a client counts) characters.
+    if name.is_empty() || name.chars().count() > MAX_NAME_LEN {
         return Err(Invalid::new(field, "must be 1 to 128 characters long"));
     }
     if name.trim() != name || name.chars().any(char::is_control) {
@@ -317,7 +392,7 @@ impl Miner {
 }
 
 /// Live status a miner reports; also its heartbeat.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MinerStatus {
     pub available: bool,
     pub current_load: u32,
@@ -334,7 +409,7 @@ pub struct MinerStatus {
 }
 
 /// Figures a miner may report beside its status; shown, not scored.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Resources {
     /// GPU memory in use, MiB.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -396,6 +471,39 @@ impl MinerStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_follow_the_documented_grammar() {
+        for ok in [
+            "http://miner-1.example:8080",
+            "https://10.0.0.1/api/v1",
+            "HTTP://A.B",
+            "http://localhost",
+            "http://[::1]:80",
+            "http://a.b:65535/x_y~z.-",
+            "http://a:0",
+        ] {
+            assert!(Endpoint::try_from(ok.to_string()).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://a*",
+            "http://1.2.3",
+            "http://256.1.1.1",
+            "http://a:",
+            "http://a:080",
+            "http://a:65536",
+            "http://a/?q=1",
+            "http://a/#f",
+            "http://a.1b",
+            "http://-a",
+            "http://a-.b",
+            "http://a..b",
+            "ftp://a",
+            "http://user@a",
+        ] {
+            assert!(Endpoint::try_from(bad.to_string()).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn address_is_case_insensitive_and_renders_lowercase() {

@@ -88,8 +88,8 @@ pub fn validate_api_key(key: &str) -> Result<(), Invalid> {
             "must be at least 16 characters (a shorter key can be guessed)",
         ));
     }
-    if key.len() > MAX_API_KEY_LEN {
-        return Err(Invalid::new("api_key", "must be at most 512 bytes"));
+    if n > MAX_API_KEY_LEN {
+        return Err(Invalid::new("api_key", "must be at most 512 characters"));
     }
     if key.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(Invalid::new(
@@ -159,14 +159,14 @@ impl Profile {
         }
         for (k, v) in &self.tags {
             validate_name("tags", k)?;
-            if v.len() > MAX_TAG_VALUE_LEN || v.chars().any(char::is_control) {
+            if v.chars().count() > MAX_TAG_VALUE_LEN || v.chars().any(char::is_control) {
                 return Err(Invalid::new(
                     format!("tags.{k}"),
-                    "must be at most 512 bytes without control characters",
+                    "must be at most 512 characters, without control characters",
                 ));
             }
         }
-        debug_assert!(self.miner_id.len() <= MAX_NAME_LEN);
+        debug_assert!(self.miner_id.chars().count() <= MAX_NAME_LEN);
         Ok(self)
     }
 

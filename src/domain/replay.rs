@@ -58,7 +58,8 @@ impl History {
 }
 
 /// One miner's place under one configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = ReplayStanding)]
 pub struct Standing {
     /// 1 = best.
     pub rank: usize,
@@ -68,7 +69,8 @@ pub struct Standing {
 }
 
 /// One miner under both configurations.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = ReplayChange)]
 pub struct Change {
     pub address: Address,
     pub current: Standing,
@@ -78,7 +80,8 @@ pub struct Change {
 }
 
 /// The comparison.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = ReplayReport)]
 pub struct Report {
     pub miners: usize,
     pub outcomes: u64,

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub const DAY_MS: f64 = 86_400_000.0;
 
 /// The four weights; validated by the config to be non-negative and sum to 1.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Weights {
     pub success_rate: f64,
@@ -38,7 +38,7 @@ impl Default for Weights {
 }
 
 /// Minimums a miner must meet to be matched at all.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Thresholds {
     pub min_success_rate: f64,

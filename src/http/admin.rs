@@ -16,16 +16,20 @@ use serde::{Deserialize, Serialize};
 
 /// `POST /api/v1/admin/keys`. Both fields are optional in the type so that a missing one
 /// is answered as a 400 naming it, like every other invalid field.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyBody {
+    /// A label for people and logs: at most 64 characters, not blank, no control characters.
+    #[schema(required = true, value_type = String, max_length = 64,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$")]
     name: Option<String>,
     /// `"client"` (the default: the least a key can do) or `"admin"`.
+    #[schema(value_type = Option<Role>)]
     role: Option<String>,
 }
 
 /// A key as the API shows it: everything but the secret, which only creation answers.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct KeyDto {
     pub id: String,
     pub name: String,
@@ -46,7 +50,7 @@ impl From<&ApiKey> for KeyDto {
 }
 
 /// The answer to a creation: the key, once, with its record.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct CreatedKeyDto {
     pub id: String,
     /// The secret: shown here once, stored nowhere (only its SHA-256 is).
@@ -56,11 +60,19 @@ pub struct CreatedKeyDto {
     pub created_at: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct KeyListDto {
     pub keys: Vec<KeyDto>,
 }
 
+#[utoipa::path(post, path = "/api/v1/admin/keys", tag = "admin",
+    request_body = CreateKeyBody,
+    security(("admin_key" = [])),
+    responses(
+        (status = 201, description = "The key, with its secret shown once", body = CreatedKeyDto),
+        (status = 401, description = "No admin key", body = super::error::ErrorBody),
+        (status = 403, description = "Not an admin key", body = super::error::ErrorBody),
+    ))]
 pub async fn create_key(
     State(state): State<AppState>,
     AdminCaller(_admin): AdminCaller,
@@ -85,6 +97,13 @@ pub async fn create_key(
     Ok((StatusCode::CREATED, Json(dto)).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/admin/keys", tag = "admin",
+    security(("admin_key" = [])),
+    responses(
+        (status = 200, description = "Every key, without secrets", body = KeyListDto),
+        (status = 401, description = "No admin key", body = super::error::ErrorBody),
+        (status = 403, description = "Not an admin key", body = super::error::ErrorBody),
+    ))]
 pub async fn list_keys(
     State(state): State<AppState>,
     AdminCaller(_admin): AdminCaller,
@@ -96,6 +115,16 @@ pub async fn list_keys(
     .into_response())
 }
 
+#[utoipa::path(delete, path = "/api/v1/admin/keys/{id}", tag = "admin",
+    params(("id" = String, Path, description = "The key's id (16 hexadecimal digits)", pattern = "^[0-9a-f]{16}$")),
+    security(("admin_key" = [])),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "No admin key", body = super::error::ErrorBody),
+        (status = 403, description = "Not an admin key", body = super::error::ErrorBody),
+        (status = 404, description = "No such key", body = super::error::ErrorBody),
+        (status = 409, description = "The key is in use by the caller", body = super::error::ErrorBody),
+    ))]
 pub async fn revoke_key(
     State(state): State<AppState>,
     AdminCaller(_admin): AdminCaller,
@@ -111,6 +140,15 @@ pub async fn revoke_key(
 /// [`crate::store::redb::snapshot`]). The hub keeps serving writes meanwhile; the copy holds
 /// every write acknowledged before the request arrived. `poolhub backup --hub URL DEST` calls
 /// it. With PostgreSQL the answer is 409 naming `pg_dump`, the tool for that backend.
+#[utoipa::path(post, path = "/api/v1/admin/backup", tag = "admin",
+    security(("admin_key" = [])),
+    responses(
+        (status = 200, description = "A consistent copy of the data file (redb)", content_type = "application/octet-stream", body = Vec<u8>,
+            headers(("x-poolhub-miners" = u64, description = "Miners in the copy"), ("x-poolhub-outcomes" = u64, description = "Outcomes in the copy"))),
+        (status = 401, description = "No admin key", body = super::error::ErrorBody),
+        (status = 403, description = "Not an admin key", body = super::error::ErrorBody),
+        (status = 409, description = "The data is in PostgreSQL: use pg_dump", body = super::error::ErrorBody),
+    ))]
 pub async fn backup(
     State(state): State<AppState>,
     AdminCaller(_admin): AdminCaller,
@@ -150,16 +188,26 @@ pub async fn backup(
         .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct ReplayBody {
     /// The candidate configuration, as the text of a poolhub.toml.
+    #[schema(content_media_type = "application/toml")]
     config: String,
     /// How many of the best miners the overlap is taken over (default 10).
+    #[schema(minimum = 1, maximum = 10000)]
     top: Option<usize>,
 }
 
 /// `POST /api/v1/admin/replay`: the stored outcome history scored again under a candidate
 /// configuration, against the running one. Read-only.
+#[utoipa::path(post, path = "/api/v1/admin/replay", tag = "admin",
+    request_body = ReplayBody,
+    security(("admin_key" = [])),
+    responses(
+        (status = 200, description = "How the rankings would change", body = crate::domain::replay::Report),
+        (status = 401, description = "No admin key", body = super::error::ErrorBody),
+        (status = 403, description = "Not an admin key", body = super::error::ErrorBody),
+    ))]
 pub async fn replay(
     State(state): State<AppState>,
     AdminCaller(_admin): AdminCaller,

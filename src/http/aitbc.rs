@@ -61,30 +61,58 @@ fn one() -> u32 {
 }
 
 /// `POST /v1/miners/register`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = AitbcRegisterBody)]
 pub struct RegisterBody {
+    /// The miner's name: a name that does not start with 0x, without '/', not "register".
+    #[schema(
+        max_length = 128,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f/0]([^\x00-\x1f\x7f-\x9f/]*[^\s\x00-\x1f\x7f-\x9f/])?$"
+    )]
     miner_id: String,
+    /// The miner's secret (16 to 512 characters, no whitespace or control characters): its
+    /// bearer for heartbeats.
+    #[schema(
+        min_length = 16,
+        max_length = 512,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]+$"
+    )]
     api_key: String,
+    /// `http://host:port`, or `host:port` completed by `proto`.
+    #[schema(value_type = Endpoint)]
     addr: String,
     #[serde(default = "default_proto")]
+    #[schema(pattern = "^https?$", default = "http")]
     proto: String,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 16384)]
     gpu_vram_gb: f64,
     #[serde(default)]
+    #[schema(value_type = Option<super::openapi::Name>)]
     gpu_name: Option<String>,
     #[serde(default)]
+    #[schema(maximum = 1000000)]
     cpu_cores: Option<u32>,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1048576)]
     ram_gb: Option<f64>,
     #[serde(default = "one")]
+    #[schema(minimum = 1, maximum = 100000, default = 1)]
     max_parallel: u32,
+    /// A non-negative decimal, as a string ("0.01") or a number.
     #[serde(default)]
+    #[schema(value_type = Option<super::openapi::Price>)]
     base_price: Option<Decimal>,
+    /// Text, number or boolean values (kept as text); at most 64.
     #[serde(default)]
+    #[schema(value_type = super::openapi::Tags)]
     tags: BTreeMap<String, TagValue>,
+    /// The job types it serves (default "inference").
     #[serde(default)]
+    #[schema(value_type = Vec<super::openapi::Name>, max_items = 256)]
     capabilities: Vec<String>,
     #[serde(default)]
+    #[schema(value_type = Option<super::openapi::Name>)]
     region: Option<String>,
 }
 
@@ -162,7 +190,8 @@ impl RegisterBody {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AitbcRegisteredDto)]
 struct RegisteredDto<'a> {
     status: &'static str,
     miner_id: &'a str,
@@ -170,6 +199,14 @@ struct RegisteredDto<'a> {
     miner: MinerDto<'a>,
 }
 
+#[utoipa::path(post, path = "/v1/miners/register", tag = "aitbc",
+    request_body = RegisterBody,
+    responses(
+        (status = 201, description = "Registered", body = RegisteredDto),
+        (status = 200, description = "Updated (same api_key)", body = RegisteredDto),
+        (status = 403, description = "Another api_key holds this miner_id, or registration by name is off", body = super::error::ErrorBody),
+        (status = 409, description = "Another miner already has this api_key", body = super::error::ErrorBody),
+    ))]
 pub async fn register(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<RegisterBody>,
@@ -208,21 +245,35 @@ fn active() -> String {
 }
 
 /// `POST /v1/miners/heartbeat`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct HeartbeatBody {
+    /// "active" means available; anything else (1 to 64 characters) means not.
     #[serde(default = "active")]
+    #[schema(
+        min_length = 1,
+        max_length = 16,
+        pattern = "^[ -~]+$",
+        default = "active"
+    )]
     status: String,
     #[serde(default)]
+    #[schema(maximum = 100000)]
     current_jobs: u32,
     /// A percentage.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 100)]
     gpu_utilization: f64,
+    /// MiB.
     #[serde(default)]
+    #[schema(maximum = 16777216)]
     memory_used: Option<u64>,
+    /// MiB.
     #[serde(default)]
+    #[schema(maximum = 16777216)]
     memory_total: Option<u64>,
     /// Negative: not measured.
     #[serde(default)]
+    #[schema(maximum = 3600000)]
     network_latency_ms: Option<f64>,
 }
 
@@ -265,7 +316,7 @@ pub fn miner_key(headers: &HeaderMap) -> Option<&str> {
     })
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct HeartbeatDto<'a> {
     status: &'static str,
     miner_id: &'a str,
@@ -273,6 +324,13 @@ struct HeartbeatDto<'a> {
     received_at: u64,
 }
 
+#[utoipa::path(post, path = "/v1/miners/heartbeat", tag = "aitbc",
+    request_body = HeartbeatBody,
+    security(("aitbc_api_key" = []), ("aitbc_api_key_header" = [])),
+    responses(
+        (status = 200, description = "Recorded", body = HeartbeatDto),
+        (status = 401, description = "No key, or no miner has this key", body = super::error::ErrorBody),
+    ))]
 pub async fn heartbeat(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -297,20 +355,26 @@ pub async fn heartbeat(
 }
 
 /// `POST /v1/match`'s `requirements`.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 pub struct RequirementsBody {
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 16384)]
     min_vram_gb: f64,
     #[serde(default)]
+    #[schema(minimum = 0)]
     min_ram_gb: f64,
+    /// Job types, any of which will do.
     #[serde(default)]
+    #[schema(value_type = Vec<super::openapi::Name>, max_items = 256)]
     capabilities_any: Vec<String>,
 }
 
 /// `POST /v1/match`'s `hints`.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 pub struct HintsBody {
+    /// Miners in this region rank first.
     #[serde(default)]
+    #[schema(value_type = Option<super::openapi::Name>)]
     region: Option<String>,
 }
 
@@ -319,14 +383,17 @@ fn default_top_k() -> i64 {
 }
 
 /// `POST /v1/match`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = AitbcMatchBody)]
 pub struct MatchBody {
+    #[schema(value_type = super::openapi::Name)]
     job_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::extract::object")]
     requirements: RequirementsBody,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::extract::object")]
     hints: HintsBody,
     #[serde(default = "default_top_k")]
+    #[schema(minimum = 1, maximum = 50, default = 1)]
     top_k: i64,
 }
 
@@ -368,7 +435,7 @@ impl MatchBody {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct CandidateDto {
     miner_id: String,
     addr: String,
@@ -379,12 +446,21 @@ struct CandidateDto {
     price: Option<f64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AitbcMatchDto)]
 struct MatchDto<'a> {
     job_id: &'a str,
     candidates: Vec<CandidateDto>,
 }
 
+#[utoipa::path(post, path = "/v1/match", tag = "aitbc",
+    request_body = MatchBody,
+    security(("client_key" = [])),
+    responses(
+        (status = 200, description = "Candidates, best first", body = MatchDto),
+        (status = 401, description = "No client key (auth.clients = \"keys\")", body = super::error::ErrorBody),
+        (status = 403, description = "Not a client key", body = super::error::ErrorBody),
+    ))]
 pub async fn match_job(
     State(state): State<AppState>,
     ClientCaller(_caller): ClientCaller,
@@ -435,7 +511,7 @@ pub async fn match_job(
     .into_response())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct SlaDto {
     status: &'static str,
     active_violations: usize,
@@ -445,6 +521,10 @@ struct SlaDto {
 
 /// `GET /v1/sla/status`: the verdict of [`crate::domain::aitbc::sla_status`]; the "recent
 /// metrics" are the online miners' fresh heartbeats it was judged on.
+#[utoipa::path(get, path = "/v1/sla/status", tag = "aitbc",
+    responses(
+        (status = 200, description = "The pool's SLA verdict", body = SlaDto),
+    ))]
 pub async fn sla_status(State(state): State<AppState>) -> Response {
     let sla = state.hub.sla();
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(sla.at);

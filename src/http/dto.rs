@@ -25,10 +25,11 @@ impl<T: Serialize> Serialize for Sorted<'_, T> {
 }
 
 /// One miner, as `GET /api/v1/miners/{address}` and the lists show it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct MinerDto<'a> {
     address: Address,
-    capabilities: Sorted<'a, Capabilities>,
+    capabilities: CapabilitiesDto<'a>,
+    #[schema(value_type = Endpoint)]
     endpoint: &'a Endpoint,
     /// The name of a miner registered by name (AITBC's `miner_id`); absent for others.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -45,12 +46,35 @@ pub struct MinerDto<'a> {
     score: ScoreDto<'a>,
     stake: u64,
     stats: StatsDto,
+    #[schema(value_type = Option<MinerStatus>)]
     status: Option<Sorted<'a, MinerStatus>>,
     updated_at: u64,
 }
 
+/// What a miner can run, as answered. Not the request's schema: a miner registered by name
+/// (AITBC) may list no models and 0 MiB (a CPU miner).
+#[derive(Serialize, utoipa::ToSchema)]
+struct CapabilitiesDto<'a> {
+    /// MiB.
+    gpu_memory: u64,
+    job_types: &'a [String],
+    max_concurrent_jobs: u32,
+    models: &'a [String],
+}
+
+impl<'a> CapabilitiesDto<'a> {
+    fn of(c: &'a Capabilities) -> Self {
+        Self {
+            gpu_memory: c.gpu_memory,
+            job_types: &c.job_types,
+            max_concurrent_jobs: c.max_concurrent_jobs,
+            models: &c.models,
+        }
+    }
+}
+
 /// A named miner's profile, in AITBC's field names.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ProfileDto<'a> {
     base_price: Option<&'a str>,
     cpu_cores: Option<u32>,
@@ -58,6 +82,7 @@ struct ProfileDto<'a> {
     proto: &'a str,
     ram_gb: Option<f64>,
     region: Option<&'a str>,
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
     tags: &'a std::collections::BTreeMap<String, String>,
 }
 
@@ -75,7 +100,7 @@ impl<'a> ProfileDto<'a> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct StatsDto {
     availability_samples: f64,
     avg_latency_ms: f64,
@@ -87,19 +112,20 @@ struct StatsDto {
     jobs_total: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ScoreDto<'a> {
     components: ComponentsDto,
     max: f64,
     thermal: ThermalDto,
     value: f64,
+    #[schema(value_type = crate::domain::scoring::Weights)]
     weights: Sorted<'a, crate::domain::scoring::Weights>,
 }
 
 /// How the last reported GPU temperature bears on matching: `factor` multiplies `value` at
 /// match time (1 up to `derate_temperature`, falling linearly to 0.5 at `max_temperature`);
 /// `too_hot` miners are not matched at all.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ThermalDto {
     derate_temperature: f64,
     factor: f64,
@@ -122,7 +148,7 @@ impl ThermalDto {
 }
 
 /// The four score components.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ComponentsDto {
     availability: f64,
     latency: f64,
@@ -149,7 +175,7 @@ impl<'a> MinerDto<'a> {
         let st = &view.stats;
         Self {
             address: m.address,
-            capabilities: Sorted(&m.capabilities),
+            capabilities: CapabilitiesDto::of(&m.capabilities),
             endpoint: &m.endpoint,
             miner_id: m.profile.as_ref().map(|p| p.miner_id.as_str()),
             online,
@@ -186,7 +212,7 @@ impl<'a> MinerDto<'a> {
 
 /// `POST /api/v1/miners/register`: 201 with the token for a new miner, 200 without it for a
 /// re-registration.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct RegisteredDto<'a> {
     pub address: Address,
     pub miner: MinerDto<'a>,
@@ -198,14 +224,14 @@ pub struct RegisteredDto<'a> {
 }
 
 /// `DELETE /api/v1/miners/{address}`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct DeregisteredDto {
     pub address: Address,
     pub status: &'static str,
 }
 
 /// `GET /api/v1/miners`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct MinerListDto<'a> {
     pub miners: Vec<MinerDto<'a>>,
     pub next_cursor: Option<Address>,
@@ -230,14 +256,14 @@ impl<'a> MinerListDto<'a> {
 }
 
 /// `POST /api/v1/miners/{address}/status`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct StatusDto {
     pub address: Address,
     pub status: MinerStatus,
 }
 
 /// One miner offered by a match.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct OfferDto<'a> {
     pub address: Address,
     pub endpoint: &'a str,
@@ -246,7 +272,7 @@ pub struct OfferDto<'a> {
 }
 
 /// `POST /api/v1/match`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct MatchDto<'a> {
     pub match_id: crate::domain::MatchId,
     pub miners: Vec<OfferDto<'a>>,
@@ -255,7 +281,7 @@ pub struct MatchDto<'a> {
 }
 
 /// `POST /api/v1/outcomes`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct OutcomeDto {
     address: Address,
     components: ComponentsDto,
@@ -279,7 +305,7 @@ impl OutcomeDto {
 }
 
 /// One backend in `/health` and `/api/v1/status`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct BackendDto {
     backend: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -303,7 +329,7 @@ impl BackendDto {
 }
 
 /// `GET /health`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct HealthDto {
     /// Miners with a fresh heartbeat (AITBC's `aitbc pool-hub status` reads it).
     miners_online: usize,
@@ -327,7 +353,7 @@ impl HealthDto {
 }
 
 /// `GET /api/v1/status`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct HubStatusDto<'a> {
     config: StatusConfigDto<'a>,
     /// Digest of the configuration in force (changes with every applied reload).
@@ -335,10 +361,12 @@ pub struct HubStatusDto<'a> {
     /// Unix ms when it was loaded (start or reload).
     config_loaded_at: u64,
     /// Settings changed in the file that wait for a restart.
+    #[schema(value_type = Vec<String>)]
     config_pending_restart: &'a [String],
     ephemeral: bool,
     last_score_update: Option<u64>,
     matches_served: u64,
+    #[schema(value_type = crate::registry::Counts)]
     miners: Sorted<'a, crate::registry::Counts>,
     reservations_in_flight: usize,
     service: &'static str,
@@ -347,12 +375,15 @@ pub struct HubStatusDto<'a> {
     version: &'static str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct StatusConfigDto<'a> {
     heartbeat_timeout: u64,
     reservation_ttl: u64,
+    #[schema(value_type = crate::config::ScoringSection)]
     scoring: Sorted<'a, crate::config::ScoringSection>,
+    #[schema(value_type = crate::domain::scoring::Thresholds)]
     thresholds: Sorted<'a, crate::domain::scoring::Thresholds>,
+    #[schema(value_type = crate::domain::scoring::Weights)]
     weights: Sorted<'a, crate::domain::scoring::Weights>,
 }
 

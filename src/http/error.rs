@@ -19,15 +19,20 @@ pub struct ApiError {
     pub field: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
+/// Every error's body: `{"error": {"code", "message", "field"?}}`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub(crate) struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
-struct Inner<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorDetail<'a> {
+    /// A stable, machine-readable code (`invalid_field`, `miner_not_found`, ...).
     code: &'a str,
+    /// What went wrong, for a person.
     message: &'a str,
+    /// The offending field's dotted path, when one field is at fault.
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
 }
@@ -82,6 +87,10 @@ impl From<HubError> for ApiError {
             }
             HubError::UnknownKey => Self::new(StatusCode::UNAUTHORIZED, "unknown_key", msg),
             HubError::NotBanned(_) => Self::new(StatusCode::NOT_FOUND, "not_banned", msg),
+            HubError::ReservedAddress => Self {
+                field: Some("address".into()),
+                ..Self::new(StatusCode::FORBIDDEN, "reserved_address", msg)
+            },
             HubError::Claim(c) => match c {
                 ClaimError::UnknownMatch => Self::new(StatusCode::NOT_FOUND, "unknown_match", msg),
                 ClaimError::NotOffered => {
@@ -120,8 +129,8 @@ impl From<HubError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
-            error: Inner {
+        let body = ErrorBody {
+            error: ErrorDetail {
                 code: self.code,
                 message: &self.message,
                 field: self.field.as_deref(),

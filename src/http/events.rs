@@ -35,25 +35,68 @@ fn keep_alive(idle_timeout_secs: u64) -> Duration {
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
+    /// Comma-separated event types (default: all): registered, deregistered, status, match,
+    /// outcome, cooldown, score.
+    #[param(
+        pattern = "^((registered|deregistered|status|match|outcome|cooldown|score)(,(registered|deregistered|status|match|outcome|cooldown|score))*)?$"
+    )]
     types: Option<String>,
+    /// Only events about this miner.
+    #[param(value_type = Option<Address>)]
     address: Option<String>,
+    /// Resume after this event id (for clients that cannot send `Last-Event-ID`).
+    #[param(pattern = "^([0-9]{1,19})?$")]
     last_event_id: Option<String>,
 }
 
 fn kinds(types: Option<&str>) -> Result<Kinds, Invalid> {
-    let Some(list) = types.filter(|t| !t.trim().is_empty()) else {
+    let Some(list) = types.filter(|t| !t.is_empty()) else {
         return Ok(Kinds::ALL);
     };
     let mut out = Vec::new();
-    for t in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+    // Exactly as documented: names separated by commas, nothing around them.
+    for t in list.split(',') {
         out.push(Kind::parse(t).ok_or_else(|| {
             let all: Vec<_> = Kind::ALL.iter().map(|k| k.as_str()).collect();
             Invalid::new("types", format!("{t:?} is not one of {}", all.join(", ")))
         })?);
     }
     Ok(Kinds::of(out))
+}
+
+/// One Server-Sent Event as the stream writes it (the OpenAPI document's schema for
+/// `text/event-stream`; the keep-alive comments are not events).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Documentation only: `Event` writes the frames.
+pub struct SseEvent {
+    /// The event's sequence number: send it back as `Last-Event-ID` to resume. A `gap`
+    /// event has none.
+    #[schema(pattern = "^[0-9]+$")]
+    id: Option<String>,
+    /// registered, deregistered, status, match, outcome, cooldown, score; or gap (events
+    /// were lost between `first` and `last`).
+    #[schema(pattern = "^(registered|deregistered|status|match|outcome|cooldown|score|gap)$")]
+    event: String,
+    /// The event's JSON object.
+    data: String,
+}
+
+/// An event id sent back to resume from: 1 to 19 digits (as the hub writes them), or empty
+/// for none.
+fn event_id(field: &str, raw: &str) -> Result<Option<u64>, Invalid> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    if raw.len() > 19 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Invalid::new(
+            field,
+            "must be the id of an event this hub sent",
+        ));
+    }
+    Ok(raw.parse::<u64>().ok())
 }
 
 fn record_event(r: &Record) -> Event {
@@ -107,31 +150,44 @@ impl Feed {
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/events", tag = "matching",
+    params(EventsQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id", pattern = "^([0-9]{1,19})?$")),
+    security(("client_key" = [])),
+    responses(
+        (status = 200, description = "Server-Sent Events: registered, deregistered, status, match, outcome, cooldown, score (and gap after a lost stretch)", content_type = "text/event-stream", body = SseEvent),
+        (status = 401, description = "No client key (auth.clients = \"keys\")", body = super::error::ErrorBody),
+        (status = 403, description = "Not a client key", body = super::error::ErrorBody),
+        (status = 503, description = "Too many subscribers", body = super::error::ErrorBody),
+    ))]
 pub async fn events(
     State(state): State<AppState>,
     ClientCaller(_caller): ClientCaller,
     headers: HeaderMap,
-    Query(q): Query<EventsQuery>,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(q) = query
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
     let kinds = kinds(q.types.as_deref())?;
-    let address = match q.address.as_deref().filter(|a| !a.is_empty()) {
+    let address = match q.address.as_deref() {
         Some(a) => Some(
             a.parse::<Address>()
                 .map_err(|_| Invalid::new("address", "must be 0x followed by 40 hex digits"))?,
         ),
         None => None,
     };
-    let last = headers
+    // Both are checked; the header (what EventSource sends on reconnecting) wins.
+    let header = headers
         .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or(q.last_event_id);
-    let last = match last.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        Some(s) => Some(s.parse::<u64>().map_err(|_| {
-            Invalid::new("Last-Event-ID", "must be the id of an event this hub sent")
-        })?),
-        None => None,
-    };
+        .map(|v| event_id("Last-Event-ID", v.to_str().unwrap_or("?")))
+        .transpose()?
+        .flatten();
+    let query = q
+        .last_event_id
+        .as_deref()
+        .map(|v| event_id("last_event_id", v))
+        .transpose()?
+        .flatten();
+    let last = header.or(query);
     let Some(sub) = state.hub.events().subscribe(last) else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -161,8 +217,16 @@ pub async fn events(
         address,
         done: false,
     };
-    let stream = futures_util::stream::unfold(feed, |mut f| async move {
-        f.next().await.map(|e| (Ok::<_, Infallible>(e), f))
+    let max_age = state.hub.config().server.event_stream_max_age;
+    let deadline =
+        (max_age > 0).then(|| tokio::time::Instant::now() + Duration::from_secs(max_age));
+    let stream = futures_util::stream::unfold(feed, move |mut f| async move {
+        let next = match deadline {
+            // At the deadline the stream ends; the client reconnects with Last-Event-ID.
+            Some(at) => tokio::time::timeout_at(at, f.next()).await.ok().flatten(),
+            None => f.next().await,
+        };
+        next.map(|e| (Ok::<_, Infallible>(e), f))
     });
     let every = keep_alive(state.hub.config().server.idle_timeout);
     Ok(Sse::new(stream)

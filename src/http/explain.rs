@@ -16,7 +16,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 /// A match body, plus the miner to explain (all of them when absent).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct ExplainBody {
     #[serde(flatten)]
     request: super::handlers::MatchBody,
@@ -24,21 +24,21 @@ pub struct ExplainBody {
     address: Option<Address>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct OfferedDto {
     address: Address,
     rank: usize,
     score: f64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct MinerReasonDto {
     address: Address,
     #[serde(flatten)]
     reason: Reason,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ExplanationDto {
     miners: Vec<MinerReasonDto>,
     offered: Vec<OfferedDto>,
@@ -46,6 +46,14 @@ struct ExplanationDto {
     truncated: bool,
 }
 
+#[utoipa::path(post, path = "/api/v1/match/explain", tag = "matching",
+    request_body = ExplainBody,
+    security(("client_key" = [])),
+    responses(
+        (status = 200, description = "Each miner's reason; nothing is reserved", body = ExplanationDto),
+        (status = 401, description = "No client key (auth.clients = \"keys\")", body = super::error::ErrorBody),
+        (status = 403, description = "Not a client key", body = super::error::ErrorBody),
+    ))]
 pub async fn explain(
     State(state): State<AppState>,
     ClientCaller(_caller): ClientCaller,

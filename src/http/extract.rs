@@ -61,9 +61,30 @@ where
 /// A good body is parsed once, by serde_json alone. Only a bad one is parsed again, through
 /// `serde_path_to_error`, to name the field: tracking the path costs on every field, and
 /// good bodies are nearly all of the traffic.
+///
+/// A number written with a zero fraction (`5.0`) is an integer, as JSON Schema (and so the
+/// OpenAPI document) says: a body that fails only for that is read again with such numbers
+/// as integers. Only failed bodies pay for the second reading.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if let Ok(v) = serde_json::from_slice(bytes) {
+    // Every body is an object: serde would also take a struct written as an array.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_field",
+                "the body must be a JSON object",
+            ));
+        }
+    } else if let Ok(v) = serde_json::from_slice(bytes) {
         return Ok(v);
+    }
+    if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(bytes) {
+        if integral_floats_to_integers(&mut value) {
+            return serde_path_to_error::deserialize(value).map_err(|e| {
+                let path = e.path().to_string();
+                data_error(path, e.into_inner())
+            });
+        }
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -76,20 +97,78 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 "invalid_json",
                 format!("the body is not valid JSON: {inner}"),
             ),
-            Category::Data => {
-                let field = if path == "." { None } else { Some(path) };
-                ApiError {
-                    status: StatusCode::BAD_REQUEST,
-                    code: "invalid_field",
-                    message: match &field {
-                        Some(f) => format!("{f}: {inner}"),
-                        None => inner.to_string(),
-                    },
-                    field,
-                }
-            }
+            Category::Data => data_error(path, inner),
         }
     })
+}
+
+/// `#[serde(deserialize_with = "object")]`: a nested struct that must be written as a JSON
+/// object (serde alone also takes an array of its fields in order).
+pub(super) fn object<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    struct Only<T>(std::marker::PhantomData<T>);
+    impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Only<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    d.deserialize_map(Only(std::marker::PhantomData))
+}
+
+/// A body that is JSON but not the expected shape: 400 naming the field at `path`.
+fn data_error(path: String, inner: serde_json::Error) -> ApiError {
+    let field = if path == "." { None } else { Some(path) };
+    ApiError {
+        status: StatusCode::BAD_REQUEST,
+        code: "invalid_field",
+        message: match &field {
+            Some(f) => format!("{f}: {inner}"),
+            None => inner.to_string(),
+        },
+        field,
+    }
+}
+
+/// Rewrites every number with a zero fraction that fits an `i64` or a `u64` as that
+/// integer; true when it changed anything.
+fn integral_floats_to_integers(v: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) => {
+            let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0) else {
+                return false;
+            };
+            // 2^64 and -2^63 are exact doubles: the bounds are tested exactly.
+            let as_int = if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                Some(serde_json::Number::from(f as u64))
+            } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+                Some(serde_json::Number::from(f as i64))
+            } else {
+                None
+            };
+            match as_int {
+                Some(i) => {
+                    *n = i;
+                    true
+                }
+                None => false,
+            }
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |changed, i| integral_floats_to_integers(i) | changed),
+        Value::Object(map) => map
+            .values_mut()
+            .fold(false, |changed, i| integral_floats_to_integers(i) | changed),
+        _ => false,
+    }
 }
 
 /// The bearer token, if the request carries one.
@@ -142,5 +221,47 @@ impl<S: Send + Sync> FromRequestParts<S> for AddressPath {
         miner_in_path(&raw)
             .map(AddressPath)
             .map_err(ApiError::invalid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Body {
+        n: u32,
+        f: f64,
+        list: Vec<i64>,
+    }
+
+    #[test]
+    fn a_zero_fraction_is_an_integer() {
+        let b: Body = parse_json(br#"{"n": 27.0, "f": 2.0, "list": [-3.0, 4]}"#).expect("parses");
+        assert_eq!(
+            b,
+            Body {
+                n: 27,
+                f: 2.0,
+                list: vec![-3, 4]
+            }
+        );
+    }
+
+    #[test]
+    fn a_real_fraction_is_still_refused_and_named() {
+        let e = parse_json::<Body>(br#"{"n": 27.5, "f": 1, "list": []}"#).expect_err("refused");
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.field.as_deref(), Some("n"));
+        let e = parse_json::<Body>(br#"{"n": 1.0, "f": 1, "list": [1e30]}"#).expect_err("refused");
+        assert_eq!(e.field.as_deref(), Some("list[0]"));
+        let e = parse_json::<Body>(br#"{"n": 1e10, "f": 1, "list": []}"#).expect_err("too big");
+        assert_eq!(e.field.as_deref(), Some("n"));
+    }
+
+    #[test]
+    fn broken_json_is_named_as_such() {
+        let e = parse_json::<Body>(br#"{"n": 1,"#).expect_err("refused");
+        assert_eq!(e.code, "invalid_json");
     }
 }

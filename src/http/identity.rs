@@ -15,7 +15,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 /// `POST /api/v1/miners/{address}/challenge`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ChallengeDto {
     /// The EIP-4361 text to sign with `personal_sign`, exactly as given.
     pub message: String,
@@ -25,14 +25,14 @@ pub struct ChallengeDto {
 }
 
 /// `POST /api/v1/miners/{address}/token`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct TokenDto {
     pub address: Address,
     pub token: String,
     pub token_note: &'static str,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenBody {
     signature: String,
@@ -47,6 +47,12 @@ pub fn parse_signature(s: &str) -> Result<RawSignature, ApiError> {
     })
 }
 
+#[utoipa::path(post, path = "/api/v1/miners/{address}/challenge", tag = "identity",
+    params(("address" = super::openapi::OwnAddress, Path, description = "The address to prove")),
+    responses(
+        (status = 200, description = "An EIP-4361 message to sign with personal_sign", body = ChallengeDto),
+        (status = 403, description = "The address is banned", body = super::error::ErrorBody),
+    ))]
 pub async fn challenge(
     State(state): State<AppState>,
     AddressPath(address): AddressPath,
@@ -62,6 +68,15 @@ pub async fn challenge(
     .into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/miners/{address}/token", tag = "identity",
+    params(("address" = super::openapi::OwnAddress, Path, description = "The miner's address")),
+    request_body = TokenBody,
+    responses(
+        (status = 200, description = "A new token (the old one stops working)", body = TokenDto),
+        (status = 401, description = "The signature proves nothing", body = super::error::ErrorBody),
+        (status = 403, description = "Banned", body = super::error::ErrorBody),
+        (status = 404, description = "No such miner", body = super::error::ErrorBody),
+    ))]
 pub async fn reissue_token(
     State(state): State<AppState>,
     AddressPath(address): AddressPath,
@@ -78,16 +93,19 @@ pub async fn reissue_token(
 }
 
 /// `POST /api/v1/admin/bans`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BanBody {
+    #[schema(value_type = Address)]
     address: String,
+    /// Why, for the operator's records (at most 500 characters).
     #[serde(default)]
+    #[schema(max_length = 500)]
     reason: Option<String>,
 }
 
 /// One ban in `GET /api/v1/admin/bans` and the answer to `POST`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct BanDto {
     pub address: Address,
     pub reason: Option<String>,
@@ -104,11 +122,19 @@ impl From<Ban> for BanDto {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct BanListDto {
     pub bans: Vec<BanDto>,
 }
 
+#[utoipa::path(post, path = "/api/v1/admin/bans", tag = "admin",
+    request_body = BanBody,
+    security(("admin_key" = [])),
+    responses(
+        (status = 201, description = "Banned (its record, if any, is removed)", body = BanDto),
+        (status = 401, description = "No admin key", body = super::error::ErrorBody),
+        (status = 403, description = "Not an admin key", body = super::error::ErrorBody),
+    ))]
 pub async fn create_ban(
     State(state): State<AppState>,
     AdminCaller(_): AdminCaller,
@@ -119,6 +145,13 @@ pub async fn create_ban(
     Ok((StatusCode::CREATED, Json(BanDto::from(ban))).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/admin/bans", tag = "admin",
+    security(("admin_key" = [])),
+    responses(
+        (status = 200, description = "Every ban", body = BanListDto),
+        (status = 401, description = "No admin key", body = super::error::ErrorBody),
+        (status = 403, description = "Not an admin key", body = super::error::ErrorBody),
+    ))]
 pub async fn list_bans(
     State(state): State<AppState>,
     AdminCaller(_): AdminCaller,
@@ -130,6 +163,15 @@ pub async fn list_bans(
     .into_response())
 }
 
+#[utoipa::path(delete, path = "/api/v1/admin/bans/{address}", tag = "admin",
+    params(("address" = super::openapi::MinerRef, Path, description = "The banned address")),
+    security(("admin_key" = [])),
+    responses(
+        (status = 204, description = "Unbanned"),
+        (status = 401, description = "No admin key", body = super::error::ErrorBody),
+        (status = 403, description = "Not an admin key", body = super::error::ErrorBody),
+        (status = 404, description = "Not banned", body = super::error::ErrorBody),
+    ))]
 pub async fn delete_ban(
     State(state): State<AppState>,
     AdminCaller(_): AdminCaller,

@@ -14,15 +14,17 @@ mod handlers;
 mod identity;
 mod layers;
 pub mod limits;
+pub mod openapi;
 mod ui;
 
 pub use error::ApiError;
 pub use extract::parse_json;
 
+use crate::config::Config;
 use crate::hub::Hub;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{delete, get, post};
+use axum::routing::{get, on, MethodFilter, MethodRouter};
 use axum::Router;
 use std::sync::Arc;
 
@@ -32,6 +34,103 @@ pub struct AppState {
     pub hub: Arc<Hub>,
 }
 
+/// One route the API serves: the method and path (as the OpenAPI document names them) and
+/// the handler. [`api_router`] is built from [`routes`] alone, so a test can hold the
+/// document against every route that exists.
+pub struct Route {
+    pub method: axum::http::Method,
+    pub path: &'static str,
+    handler: MethodRouter<AppState>,
+}
+
+fn route<H, T>(method: axum::http::Method, path: &'static str, handler: H) -> Route
+where
+    H: axum::handler::Handler<T, AppState>,
+    T: 'static,
+{
+    let filter = match method.as_str() {
+        "POST" => MethodFilter::POST,
+        "DELETE" => MethodFilter::DELETE,
+        _ => MethodFilter::GET,
+    };
+    Route {
+        method,
+        path,
+        handler: on(filter, handler),
+    }
+}
+
+/// Every route of the API port under `cfg` (the AITBC routes and `/metrics` depend on it).
+pub fn routes(cfg: &Config) -> Vec<Route> {
+    use axum::http::Method;
+    let (get, post, del) = (Method::GET, Method::POST, Method::DELETE);
+    let doc = std::sync::Arc::new(openapi::document_bytes(cfg));
+    let mut r = vec![
+        route(get.clone(), "/", ui::page),
+        route(get.clone(), "/ui", ui::page),
+        route(get.clone(), "/health", handlers::health),
+        route(get.clone(), openapi::DOCUMENT_PATH, {
+            let doc = doc.clone();
+            move || openapi::openapi_json(axum::extract::State(doc))
+        }),
+        route(get.clone(), "/api/v1/status", handlers::status),
+        route(get.clone(), "/api/v1/miners", handlers::list_miners),
+        route(post.clone(), "/api/v1/miners/register", handlers::register),
+        route(get.clone(), "/api/v1/miners/{address}", handlers::get_miner),
+        route(
+            del.clone(),
+            "/api/v1/miners/{address}",
+            handlers::delete_miner,
+        ),
+        route(
+            post.clone(),
+            "/api/v1/miners/{address}/status",
+            handlers::update_status,
+        ),
+        route(
+            post.clone(),
+            "/api/v1/miners/{address}/challenge",
+            identity::challenge,
+        ),
+        route(
+            post.clone(),
+            "/api/v1/miners/{address}/token",
+            identity::reissue_token,
+        ),
+        route(get.clone(), "/api/v1/admin/bans", identity::list_bans),
+        route(post.clone(), "/api/v1/admin/bans", identity::create_ban),
+        route(
+            del.clone(),
+            "/api/v1/admin/bans/{address}",
+            identity::delete_ban,
+        ),
+        route(post.clone(), "/api/v1/match", handlers::match_job),
+        route(post.clone(), "/api/v1/match/explain", explain::explain),
+        route(get.clone(), "/api/v1/events", events::events),
+        route(post.clone(), "/api/v1/outcomes", handlers::report_outcome),
+        route(post.clone(), "/api/v1/admin/keys", admin::create_key),
+        route(get.clone(), "/api/v1/admin/keys", admin::list_keys),
+        route(del.clone(), "/api/v1/admin/keys/{id}", admin::revoke_key),
+        route(post.clone(), "/api/v1/admin/backup", admin::backup),
+        route(post.clone(), "/api/v1/admin/replay", admin::replay),
+    ];
+    if cfg.server.metrics_on_api_port {
+        r.push(route(get.clone(), "/metrics", handlers::metrics));
+    }
+    if cfg.compat.aitbc {
+        // AITBC's pool-hub API beside poolhub's own (see `aitbc`).
+        r.push(route(post.clone(), "/v1/miners/register", aitbc::register));
+        r.push(route(
+            post.clone(),
+            "/v1/miners/heartbeat",
+            aitbc::heartbeat,
+        ));
+        r.push(route(post, "/v1/match", aitbc::match_job));
+        r.push(route(get, "/v1/sla/status", aitbc::sla_status));
+    }
+    r
+}
+
 /// The API router (port 8000 by default).
 ///
 /// `limiter` holds the rate limits' buckets: one per process, shared by every connection
@@ -39,60 +138,11 @@ pub struct AppState {
 pub fn api_router(hub: Arc<Hub>, limiter: Arc<limits::Limiter>) -> Router {
     let cfg = hub.config().server.clone();
     let enforcer = limits::Enforcer::new(hub.clone(), limiter);
+    // Two methods on one path merge into one method router.
+    let r = routes(&hub.config())
+        .into_iter()
+        .fold(Router::new(), |r, route| r.route(route.path, route.handler));
     let state = AppState { hub };
-    let mut r = Router::new()
-        .route("/", get(ui::page))
-        .route("/ui", get(ui::page))
-        .route("/health", get(handlers::health))
-        .route("/api/v1/status", get(handlers::status))
-        .route("/api/v1/miners", get(handlers::list_miners))
-        .route("/api/v1/miners/register", post(handlers::register))
-        .route(
-            "/api/v1/miners/{address}",
-            get(handlers::get_miner).delete(handlers::delete_miner),
-        )
-        .route(
-            "/api/v1/miners/{address}/status",
-            post(handlers::update_status),
-        )
-        .route(
-            "/api/v1/miners/{address}/challenge",
-            post(identity::challenge),
-        )
-        .route(
-            "/api/v1/miners/{address}/token",
-            post(identity::reissue_token),
-        )
-        .route(
-            "/api/v1/admin/bans",
-            get(identity::list_bans).post(identity::create_ban),
-        )
-        .route(
-            "/api/v1/admin/bans/{address}",
-            axum::routing::delete(identity::delete_ban),
-        )
-        .route("/api/v1/match", post(handlers::match_job))
-        .route("/api/v1/match/explain", post(explain::explain))
-        .route("/api/v1/events", get(events::events))
-        .route("/api/v1/outcomes", post(handlers::report_outcome))
-        .route(
-            "/api/v1/admin/keys",
-            post(admin::create_key).get(admin::list_keys),
-        )
-        .route("/api/v1/admin/keys/{id}", delete(admin::revoke_key))
-        .route("/api/v1/admin/backup", post(admin::backup))
-        .route("/api/v1/admin/replay", post(admin::replay));
-    if cfg.metrics_on_api_port {
-        r = r.route("/metrics", get(handlers::metrics));
-    }
-    if state.hub.config().compat.aitbc {
-        // AITBC's pool-hub API beside poolhub's own (see `aitbc`).
-        r = r
-            .route("/v1/miners/register", post(aitbc::register))
-            .route("/v1/miners/heartbeat", post(aitbc::heartbeat))
-            .route("/v1/match", post(aitbc::match_job))
-            .route("/v1/sla/status", get(aitbc::sla_status));
-    }
     r.fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         // Innermost first: the rate limits (inside the timeout, since a registration's body

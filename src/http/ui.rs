@@ -14,6 +14,10 @@ const POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 
                       connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; \
                       frame-ancestors 'none'";
 
+#[utoipa::path(get, path = "/", tag = "operations",
+    responses(
+        (status = 200, description = "The dashboard (also at /ui)", content_type = "text/html", body = String),
+    ))]
 pub async fn page() -> Response {
     (
         [

@@ -277,13 +277,13 @@ mod tests {
         let mut reg = super::super::tests::registration(1);
         reg.address = Address::for_miner_id("aitbc-miner-1");
         match hub.register_signed(reg, None, None).await {
-            Err(HubError::Invalid(e)) => assert_eq!(e.field, "address"),
+            Err(HubError::ReservedAddress) => {}
             other => panic!("{other:?}"),
         }
         assert!(matches!(
             hub.challenge(Address::for_miner_id("x"), Some("hub.example"))
                 .await,
-            Err(HubError::Invalid(_))
+            Err(HubError::ReservedAddress)
         ));
     }
 }

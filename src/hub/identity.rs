@@ -28,6 +28,15 @@ const NONCE_LEN: usize = 20;
 /// What the wallet shows the operator above the signature request.
 pub const STATEMENT: &str = "Prove that you hold this address's key to the pool hub.";
 
+/// Refuses an address of the range kept for miners registered by name (403: it is not a
+/// malformed address, it is one nobody may claim by address).
+fn reserved(address: &Address) -> Result<(), HubError> {
+    match address.check_not_reserved() {
+        Ok(()) => Ok(()),
+        Err(_) => Err(HubError::ReservedAddress),
+    }
+}
+
 impl Hub {
     /// Issues a fresh challenge for `address`, replacing any open one. `host` is the `Host`
     /// the request was sent to, named as the domain when `auth.domain` is empty.
@@ -36,7 +45,7 @@ impl Hub {
         address: Address,
         host: Option<&str>,
     ) -> Result<Challenge, HubError> {
-        address.check_not_reserved()?;
+        reserved(&address)?;
         let auth = &self.tuning().auth;
         let domain = if auth.domain.is_empty() {
             host.map(str::trim)
@@ -100,7 +109,7 @@ impl Hub {
         signature: Option<&RawSignature>,
     ) -> Result<Registered, HubError> {
         // The named miners' range: reached only by name, never by an address's key.
-        reg.address.check_not_reserved()?;
+        reserved(&reg.address)?;
         let Some(signature) = signature else {
             if self.tuning().auth.miner_identity == MinerIdentity::Signature {
                 return self.register_proven_with_token(reg, token).await;
@@ -274,7 +283,7 @@ impl Hub {
         address: &Address,
         signature: &RawSignature,
     ) -> Result<String, HubError> {
-        address.check_not_reserved()?;
+        reserved(address)?;
         let _guard = self.lock_for(address).lock().await;
         self.prove(address, signature).await?;
         let (current, stats, availability) = match self.registry.get(address) {

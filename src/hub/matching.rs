@@ -46,6 +46,16 @@ pub(super) fn checked(
     if limit == 0 || limit > m.max_limit {
         return Err(Invalid::new("limit", format!("must be between 1 and {}", m.max_limit)).into());
     }
+    if req
+        .min_gpu_memory
+        .is_some_and(|m| m > crate::domain::miner::MAX_GPU_MEMORY_MIB)
+    {
+        return Err(Invalid::new(
+            "requirements.min_gpu_memory",
+            "must be at most 16777216 MiB",
+        )
+        .into());
+    }
     if let Some(l) = req.max_latency {
         if !l.is_finite() || l <= 0.0 {
             return Err(Invalid::new(
@@ -335,7 +345,11 @@ impl Hub {
                 .into());
             }
         }
-        if rep.error.as_ref().is_some_and(|e| e.len() > MAX_ERROR_LEN) {
+        if rep
+            .error
+            .as_ref()
+            .is_some_and(|e| e.chars().count() > MAX_ERROR_LEN)
+        {
             return Err(Invalid::new("error", "must be at most 1024 characters").into());
         }
         self.hot

@@ -113,6 +113,10 @@ pub enum HubError {
     Conflict(Address),
     #[error("address {0} is not banned")]
     NotBanned(Address),
+    /// An address in the range kept for miners registered by name: no key signs for it,
+    /// and no one may register, prove or take it over by address.
+    #[error("addresses starting with 0xa17bc0de are reserved for miners registered by miner_id (POST /v1/miners/register)")]
+    ReservedAddress,
     #[error("this api_key is already the key of another miner: give every miner its own key")]
     KeyInUse,
     #[error("no miner is registered with this api_key: register first (POST /v1/miners/register)")]
