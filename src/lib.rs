@@ -16,7 +16,8 @@
 //!   stream (`hub/stream.rs`), explanations and replay.
 //! * [`auth`]: client and admin keys, held by digest and checked in memory.
 //! * [`http`]: the thin HTTP adapter (axum): router, extractors, DTOs, one error mapping, the
-//!   event stream (SSE) and the embedded dashboard.
+//!   event stream (SSE), the embedded dashboard and the OpenAPI document generated from the
+//!   types (`http::openapi`).
 //! * [`server`]: start-up, listeners with header/idle timeouts and a connection cap, graceful
 //!   shutdown; [`server::TestHub`] for tests.
 //! * [`config`]: the one typed configuration; [`net`]: client addresses behind proxies.

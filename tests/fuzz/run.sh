@@ -64,7 +64,7 @@ status=0
 (cd "$work" && schemathesis --config-file "$here/schemathesis.toml" run \
     "http://127.0.0.1:$port/api/v1/openapi.json" \
     -H "Authorization: Bearer $token" \
-    --checks all --max-examples "$examples" --seed "$seed" --workers 1 \
+    --max-examples "$examples" --seed "$seed" --workers 1 \
     --request-timeout 10 --no-color) >"$work/report.txt" 2>&1 || status=$?
 
 sed -n '/SUMMARY/,$p' "$work/report.txt"
