@@ -199,7 +199,7 @@ struct RegisteredDto<'a> {
     miner: MinerDto<'a>,
 }
 
-#[utoipa::path(post, path = "/v1/miners/register", tag = "aitbc",
+#[utoipa::path(post, path = "/v1/miners/register", tag = "aitbc", operation_id = "aitbc_register",
     request_body = RegisterBody,
     responses(
         (status = 201, description = "Registered", body = RegisteredDto),
@@ -324,7 +324,7 @@ struct HeartbeatDto<'a> {
     received_at: u64,
 }
 
-#[utoipa::path(post, path = "/v1/miners/heartbeat", tag = "aitbc",
+#[utoipa::path(post, path = "/v1/miners/heartbeat", tag = "aitbc", operation_id = "aitbc_heartbeat",
     request_body = HeartbeatBody,
     security(("aitbc_api_key" = []), ("aitbc_api_key_header" = [])),
     responses(
@@ -453,7 +453,7 @@ struct MatchDto<'a> {
     candidates: Vec<CandidateDto>,
 }
 
-#[utoipa::path(post, path = "/v1/match", tag = "aitbc",
+#[utoipa::path(post, path = "/v1/match", tag = "aitbc", operation_id = "aitbc_match",
     request_body = MatchBody,
     security(("client_key" = [])),
     responses(
@@ -521,7 +521,7 @@ struct SlaDto {
 
 /// `GET /v1/sla/status`: the verdict of [`crate::domain::aitbc::sla_status`]; the "recent
 /// metrics" are the online miners' fresh heartbeats it was judged on.
-#[utoipa::path(get, path = "/v1/sla/status", tag = "aitbc",
+#[utoipa::path(get, path = "/v1/sla/status", tag = "aitbc", operation_id = "aitbc_sla_status",
     responses(
         (status = 200, description = "The pool's SLA verdict", body = SlaDto),
     ))]

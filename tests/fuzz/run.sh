@@ -7,9 +7,10 @@
 #
 #   tests/fuzz/run.sh [BINARY]        (default: target/debug/poolhub)
 #
-# Needs schemathesis (pip install schemathesis). One worker: CPython 3.11.7 can fail
-# parsing concurrently ("AST constructor recursion depth mismatch") with more. FUZZ_EXAMPLES (per operation, default 60)
-# and FUZZ_SEED (default fixed, so a failure reproduces) tune the run.
+# Needs schemathesis and openapi-spec-validator (pip install schemathesis
+# openapi-spec-validator). One worker: with more, CPython 3.11.7 can fail parsing
+# concurrently ("AST constructor recursion depth mismatch"). FUZZ_EXAMPLES (per operation,
+# default 60) and FUZZ_SEED (default fixed, so a failure reproduces) tune the run.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -59,6 +60,16 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 curl -fsS "http://127.0.0.1:$port/health" >/dev/null
+
+# The document itself first: a valid OpenAPI 3.1 document (openapi-spec-validator).
+curl -fsS "http://127.0.0.1:$port/api/v1/openapi.json" -o "$work/openapi.json"
+python3 - "$work/openapi.json" <<'PY'
+import json, sys
+from openapi_spec_validator import validate
+doc = json.load(open(sys.argv[1]))
+validate(doc)
+print(f"fuzz: the document is valid OpenAPI {doc['openapi']} ({len(doc['paths'])} paths)")
+PY
 
 status=0
 (cd "$work" && schemathesis --config-file "$here/schemathesis.toml" run \

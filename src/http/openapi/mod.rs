@@ -143,8 +143,11 @@ fn typed_document(cfg: &Config) -> utoipa::openapi::OpenApi {
         paths.remove("/metrics");
     }
     // The dashboard answers at both paths; the annotation names one.
-    if let Some(root) = paths.get("/").cloned() {
-        paths.insert("/ui".to_string(), root);
+    if let Some(mut ui) = paths.get("/").cloned() {
+        if let Some(op) = ui.get.as_mut() {
+            op.operation_id = Some("page_ui".into());
+        }
+        paths.insert("/ui".to_string(), ui);
     }
     let client_optional = cfg.auth.clients == ClientAuth::Open;
     let components = doc.components.get_or_insert_with(Default::default);

@@ -142,3 +142,15 @@ fn regex_lite_match(_pattern: &str) -> impl Fn(&str) -> bool {
             && crate::domain::miner::validate_name("n", s).is_ok()
     }
 }
+
+#[test]
+fn operation_ids_are_unique() {
+    let doc = document(&everything());
+    let mut seen = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("item") {
+            let id = op["operationId"].as_str().expect("an operationId");
+            assert!(seen.insert(id.to_string()), "{method} {path}: {id} twice");
+        }
+    }
+}
