@@ -248,7 +248,8 @@ impl fmt::Debug for Endpoint {
 /// What a miner can run. `gpu_memory` is MiB, as in the seed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Capabilities {
-    #[schema(value_type = Vec<crate::http::openapi::Name>, min_items = 1, max_items = 256)]
+    #[schema(value_type = Vec<crate::http::openapi::Name>, min_items = 1, max_items = 256,
+        example = json!(["llama3.2", "mistral-7b"]))]
     pub models: Vec<String>,
     /// MiB.
     #[schema(minimum = 1, maximum = 16777216)]

@@ -77,7 +77,7 @@ pub struct Requirements {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct MatchBody {
-    #[schema(value_type = super::openapi::Name)]
+    #[schema(value_type = super::openapi::Name, example = "llama3.2")]
     model: String,
     /// Default "inference".
     #[schema(value_type = Option<super::openapi::Name>)]

@@ -49,6 +49,8 @@ status = { per_second = 0, burst = 0 }
 match = { per_second = 0, burst = 0 }
 outcome = { per_second = 0, burst = 0 }
 admin = { per_second = 0, burst = 0 }
+[matching]
+heartbeat_timeout = 3600
 [compat]
 aitbc = true
 TOML
@@ -60,6 +62,17 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 curl -fsS "http://127.0.0.1:$port/health" >/dev/null
+
+# Miners that serve the document's example model and stay online for the whole run, so
+# the examples' matches offer miners and the match -> outcome link reaches real outcomes.
+for i in 1 2 3; do
+    a=$(printf '0x%040x' "$((0xf0220 + i))")
+    tok=$(curl -fsS "http://127.0.0.1:$port/api/v1/miners/register" \
+        -d "{\"address\":\"$a\",\"endpoint\":\"http://fuzz-miner-$i.example:8080\",\"capabilities\":{\"models\":[\"llama3.2\"],\"gpu_memory\":24576,\"max_concurrent_jobs\":1000}}" \
+        | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+    curl -fsS "http://127.0.0.1:$port/api/v1/miners/$a/status" -H "Authorization: Bearer $tok" \
+        -d '{"available":true,"current_load":0,"gpu_utilization":0.2,"temperature":60}' >/dev/null
+done
 
 # The document itself first: a valid OpenAPI 3.1 document (openapi-spec-validator).
 curl -fsS "http://127.0.0.1:$port/api/v1/openapi.json" -o "$work/openapi.json"

@@ -94,6 +94,7 @@ pub async fn openapi_json(
 /// The document for a hub running `cfg`, as JSON.
 pub fn document(cfg: &Config) -> serde_json::Value {
     let mut doc = serde_json::to_value(typed_document(cfg)).unwrap_or_default();
+    links(&mut doc);
     if let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) {
         for op in paths
             .values_mut()
@@ -109,6 +110,56 @@ pub fn document(cfg: &Config) -> serde_json::Value {
         }
     }
     doc
+}
+
+/// How one answer feeds the next request (OpenAPI links): a match's id and first miner
+/// make an outcome report; a registration's address names the miner for the routes that
+/// take one. Clients and stateful fuzzers follow them.
+fn links(doc: &mut serde_json::Value) {
+    use serde_json::json;
+    let mut link = |path: &str, method: &str, status: &str, name: &str, link: serde_json::Value| {
+        if let Some(r) = doc
+            .pointer_mut(&format!(
+                "/paths/{}/{method}/responses/{status}",
+                path.replace('/', "~1")
+            ))
+            .and_then(|r| r.as_object_mut())
+        {
+            let links = r.entry("links").or_insert_with(|| json!({}));
+            links[name] = link;
+        }
+    };
+    link(
+        "/api/v1/match",
+        "post",
+        "200",
+        "ReportOutcome",
+        json!({
+            "operationId": "report_outcome",
+            "description": "Report how the job went on the first miner offered",
+            "requestBody": {
+                "match_id": "$response.body#/match_id",
+                "address": "$response.body#/miners/0/address",
+                "success": true,
+                "latency_ms": 250.0
+            }
+        }),
+    );
+    for (path, status) in [
+        ("/api/v1/miners/register", "201"),
+        ("/v1/miners/register", "201"),
+    ] {
+        link(
+            path,
+            "post",
+            status,
+            "GetMiner",
+            json!({
+                "operationId": "get_miner",
+                "parameters": {"address": "$response.body#/address"}
+            }),
+        );
+    }
 }
 
 /// A parameter travels as text, where `null` cannot be told from the word "null": an
