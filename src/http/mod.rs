@@ -48,11 +48,9 @@ where
     H: axum::handler::Handler<T, AppState>,
     T: 'static,
 {
-    let filter = match method.as_str() {
-        "POST" => MethodFilter::POST,
-        "DELETE" => MethodFilter::DELETE,
-        _ => MethodFilter::GET,
-    };
+    // Only GET, POST and DELETE are used, all of which axum can route.
+    let filter = MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET);
+    debug_assert_eq!(MethodFilter::try_from(method.clone()).ok(), Some(filter));
     Route {
         method,
         path,

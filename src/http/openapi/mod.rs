@@ -18,7 +18,7 @@ use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityRequirement};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, RefOr};
 use utoipa::{OpenApi, PartialSchema, ToSchema};
@@ -95,12 +95,16 @@ pub async fn openapi_json(
 pub fn document(cfg: &Config) -> serde_json::Value {
     let mut doc = serde_json::to_value(typed_document(cfg)).unwrap_or_default();
     links(&mut doc);
+    let client_optional = cfg.auth.clients == ClientAuth::Open;
     if let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) {
         for op in paths
             .values_mut()
             .filter_map(|i| i.as_object_mut())
             .flat_map(|i| i.values_mut())
         {
+            if client_optional {
+                make_client_key_optional(op);
+            }
             let params = op.get_mut("parameters").and_then(|p| p.as_array_mut());
             for p in params.into_iter().flatten() {
                 if let Some(schema) = p.get_mut("schema") {
@@ -145,20 +149,27 @@ fn links(doc: &mut serde_json::Value) {
             }
         }),
     );
-    for (path, status) in [
-        ("/api/v1/miners/register", "201"),
-        ("/v1/miners/register", "201"),
-    ] {
+    for path in ["/api/v1/miners/register", "/v1/miners/register"] {
         link(
             path,
             "post",
-            status,
+            "201",
             "GetMiner",
             json!({
                 "operationId": "get_miner",
                 "parameters": {"address": "$response.body#/address"}
             }),
         );
+    }
+}
+
+/// Under `auth.clients = "open"` a client key is optional: the requirement list gains an
+/// empty alternative, which OpenAPI reads as "no credentials needed".
+fn make_client_key_optional(op: &mut serde_json::Value) {
+    if let Some(security) = op.get_mut("security").and_then(|s| s.as_array_mut()) {
+        if security.iter().any(|r| r.get("client_key").is_some()) {
+            security.insert(0, serde_json::json!({}));
+        }
     }
 }
 
@@ -200,7 +211,6 @@ fn typed_document(cfg: &Config) -> utoipa::openapi::OpenApi {
         }
         paths.insert("/ui".to_string(), ui);
     }
-    let client_optional = cfg.auth.clients == ClientAuth::Open;
     let components = doc.components.get_or_insert_with(Default::default);
     security_schemes(components);
     components
@@ -209,9 +219,6 @@ fn typed_document(cfg: &Config) -> utoipa::openapi::OpenApi {
     for item in doc.paths.paths.values_mut() {
         for op in operations(item) {
             common_errors(op);
-            if client_optional {
-                make_client_key_optional(op);
-            }
         }
     }
     doc
@@ -334,23 +341,6 @@ fn common_errors(op: &mut Operation) {
         "503",
         error_response("Storage is unavailable: nothing was changed"),
     );
-}
-
-/// Under `auth.clients = "open"` a client key is optional: the requirement list gains an
-/// empty alternative, which OpenAPI reads as "no credentials needed".
-fn make_client_key_optional(op: &mut Operation) {
-    let Some(security) = op.security.as_mut() else {
-        return;
-    };
-    let wants_client = security.iter().any(|r| {
-        serde_json::to_value(r)
-            .ok()
-            .and_then(|v| v.as_object().map(|o| o.contains_key("client_key")))
-            .unwrap_or(false)
-    });
-    if wants_client {
-        security.insert(0, SecurityRequirement::default());
-    }
 }
 
 /// The `{address}` segment: an address, or the miner_id of a miner registered by name.
